@@ -1,0 +1,226 @@
+// Device acquisition. One device is "current" at a time (like tfjs's backend): kernels, the queue and the pool
+// all run on it. Order: a caller's own GPUDevice > a forced backend (SEQREC_BACKEND) > the default backend with a
+// core adapter > Dawn's OpenGL ES backend at compatibility level (Mesa llvmpipe on GPU-less Linux machines).
+import { flags, log } from './env.js';
+
+export type FeatureLevel = 'core' | 'compatibility';
+
+export interface GpuInfo {
+  backend: string;
+  featureLevel: FeatureLevel;
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  limits: Record<string, number>;
+  features: string[];
+}
+
+export interface Gpu {
+  readonly device: GPUDevice;
+  readonly adapter: GPUAdapter | null;
+  readonly info: GpuInfo;
+}
+
+export interface InitOptions {
+  /** Use this device (a browser's, or an app's own). The engine never destroys a device it did not create. */
+  device?: GPUDevice;
+  /** The adapter the device came from, if known (only used for `info`). */
+  adapter?: GPUAdapter;
+  /** Force a Dawn backend in Node ('vulkan', 'opengles', 'metal', 'd3d12', ...). Default: SEQREC_BACKEND. */
+  backend?: string;
+}
+
+/** Limits the kernels want at the adapter's maximum (compat mode's defaults are far lower). */
+const WANTED_LIMITS = [
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxUniformBufferBindingSize',
+  'maxBindingsPerBindGroup',
+] as const;
+
+export const INSTALL_HINT =
+  'On Debian/Ubuntu without a GPU, install Mesa (EGL + llvmpipe) with:\n' +
+  '  apt-get install -y --no-install-recommends libegl-dev libegl-mesa0 libgl1-mesa-dri\n' +
+  'and make sure the npm package `webgpu` is installed (npm ci). Set DEBUG=1 to see each attempt.';
+
+let current: Gpu | null = null;
+let ownsDevice = false;
+// dawn.node's instance must stay referenced for the life of the device: if it is garbage-collected the process
+// crashes or hangs at the next event poll (ENVIRONMENT.md).
+const dawnInstances: unknown[] = [];
+const onDestroy: Array<() => void> = [];
+
+/** Called by the queue/pool/kernel cache so they reset when the device goes away. */
+export function registerDeviceReset(fn: () => void): void {
+  onDestroy.push(fn);
+}
+
+function limitsOf(src: GPUSupportedLimits): Record<string, number> {
+  const out: Record<string, number> = {};
+  // GPUSupportedLimits exposes getters on the prototype: for..in sees them, Object.keys does not.
+  for (const k in src) {
+    const v = (src as unknown as Record<string, unknown>)[k];
+    if (typeof v === 'number') out[k] = v;
+  }
+  return out;
+}
+
+function makeInfo(device: GPUDevice, adapter: GPUAdapter | null, backend: string, level: FeatureLevel): GpuInfo {
+  const ai = (adapter?.info ?? (device as unknown as { adapterInfo?: GPUAdapterInfo }).adapterInfo) as
+    | GPUAdapterInfo
+    | undefined;
+  return {
+    backend,
+    featureLevel: level,
+    vendor: ai?.vendor ?? '',
+    architecture: ai?.architecture ?? '',
+    device: ai?.device ?? '',
+    description: ai?.description ?? '',
+    limits: limitsOf(device.limits),
+    features: [...device.features].map(String).sort(),
+  };
+}
+
+async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+  const requiredLimits: Record<string, number> = {};
+  for (const k of WANTED_LIMITS) {
+    const v = (adapter.limits as unknown as Record<string, number | undefined>)[k];
+    if (typeof v === 'number') requiredLimits[k] = v;
+  }
+  const requiredFeatures: GPUFeatureName[] = [];
+  for (const f of ['timestamp-query', 'shader-f16', 'subgroups'] as const) {
+    if (adapter.features.has(f)) requiredFeatures.push(f as GPUFeatureName);
+  }
+  return adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'seqrec' });
+}
+
+interface Attempt {
+  backend: string;
+  level: FeatureLevel;
+}
+
+async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backend: string; level: FeatureLevel }> {
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  // Mesa's EGL needs a platform without a display server; must be set before the first requestAdapter().
+  if (env) {
+    env.EGL_PLATFORM ??= 'surfaceless';
+    env.NODEVICE_SELECT ??= '1';
+  }
+  let mod: { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
+  try {
+    mod = (await import('webgpu')) as unknown as typeof mod;
+  } catch (e) {
+    throw new Error(`No WebGPU implementation: the npm package 'webgpu' could not be loaded (${String(e)}).\n${INSTALL_HINT}`);
+  }
+  // GPUBufferUsage, GPUMapMode, ... as globals, as in a browser.
+  for (const [k, v] of Object.entries(mod.globals)) {
+    if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+  }
+  const attempts: Attempt[] = forced
+    ? forced === 'default'
+      ? [{ backend: 'default', level: 'core' }]
+      : [
+          { backend: forced, level: 'core' },
+          { backend: forced, level: 'compatibility' },
+        ]
+    : [
+        { backend: 'default', level: 'core' },
+        { backend: 'opengles', level: 'compatibility' },
+      ];
+  const tried: string[] = [];
+  for (const a of attempts) {
+    const dawnFlags = [...flags.dawnFlags];
+    if (a.backend !== 'default') dawnFlags.push(`backend=${a.backend}`);
+    try {
+      const gpu = mod.create(dawnFlags);
+      dawnInstances.push(gpu);
+      const opts: GPURequestAdapterOptions = { powerPreference: 'high-performance' };
+      if (a.level === 'compatibility') (opts as { featureLevel?: string }).featureLevel = 'compatibility';
+      const adapter = await gpu.requestAdapter(opts);
+      if (flags.debug >= 1) log(`adapter attempt backend=${a.backend} level=${a.level}: ${adapter ? 'ok' : 'none'}`);
+      if (adapter) return { adapter, backend: a.backend, level: a.level };
+      tried.push(`${a.backend} (${a.level}): no adapter`);
+    } catch (e) {
+      tried.push(`${a.backend} (${a.level}): ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
+    }
+  }
+  throw new Error(`No WebGPU adapter found. Tried:\n  ${tried.join('\n  ')}\n${INSTALL_HINT}`);
+}
+
+/**
+ * Acquire (or adopt) the device. Idempotent: a second call returns the current one unless a different device
+ * is handed in.
+ */
+export async function initGpu(opts: InitOptions = {}): Promise<Gpu> {
+  if (current && (!opts.device || opts.device === current.device)) return current;
+  if (current) await destroyGpu();
+  if (opts.device) {
+    current = { device: opts.device, adapter: opts.adapter ?? null, info: makeInfo(opts.device, opts.adapter ?? null, 'external', 'core') };
+    ownsDevice = false;
+    return finishInit(current);
+  }
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  const isNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === 'string';
+  let adapter: GPUAdapter;
+  let backend: string;
+  let level: FeatureLevel;
+  if (!isNode && nav?.gpu) {
+    const a = (await nav.gpu.requestAdapter({ powerPreference: 'high-performance' })) ??
+      (await nav.gpu.requestAdapter({ featureLevel: 'compatibility' } as GPURequestAdapterOptions));
+    if (!a) throw new Error('No WebGPU adapter: navigator.gpu.requestAdapter() returned null. Enable WebGPU in this browser.');
+    adapter = a;
+    backend = 'browser';
+    level = a.features.has('core-features-and-limits' as GPUFeatureName) ? 'core' : 'compatibility';
+  } else {
+    ({ adapter, backend, level } = await acquireNode(opts.backend ?? flags.backend));
+  }
+  const device = await requestDevice(adapter);
+  current = { device, adapter, info: makeInfo(device, adapter, backend, level) };
+  ownsDevice = true;
+  return finishInit(current);
+}
+
+function finishInit(g: Gpu): Gpu {
+  g.device.lost.then((info) => {
+    if (current?.device === g.device && info.reason !== 'destroyed') log(`device lost: ${info.message}`);
+  });
+  g.device.addEventListener('uncapturederror', (ev) => {
+    const err = (ev as GPUUncapturedErrorEvent).error;
+    log(`uncaptured WebGPU error: ${err.message}`);
+  });
+  if (flags.debug >= 1) {
+    const i = g.info;
+    log(`device: backend=${i.backend} level=${i.featureLevel} vendor=${i.vendor} arch=${i.architecture} ${i.description}`);
+  }
+  return g;
+}
+
+/** The current device; throws when initGpu() has not run. */
+export function getGpu(): Gpu {
+  if (!current) throw new Error('No GPU device: call `await initGpu()` first.');
+  return current;
+}
+
+export function hasGpu(): boolean {
+  return current !== null;
+}
+
+/** Free every cached pipeline and pooled buffer, and destroy the device if the engine created it. */
+export async function destroyGpu(): Promise<void> {
+  if (!current) return;
+  const g = current;
+  for (const fn of onDestroy) fn();
+  current = null;
+  if (ownsDevice) {
+    await g.device.queue.onSubmittedWorkDone();
+    g.device.destroy();
+  }
+}

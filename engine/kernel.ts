@@ -1,0 +1,215 @@
+// defineKernel: the WGSL is the spec. A kernel is a complete WGSL module with explicit @group(0)/@binding(n);
+// reflection derives the bind-group layout, the uniform layout and the workgroup size. Nothing happens until
+// the first run(); then the pipeline is compiled once per (name, overrides) and cached.
+import { debugKernel, flags, log } from './env.js';
+import { reflectKernel, resolveWorkgroupSize, type KernelLayout, type Scalar } from './reflect.js';
+import { rt } from './runtime.js';
+
+/** Anything that can be bound to a storage binding: a Tensor, or a raw buffer region. */
+export interface Bindable {
+  readonly buffer: GPUBuffer;
+  readonly byteOffset: number;
+  readonly byteLength: number;
+  readonly dtype: Scalar;
+  readonly disposed?: boolean;
+}
+
+export type ParamValue = number | boolean | readonly number[];
+export type Grid = readonly number[];
+
+export interface KernelSpec {
+  /** One name used everywhere: cache key, GPU label, DEBUG line, bench row, test title. */
+  name: string;
+  wgsl: string;
+  entryPoint?: string;
+  /** Workgroup counts [x, y?, z?] from the params and the resolved workgroup size. */
+  grid: (params: Record<string, number>, workgroupSize: readonly [number, number, number]) => Grid;
+  /**
+   * The kernel computes a linear workgroup index as `wid.x + wid.y * nwg.x` (nwg = num_workgroups), so a 1-D
+   * grid larger than maxComputeWorkgroupsPerDimension may be folded into 2-D. Without this flag such a grid throws.
+   */
+  foldable?: boolean;
+  /** Minimum element counts per storage binding (checked before dispatch). */
+  minSizes?: (params: Record<string, number>) => Record<string, number>;
+  /** Default override constants (merged over the WGSL defaults). */
+  overrides?: Record<string, number>;
+}
+
+interface Compiled {
+  pipeline: GPUComputePipeline;
+  bgl: GPUBindGroupLayout;
+  workgroupSize: [number, number, number];
+}
+
+export interface RunOptions {
+  overrides?: Record<string, number>;
+}
+
+export class Kernel {
+  private layoutCache: KernelLayout | null = null;
+  constructor(readonly spec: KernelSpec) {}
+
+  get name(): string {
+    return this.spec.name;
+  }
+
+  /** The reflected layout (parsed once). */
+  layout(): KernelLayout {
+    if (!this.layoutCache) this.layoutCache = reflectKernel(this.spec.name, this.spec.wgsl, this.spec.entryPoint ?? 'main');
+    return this.layoutCache;
+  }
+
+  private overrideValues(extra?: Record<string, number>): Record<string, number> {
+    const layout = this.layout();
+    const o: Record<string, number> = { ...(this.spec.overrides ?? {}), ...(extra ?? {}) };
+    for (const k of Object.keys(o)) {
+      if (!(k in layout.overrides)) throw new Error(`${this.name}: unknown override '${k}' (declared: ${Object.keys(layout.overrides).join(', ') || 'none'})`);
+    }
+    return o;
+  }
+
+  private compiled(overrides: Record<string, number>): Compiled {
+    const r = rt();
+    const key = `${this.name}|${JSON.stringify(Object.entries(overrides).sort())}`;
+    let c = r.pipelines.get(key) as Compiled | undefined;
+    if (c) return c;
+    const layout = this.layout();
+    const device = r.device;
+    const entries: GPUBindGroupLayoutEntry[] = [];
+    if (layout.uniform) entries.push({ binding: layout.uniform.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+    for (const s of layout.storage) {
+      entries.push({ binding: s.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: s.kind === 'read' ? 'read-only-storage' : 'storage' } });
+    }
+    device.pushErrorScope('validation');
+    const module = device.createShaderModule({ code: this.spec.wgsl, label: this.name });
+    const bgl = device.createBindGroupLayout({ entries, label: this.name });
+    const pipeline = device.createComputePipeline({
+      label: this.name,
+      layout: device.createPipelineLayout({ bindGroupLayouts: [bgl], label: this.name }),
+      compute: { module, entryPoint: layout.entryPoint, constants: overrides },
+    });
+    const scope = device.popErrorScope();
+    r.queue.pushPending(this.checkCompile(module, scope));
+    if (debugKernel(this.name, 4)) log(`new pipeline ${key}\n${this.spec.wgsl}`);
+    if (flags.dumpDir) void dumpWgsl(this.name, this.spec.wgsl);
+    c = { pipeline, bgl, workgroupSize: resolveWorkgroupSize(this.name, layout, overrides) };
+    r.pipelines.set(key, c);
+    return c;
+  }
+
+  private async checkCompile(module: GPUShaderModule, scope: Promise<GPUError | null>): Promise<void> {
+    const err = await scope;
+    if (!err) return;
+    const info = await module.getCompilationInfo();
+    const lines = this.spec.wgsl.split('\n');
+    const msgs = info.messages
+      .filter((m) => m.type === 'error')
+      .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}\n    ${(lines[m.lineNum - 1] ?? '').trim()}`);
+    throw new Error(`${this.name}: WGSL compile error\n${msgs.join('\n') || '  ' + err.message}`);
+  }
+
+  /** Compile now and report a WGSL error (kernel name, line, source line) as a rejected promise. */
+  async compile(opts: RunOptions = {}): Promise<void> {
+    const r = rt();
+    const before = r.pipelines.size;
+    this.compiled(this.overrideValues(opts.overrides));
+    if (r.pipelines.size !== before) await r.queue.sync();
+  }
+
+  /**
+   * Record one dispatch. `bindings` keys are the WGSL binding names; `params` keys are the uniform struct's
+   * member names. Both are checked: missing, extra, wrong dtype or too small raise an error naming the kernel.
+   */
+  run(bindings: Record<string, Bindable>, params: Record<string, ParamValue> = {}, opts: RunOptions = {}): void {
+    const r = rt();
+    const layout = this.layout();
+    const overrides = this.overrideValues(opts.overrides);
+    const c = this.compiled(overrides);
+    const numeric: Record<string, number> = {};
+    for (const [k, v] of Object.entries(params)) if (typeof v === 'number' || typeof v === 'boolean') numeric[k] = Number(v);
+    const entries: GPUBindGroupEntry[] = [];
+    // Storage bindings
+    const names = new Set(layout.storage.map((s) => s.name));
+    for (const k of Object.keys(bindings)) {
+      if (!names.has(k)) throw new Error(`${this.name}: unknown binding '${k}' (bindings: ${[...names].join(', ')})`);
+    }
+    const mins = this.spec.minSizes ? this.spec.minSizes(numeric) : {};
+    const maxBinding = r.device.limits.maxStorageBufferBindingSize;
+    for (const s of layout.storage) {
+      const t = bindings[s.name];
+      if (!t) throw new Error(`${this.name}: missing binding '${s.name}'`);
+      if (t.disposed) throw new Error(`${this.name}: binding '${s.name}' is a disposed tensor`);
+      if (t.dtype !== s.scalar) throw new Error(`${this.name}: binding '${s.name}' expects ${s.scalar} elements, got a ${t.dtype} tensor`);
+      const elems = t.byteLength / 4 / s.lanes;
+      if (!Number.isInteger(elems)) throw new Error(`${this.name}: binding '${s.name}' is ${t.byteLength} bytes, not a whole number of ${s.lanes}x${s.scalar} elements`);
+      const need = Math.max(s.count, mins[s.name] ?? 0);
+      if (elems < need) throw new Error(`${this.name}: binding '${s.name}' has ${elems} elements, needs at least ${need}`);
+      if (t.byteLength > maxBinding) {
+        throw new Error(`${this.name}: binding '${s.name}' is ${t.byteLength} bytes, over this device's maxStorageBufferBindingSize (${maxBinding}); split the work into smaller tensors`);
+      }
+      if (t.byteLength === 0) throw new Error(`${this.name}: binding '${s.name}' is empty`);
+      entries.push({ binding: s.binding, resource: { buffer: t.buffer, offset: t.byteOffset, size: Math.ceil(t.byteLength / 4) * 4 } });
+    }
+    // Uniforms
+    if (layout.uniform) {
+      const u = layout.uniform;
+      const want = new Set(u.members.map((m) => m.name));
+      for (const k of Object.keys(params)) if (!want.has(k)) throw new Error(`${this.name}: unknown param '${k}' (params: ${[...want].join(', ')})`);
+      const bytes = new Uint8Array(u.size);
+      const dv = new DataView(bytes.buffer);
+      for (const m of u.members) {
+        const v = params[m.name];
+        if (v === undefined) throw new Error(`${this.name}: missing param '${m.name}'`);
+        const vals = typeof v === 'object' ? v : [Number(v)];
+        if (vals.length > m.lanes || (typeof v !== 'object' && m.lanes !== 1 && m.lanes > 4)) {
+          throw new Error(`${this.name}: param '${m.name}' has ${vals.length} values, the WGSL member holds ${m.lanes}`);
+        }
+        if (typeof v === 'object' && m.lanes <= 4 && vals.length !== m.lanes) {
+          throw new Error(`${this.name}: param '${m.name}' needs ${m.lanes} values, got ${vals.length}`);
+        }
+        vals.forEach((x, i) => {
+          const off = m.offset + 4 * i;
+          if (m.scalar === 'f32') dv.setFloat32(off, x, true);
+          else if (m.scalar === 'i32') dv.setInt32(off, x, true);
+          else {
+            if (x < 0 || !Number.isInteger(x)) throw new Error(`${this.name}: param '${m.name}' = ${x} is not a u32`);
+            dv.setUint32(off, x, true);
+          }
+        });
+      }
+      entries.push({ binding: u.binding, resource: r.queue.uniform(bytes) });
+      if (debugKernel(this.name, 3)) log(`  ${this.name} params ${JSON.stringify(params)}`);
+    } else if (Object.keys(params).length) {
+      throw new Error(`${this.name}: params given but the kernel has no uniform binding`);
+    }
+    if (debugKernel(this.name, 3)) log(`  ${this.name} bindings ${layout.storage.map((s) => `${s.name}:${bindings[s.name]!.byteLength}B`).join(' ')}`);
+    const grid = this.fold(this.spec.grid(numeric, c.workgroupSize), r.device.limits.maxComputeWorkgroupsPerDimension);
+    if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // nothing to do
+    const bindGroup = r.device.createBindGroup({ layout: c.bgl, entries, label: this.name });
+    r.queue.dispatch(this.name, c.pipeline, bindGroup, grid);
+  }
+
+  private fold(g: Grid, max: number): [number, number, number] {
+    const [x = 1, y = 1, z = 1] = g.map((v) => Math.ceil(v));
+    if (x <= max && y <= max && z <= max) return [x, y, z];
+    if (this.spec.foldable && y === 1 && z === 1) {
+      const yy = Math.ceil(x / max);
+      if (yy <= max) return [Math.ceil(x / yy), yy, 1];
+    }
+    throw new Error(`${this.name}: grid [${x}, ${y}, ${z}] exceeds maxComputeWorkgroupsPerDimension (${max}) and the kernel is not foldable`);
+  }
+}
+
+export function defineKernel(spec: KernelSpec): Kernel {
+  return new Kernel(spec);
+}
+
+export const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
+
+async function dumpWgsl(name: string, wgsl: string): Promise<void> {
+  const fs = await import('node:fs/promises');
+  const { createHash } = await import('node:crypto');
+  await fs.mkdir(flags.dumpDir, { recursive: true });
+  const h = createHash('sha1').update(wgsl).digest('hex').slice(0, 8);
+  await fs.writeFile(`${flags.dumpDir}/${name}.${h}.wgsl`, wgsl);
+}
