@@ -32,6 +32,8 @@ export class BufferPool {
   private free = new Map<string, GPUBuffer[]>();
   private pending: GPUBuffer[] = [];
   private live = new Set<GPUBuffer>();
+  /** Bytes released since the last submit (not reusable yet). */
+  pendingBytes = 0;
   private s: PoolStats = { allocatedBytes: 0, inUseBytes: 0, peakBytes: 0, buffers: 0, hits: 0, misses: 0 };
 
   constructor(private readonly device: GPUDevice) {}
@@ -59,6 +61,7 @@ export class BufferPool {
   release(buf: GPUBuffer): void {
     if (!this.live.has(buf)) throw new Error(`pool: release of a buffer the pool does not own (${buf.label})`);
     this.s.inUseBytes -= buf.size;
+    this.pendingBytes += buf.size;
     this.pending.push(buf);
   }
 
@@ -75,6 +78,7 @@ export class BufferPool {
       list.push(buf);
     }
     this.pending = [];
+    this.pendingBytes = 0;
   }
 
   private destroyOne(buf: GPUBuffer): void {

@@ -6,7 +6,10 @@ import { flags, log, debugKernel } from './env.js';
 import type { BufferPool } from './pool.js';
 
 const UNIFORM_CHUNK = 1 << 16;
-const UNIFORM_ALIGN = 256; // minUniformBufferOffsetAlignment is 256 on most real GPUs
+const UNIFORM_ALIGN = 256;
+// Released buffers are reusable only after a submit: past this many pending bytes, submit early so memory
+// does not grow with the batch.
+const PENDING_FLUSH_BYTES = 32 << 20; // minUniformBufferOffsetAlignment is 256 on most real GPUs
 
 interface UniformChunk {
   buffer: GPUBuffer;
@@ -87,7 +90,7 @@ export class Queue {
         await this.device.queue.onSubmittedWorkDone();
         if (err) this.errors.push(new Error(`kernel ${name}: ${err.message}`));
       });
-    } else if (this.inBatch >= flags.flushEvery) this.flush();
+    } else if (this.inBatch >= flags.flushEvery || this.pool.pendingBytes > PENDING_FLUSH_BYTES) this.flush();
   }
 
   /** Buffer-to-buffer copy inside the batch (ends the open compute pass). */
@@ -112,7 +115,10 @@ export class Queue {
   }
 
   flush(): void {
-    if (!this.encoder && this.chunks.length === 0) return;
+    if (!this.encoder && this.chunks.length === 0) {
+      this.pool.onSubmitted(); // nothing unsubmitted can use the pending buffers
+      return;
+    }
     this.endPass();
     for (const c of this.chunks) this.device.queue.writeBuffer(c.buffer, 0, c.data, 0, c.used);
     if (this.encoder) {

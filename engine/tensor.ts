@@ -211,7 +211,7 @@ export class Tensor {
     if (!this.storage) return;
     this.storage.release();
     this.storage = null;
-    this.node = null;
+    // The graph node stays: backward through a disposed intermediate only needs the node's saved tensors.
     for (const f of frames) f?.delete(this);
   }
 

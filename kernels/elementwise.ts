@@ -1,0 +1,364 @@
+// Elementwise ops: a table of rows {name, wgsl, ref, grad}, one template kernel per (row, mode).
+//   binary: add, sub, mul, div with numpy broadcasting; `b` may be a number (scalar mode: b is a uniform).
+//   unary:  neg, exp, log, sqrt, relu, sigmoid, tanh, gelu (erf form), square, abs.
+// Modes: `same` (equal shapes: one thread per element, vec-free), `scalar`, `bcast` (up to 8 dims; strides in a
+// uniform, 0 on broadcast dims). Memory traffic: reads each input element once (broadcast ones from cache),
+// writes n. Backward: binary grads are compositions (mul/div + sumTo over broadcast dims); unary grads are one
+// fused kernel per row, gx = gy * f'(x), recomputing f from the saved input.
+import {
+  ceilDiv,
+  defineKernel,
+  defineOp,
+  ref,
+  sameShape,
+  shapeStr,
+  Tensor,
+  type Kernel,
+  type Shape,
+} from '../engine/index.js';
+import { sumTo } from './reduce.js';
+
+type F64 = ref.F64;
+const WG = 256;
+const MAX_DIMS = 8;
+
+const LINEAR = 'let i = (wid.x + wid.y * nwg.x) * WG + lid.x;';
+const ENTRY = '@compute @workgroup_size(WG)\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)';
+
+/** erf for WGSL (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7) — WGSL has no erf. */
+export const ERF_WGSL = /* wgsl */ `
+fn erf_(x: f32) -> f32 {
+  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
+  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
+  return select(-y, y, x >= 0.0);
+}`;
+
+const HELPERS = /* wgsl */ `
+${ERF_WGSL}
+fn sigmoid_(x: f32) -> f32 {
+  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
+  let e = exp(x);
+  return e / (1.0 + e);
+}
+fn tanh_(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
+fn gelu_(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }
+fn gelu_grad_(x: f32) -> f32 {
+  return 0.5 * (1.0 + erf_(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
+}`;
+
+// ------------------------------------------------------------------ binary ops
+interface BinaryRow {
+  name: 'add' | 'sub' | 'mul' | 'div';
+  wgsl: string; // expression in a, b
+  ref: (a: number, b: number) => number;
+}
+
+const BINARY: Record<BinaryRow['name'], BinaryRow> = {
+  add: { name: 'add', wgsl: 'a + b', ref: (a, b) => a + b },
+  sub: { name: 'sub', wgsl: 'a - b', ref: (a, b) => a - b },
+  mul: { name: 'mul', wgsl: 'a * b', ref: (a, b) => a * b },
+  div: { name: 'div', wgsl: 'a / b', ref: (a, b) => a / b },
+};
+
+const binaryKernels = new Map<string, Kernel>();
+
+function binaryKernel(row: BinaryRow, mode: 'same' | 'scalar' | 'bcast'): Kernel {
+  const key = `${row.name}_${mode}`;
+  let k = binaryKernels.get(key);
+  if (k) return k;
+  const params =
+    mode === 'same'
+      ? 'struct Params { n: u32 }'
+      : mode === 'scalar'
+        ? 'struct Params { n: u32, scalar: f32 }'
+        : 'struct Params { n: u32, ndim: u32, shape: array<vec4<u32>, 2>, sa: array<vec4<u32>, 2>, sb: array<vec4<u32>, 2> }';
+  const bBinding = mode === 'scalar' ? '' : '@group(0) @binding(2) var<storage, read> B: array<f32>;  // broadcastable to out';
+  const body =
+    mode === 'same'
+      ? 'let a = A[i]; let b = B[i];'
+      : mode === 'scalar'
+        ? 'let a = A[i]; let b = p.scalar;'
+        : `var rem = i; var ia = 0u; var ib = 0u;
+  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
+    let dd = u32(d);
+    let dim = p.shape[dd / 4u][dd % 4u];
+    let c = rem % dim;
+    rem = rem / dim;
+    ia = ia + c * p.sa[dd / 4u][dd % 4u];
+    ib = ib + c * p.sb[dd / 4u][dd % 4u];
+  }
+  let a = A[ia]; let b = B[ib];`;
+  k = defineKernel({
+    name: `${row.name}_${mode}`,
+    foldable: true,
+    wgsl: /* wgsl */ `
+// out = ${row.wgsl} (${mode} mode). One thread per output element.
+override WG: u32 = ${WG};
+${params}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> A: array<f32>;  // broadcastable to out
+${bBinding}
+@group(0) @binding(3) var<storage, read_write> out: array<f32>; // [n]
+${ENTRY} {
+  ${LINEAR}
+  if (i >= p.n) { return; }
+  ${body}
+  out[i] = ${row.wgsl};
+}`,
+    grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
+    minSizes: ({ n }) => ({ out: n! }),
+  });
+  binaryKernels.set(key, k);
+  return k;
+}
+
+/** Strides of `shape` broadcast into `out` (0 on broadcast dims), padded to MAX_DIMS. */
+function bcastStrides(shape: Shape, out: Shape): number[] {
+  const s = new Array<number>(MAX_DIMS).fill(0);
+  let acc = 1;
+  for (let d = out.length - 1; d >= 0; d--) {
+    const sd = d - (out.length - shape.length);
+    if (sd < 0) continue;
+    const dim = shape[sd]!;
+    s[d] = dim === 1 ? 0 : acc;
+    acc *= dim;
+  }
+  return s;
+}
+
+function pad8(xs: readonly number[]): number[] {
+  return [...xs, ...new Array<number>(MAX_DIMS - xs.length).fill(1)];
+}
+
+/** Run a binary row with broadcasting; returns a new tensor (no autograd). */
+function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
+  if (a.dtype !== 'f32') throw new Error(`${row.name}: ${a.describe()} is not f32`);
+  if (typeof b === 'number') {
+    const out = Tensor.empty(a.shape); // [...a]
+    if (a.size) binaryKernel(row, 'scalar').run({ A: a, out }, { n: a.size, scalar: b });
+    return out;
+  }
+  if (b.dtype !== 'f32') throw new Error(`${row.name}: ${b.describe()} is not f32`);
+  let shape: number[];
+  try {
+    shape = ref.broadcastShapes(a.shape, b.shape);
+  } catch {
+    throw new Error(`${row.name}: shapes ${shapeStr(a.shape)} and ${shapeStr(b.shape)} do not broadcast`);
+  }
+  if (shape.length > MAX_DIMS) throw new Error(`${row.name}: ${shape.length} dims; at most ${MAX_DIMS}`);
+  const out = Tensor.empty(shape); // broadcast shape
+  if (out.size === 0) return out;
+  if (sameShape(a.shape, b.shape)) binaryKernel(row, 'same').run({ A: a, B: b, out }, { n: out.size });
+  else binaryKernel(row, 'bcast').run({ A: a, B: b, out }, bcastParams(out.shape, a.shape, b.shape));
+  return out;
+}
+
+function bcastParams(out: Shape, a: Shape, b: Shape): Record<string, number | number[]> {
+  return { n: numelOf(out), ndim: out.length, shape: pad8(out), sa: bcastStrides(a, out), sb: bcastStrides(b, out) };
+}
+
+function numelOf(s: Shape): number {
+  return s.reduce((x, y) => x * y, 1);
+}
+
+const binaryOps = Object.fromEntries(
+  (Object.keys(BINARY) as Array<BinaryRow['name']>).map((name) => [
+    name,
+    defineOp<{ scalar: number | null }>({
+      name,
+      forward(ctx, [a, b], { scalar }) {
+        const out = binaryForward(BINARY[name], a!, scalar ?? b!);
+        if (name === 'mul' || name === 'div') ctx.save(a!, ...(scalar === null ? [b!] : []));
+        ctx.extra.aShape = a!.shape;
+        ctx.extra.bShape = b?.shape;
+        return out;
+      },
+      backward(ctx, gy) {
+        const aShape = ctx.extra.aShape as Shape;
+        const bShape = ctx.extra.bShape as Shape | undefined;
+        const s = ctx.attrs.scalar;
+        const [ga, gb] = binaryGrads(name, ctx.saved, gy, s, ctx.needsGrad);
+        const outA = ga && ctx.needsGrad[0] ? sumTo(ga, aShape) : null;
+        const outB = gb && bShape && ctx.needsGrad[1] ? sumTo(gb, bShape) : null;
+        if (ga && ga !== outA && ga !== gy) ga.dispose();
+        if (gb && gb !== outB && gb !== gy) gb.dispose();
+        return s === null ? [outA, outB] : [outA];
+      },
+    }),
+  ]),
+) as Record<BinaryRow['name'], ReturnType<typeof defineOp<{ scalar: number | null }>>>;
+
+/** Full-shape gradients of a binary op before summing over broadcast dims. */
+function binaryGrads(name: BinaryRow['name'], saved: readonly Tensor[], gy: Tensor, s: number | null, need: readonly boolean[]): [Tensor | null, Tensor | null] {
+  const [a, b] = saved;
+  switch (name) {
+    case 'add':
+      return [need[0] ? gy : null, need[1] ? gy : null];
+    case 'sub':
+      return [need[0] ? gy : null, need[1] ? binaryForward(BINARY.mul, gy, -1) : null];
+    case 'mul':
+      return [need[0] ? binaryForward(BINARY.mul, gy, s ?? b!) : null, need[1] ? binaryForward(BINARY.mul, gy, a!) : null];
+    case 'div': {
+      const ga = need[0] ? binaryForward(BINARY.div, gy, s ?? b!) : null;
+      let gb: Tensor | null = null;
+      if (need[1]) {
+        // d(a/b)/db = -a/b^2
+        const t = binaryForward(BINARY.mul, gy, a!);
+        const t2 = binaryForward(BINARY.div, t, b!);
+        const t3 = binaryForward(BINARY.div, t2, b!);
+        gb = binaryForward(BINARY.mul, t3, -1);
+        t.dispose();
+        t2.dispose();
+        t3.dispose();
+      }
+      return [ga, gb];
+    }
+  }
+}
+
+function binary(name: BinaryRow['name'], a: Tensor, b: Tensor | number): Tensor {
+  return typeof b === 'number' ? binaryOps[name].apply([a], { scalar: b }) : binaryOps[name].apply([a, b], { scalar: null });
+}
+
+export const add = (a: Tensor, b: Tensor | number): Tensor => binary('add', a, b);
+export const sub = (a: Tensor, b: Tensor | number): Tensor => binary('sub', a, b);
+export const mul = (a: Tensor, b: Tensor | number): Tensor => binary('mul', a, b);
+export const div = (a: Tensor, b: Tensor | number): Tensor => binary('div', a, b);
+
+/** Float64 reference of a binary op with broadcasting. */
+export function refBinary(name: BinaryRow['name'], a: F64, b: F64 | number): F64 {
+  const f = BINARY[name].ref;
+  if (typeof b === 'number') return { data: a.data.map((x) => f(x, b)), shape: [...a.shape] };
+  const shape = ref.broadcastShapes(a.shape, b.shape);
+  const out = ref.zerosF64(shape);
+  for (let i = 0; i < out.data.length; i++) {
+    out.data[i] = f(a.data[ref.broadcastIndex(i, shape, a.shape)]!, b.data[ref.broadcastIndex(i, shape, b.shape)]!);
+  }
+  return out;
+}
+
+/** Float64 reference gradients of a binary op (summed back over broadcast dims). */
+export function refBinaryGrad(name: BinaryRow['name'], a: F64, b: F64 | number, gy: F64): [F64, F64 | null] {
+  const shape = gy.shape;
+  const ga = ref.zerosF64(shape);
+  const gb = ref.zerosF64(shape);
+  for (let i = 0; i < gy.data.length; i++) {
+    const x = a.data[ref.broadcastIndex(i, shape, a.shape)]!;
+    const y = typeof b === 'number' ? b : b.data[ref.broadcastIndex(i, shape, b.shape)]!;
+    const g = gy.data[i]!;
+    const [da, db] =
+      name === 'add' ? [1, 1] : name === 'sub' ? [1, -1] : name === 'mul' ? [y, x] : [1 / y, -x / (y * y)];
+    ga.data[i] = g * da;
+    gb.data[i] = g * db;
+  }
+  return [ref.sumTo(ga, a.shape), typeof b === 'number' ? null : ref.sumTo(gb, b.shape)];
+}
+
+// ------------------------------------------------------------------ unary ops
+export type UnaryName = 'neg' | 'exp' | 'log' | 'sqrt' | 'relu' | 'sigmoid' | 'tanh' | 'gelu' | 'square' | 'abs';
+
+interface UnaryRow {
+  wgsl: string; // y from x
+  grad: string; // dy/dx from x
+  ref: (x: number) => number;
+  refGrad: (x: number) => number;
+}
+
+const sig = (x: number): number => 1 / (1 + Math.exp(-x));
+const UNARY: Record<UnaryName, UnaryRow> = {
+  neg: { wgsl: '-x', grad: '-1.0', ref: (x) => -x, refGrad: () => -1 },
+  exp: { wgsl: 'exp(x)', grad: 'exp(x)', ref: Math.exp, refGrad: Math.exp },
+  log: { wgsl: 'log(x)', grad: '1.0 / x', ref: Math.log, refGrad: (x) => 1 / x },
+  sqrt: { wgsl: 'sqrt(x)', grad: '0.5 / sqrt(x)', ref: Math.sqrt, refGrad: (x) => 0.5 / Math.sqrt(x) },
+  relu: { wgsl: 'max(x, 0.0)', grad: 'select(0.0, 1.0, x > 0.0)', ref: (x) => Math.max(x, 0), refGrad: (x) => (x > 0 ? 1 : 0) },
+  sigmoid: { wgsl: 'sigmoid_(x)', grad: 'sigmoid_(x) * (1.0 - sigmoid_(x))', ref: sig, refGrad: (x) => sig(x) * (1 - sig(x)) },
+  tanh: { wgsl: 'tanh_(x)', grad: '1.0 - tanh_(x) * tanh_(x)', ref: Math.tanh, refGrad: (x) => 1 - Math.tanh(x) ** 2 },
+  gelu: {
+    wgsl: 'gelu_(x)',
+    grad: 'gelu_grad_(x)',
+    ref: (x) => 0.5 * x * (1 + ref.erf(x / Math.SQRT2)),
+    refGrad: (x) => 0.5 * (1 + ref.erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI),
+  },
+  square: { wgsl: 'x * x', grad: '2.0 * x', ref: (x) => x * x, refGrad: (x) => 2 * x },
+  abs: { wgsl: 'abs(x)', grad: 'sign(x)', ref: Math.abs, refGrad: Math.sign },
+};
+
+const unaryKernels = new Map<string, Kernel>();
+
+function unaryKernel(name: UnaryName, backward: boolean): Kernel {
+  const key = `${name}${backward ? '_bwd' : ''}`;
+  let k = unaryKernels.get(key);
+  if (k) return k;
+  const row = UNARY[name];
+  k = defineKernel({
+    name: key,
+    foldable: true,
+    wgsl: /* wgsl */ `
+// ${backward ? `gx = gy * d/dx ${row.wgsl}` : `y = ${row.wgsl}`}. One thread per element.
+override WG: u32 = ${WG};
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> X: array<f32>;          // [n]
+${backward ? '@group(0) @binding(2) var<storage, read> GY: array<f32>;         // [n]' : ''}
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n]
+${HELPERS}
+${ENTRY} {
+  ${LINEAR}
+  if (i >= p.n) { return; }
+  let x = X[i];
+  out[i] = ${backward ? `GY[i] * (${row.grad})` : row.wgsl};
+}`,
+    grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
+    minSizes: ({ n }) => ({ X: n!, out: n! }),
+  });
+  unaryKernels.set(key, k);
+  return k;
+}
+
+const unaryOps = Object.fromEntries(
+  (Object.keys(UNARY) as UnaryName[]).map((name) => [
+    name,
+    defineOp<Record<string, never>>({
+      name,
+      forward(ctx, [x]) {
+        if (x!.dtype !== 'f32') throw new Error(`${name}: ${x!.describe()} is not f32`);
+        const out = Tensor.empty(x!.shape); // same shape as x
+        if (x!.size) unaryKernel(name, false).run({ X: x!, out }, { n: x!.size });
+        ctx.save(x!);
+        return out;
+      },
+      backward(ctx, gy) {
+        const x = ctx.saved[0]!;
+        const gx = Tensor.empty(x.shape); // [...x]
+        if (x.size) unaryKernel(name, true).run({ X: x, GY: gy, out: gx }, { n: x.size });
+        return [gx];
+      },
+    }),
+  ]),
+) as Record<UnaryName, ReturnType<typeof defineOp<Record<string, never>>>>;
+
+export function unary(name: UnaryName, x: Tensor): Tensor {
+  return unaryOps[name].apply([x], {});
+}
+
+export const neg = (x: Tensor): Tensor => unary('neg', x);
+export const exp = (x: Tensor): Tensor => unary('exp', x);
+export const log = (x: Tensor): Tensor => unary('log', x);
+export const sqrt = (x: Tensor): Tensor => unary('sqrt', x);
+export const relu = (x: Tensor): Tensor => unary('relu', x);
+export const sigmoid = (x: Tensor): Tensor => unary('sigmoid', x);
+export const tanh = (x: Tensor): Tensor => unary('tanh', x);
+export const gelu = (x: Tensor): Tensor => unary('gelu', x);
+export const square = (x: Tensor): Tensor => unary('square', x);
+export const abs = (x: Tensor): Tensor => unary('abs', x);
+
+export const UNARY_NAMES = Object.keys(UNARY) as UnaryName[];
+
+export function refUnary(name: UnaryName, x: F64): F64 {
+  return { data: x.data.map(UNARY[name].ref), shape: [...x.shape] };
+}
+
+export function refUnaryGrad(name: UnaryName, x: F64, gy: F64): F64 {
+  const f = UNARY[name].refGrad;
+  return { data: x.data.map((v, i) => gy.data[i]! * f(v)), shape: [...x.shape] };
+}

@@ -1,0 +1,413 @@
+// Reductions over one axis: sum, mean, max (with first-argmax for backward); sumTo (the broadcast-gradient
+// reduction) and broadcastTo (its adjoint).
+// The input is viewed as [outer, R, inner]. Two kernels:
+//   reduce_*_rows  (inner == 1): one workgroup of 64 threads per output, strided loop then a tree reduction
+//                  (6 barriers) — for row sums such as losses and full reductions;
+//   reduce_*_cols  (inner > 1): one thread per output, a serial loop over R reading coalesced columns.
+// When few outputs face a long R (e.g. a bias gradient, [12800, 64] -> [64]), R is first split into chunks
+// (two passes, fixed order: deterministic). Memory traffic: reads the input once per pass, writes the outputs.
+import { ceilDiv, defineKernel, defineOp, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
+
+type F64 = ref.F64;
+type ReduceKind = 'sum' | 'max';
+const ROW_WG = 64;
+const COL_WG = 64;
+
+const kernels = new Map<string, Kernel>();
+
+function rowKernel(kind: ReduceKind): Kernel {
+  const key = `reduce_${kind}_rows`;
+  let k = kernels.get(key);
+  if (k) return k;
+  const init = kind === 'sum' ? '0.0' : '-3.4028234663852886e38';
+  const comb = kind === 'sum' ? 'a + b' : 'max(a, b)';
+  k = defineKernel({
+    name: key,
+    foldable: true,
+    wgsl: /* wgsl */ `
+// out[o] = ${kind} over r of x[o, r] (inner == 1). One workgroup per output row.${kind === 'max' ? ' idx[o] = first argmax.' : ''}
+struct Params { outer: u32, R: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [outer, R]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [outer]
+${kind === 'max' ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer]' : ''}
+var<workgroup> sv: array<f32, ${ROW_WG}>;
+var<workgroup> si: array<u32, ${ROW_WG}>;
+fn comb(a: f32, b: f32) -> f32 { return ${comb}; }
+@compute @workgroup_size(${ROW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let o = wid.x + wid.y * nwg.x;
+  if (o >= p.outer) { return; }
+  let base = o * p.R;
+  var acc = ${init};
+  var arg = 0xffffffffu;
+  for (var r = lid.x; r < p.R; r = r + ${ROW_WG}u) {
+    let v = x[base + r];
+    ${kind === 'max' ? 'if (v > acc || arg == 0xffffffffu) { acc = v; arg = r; }' : 'acc = acc + v;'}
+  }
+  sv[lid.x] = acc;
+  si[lid.x] = arg;
+  workgroupBarrier();
+  for (var s = ${ROW_WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid.x < s) {
+      ${
+        kind === 'max'
+          ? `let a = sv[lid.x]; let b = sv[lid.x + s]; let ia = si[lid.x]; let ib = si[lid.x + s];
+      if (ib != 0xffffffffu && (ia == 0xffffffffu || b > a || (b == a && ib < ia))) { sv[lid.x] = b; si[lid.x] = ib; }`
+          : 'sv[lid.x] = sv[lid.x] + sv[lid.x + s];'
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) {
+    out[o] = sv[0];
+    ${kind === 'max' ? 'idx[o] = si[0];' : ''}
+  }
+}`,
+    grid: ({ outer }) => [outer!],
+    minSizes: ({ outer, R }) => ({ x: outer! * R!, out: outer! }),
+  });
+  kernels.set(key, k);
+  return k;
+}
+
+function colKernel(kind: ReduceKind): Kernel {
+  const key = `reduce_${kind}_cols`;
+  let k = kernels.get(key);
+  if (k) return k;
+  k = defineKernel({
+    name: key,
+    foldable: true,
+    wgsl: /* wgsl */ `
+// out[o, i] = ${kind} over r of x[o, r, i]. One thread per output.${kind === 'max' ? ' idx = first argmax.' : ''}
+struct Params { outer: u32, R: u32, inner: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [outer, R, inner]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [outer, inner]
+${kind === 'max' ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer, inner]' : ''}
+@compute @workgroup_size(${COL_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = (wid.x + wid.y * nwg.x) * ${COL_WG}u + lid.x;
+  if (t >= p.outer * p.inner) { return; }
+  let o = t / p.inner;
+  let i = t % p.inner;
+  var base = o * p.R * p.inner + i;
+  var acc = x[base];
+  var arg = 0u;
+  for (var r = 1u; r < p.R; r = r + 1u) {
+    let v = x[base + r * p.inner];
+    ${kind === 'max' ? 'if (v > acc) { acc = v; arg = r; }' : 'acc = acc + v;'}
+  }
+  out[t] = acc;
+  ${kind === 'max' ? 'idx[t] = arg;' : ''}
+}`,
+    grid: ({ outer, inner }) => [ceilDiv(outer! * inner!, COL_WG)],
+    minSizes: ({ outer, R, inner }) => ({ x: outer! * R! * inner!, out: outer! * inner! }),
+  });
+  kernels.set(key, k);
+  return k;
+}
+
+function normAxis(op: string, shape: Shape, axis: number): number {
+  const a = axis < 0 ? axis + shape.length : axis;
+  if (!Number.isInteger(a) || a < 0 || a >= shape.length) throw new Error(`${op}: axis ${axis} is out of range for shape ${shapeStr(shape)}`);
+  return a;
+}
+
+function split3(shape: Shape, axis: number): [number, number, number] {
+  const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
+  const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
+  return [outer, shape[axis]!, inner];
+}
+
+/** Raw sum over the middle axis of [outer, R, inner] -> [outer * inner] (no autograd). */
+function sumRaw(x: Tensor, outer: number, R: number, inner: number): Tensor {
+  const outputs = outer * inner;
+  if (R === 0) throw new Error('sum: cannot reduce an axis of length 0');
+  if (R === 1) return x.view([outputs]);
+  // Few outputs and a long axis: split R into C equal chunks first (pass 1 -> [outer, C, inner]); C is a
+  // divisor of R near the target so the chunks tile R exactly (a prime R takes the single pass).
+  if (outputs < 2048 && R > 256) {
+    const target = Math.min(Math.ceil(R / 64), Math.max(2, Math.ceil(8192 / outputs)));
+    let C = 0;
+    for (let d = 0; d <= target && !C; d++) {
+      if (target - d >= 2 && R % (target - d) === 0) C = target - d;
+      else if (R % (target + d) === 0 && target + d < R) C = target + d;
+    }
+    if (C >= 2) {
+      const part = Tensor.empty([outer * C * inner]); // [outer, C, inner]
+      runSum(x, part, outer * C, R / C, inner);
+      const out = sumRaw(part, outer, C, inner);
+      if (out !== part) part.dispose();
+      return out;
+    }
+  }
+  return singlePass(x, outer, R, inner);
+}
+
+function singlePass(x: Tensor, outer: number, R: number, inner: number): Tensor {
+  const out = Tensor.empty([outer * inner]); // [outer, inner]
+  runSum(x, out, outer, R, inner);
+  return out;
+}
+
+function runSum(x: Tensor, out: Tensor, outer: number, R: number, inner: number): void {
+  if (inner === 1) rowKernel('sum').run({ x, out }, { outer, R });
+  else colKernel('sum').run({ x, out }, { outer, R, inner });
+}
+
+function reducedShape(shape: Shape, axis: number, keepdim: boolean): number[] {
+  return keepdim ? shape.map((d, i) => (i === axis ? 1 : d)) : shape.filter((_, i) => i !== axis);
+}
+
+const sumOp = defineOp<{ axis: number | null; keepdim: boolean; scale: number }>({
+  name: 'sum',
+  forward(ctx, [x], { axis, keepdim, scale }) {
+    ctx.extra.inShape = x!.shape;
+    let out: Tensor;
+    let shape: number[];
+    if (axis === null) {
+      out = sumRaw(x!, 1, x!.size, 1);
+      shape = keepdim ? x!.shape.map(() => 1) : [];
+    } else {
+      const a = normAxis('sum', x!.shape, axis);
+      const [o, R, i] = split3(x!.shape, a);
+      out = sumRaw(x!, o, R, i);
+      shape = reducedShape(x!.shape, a, keepdim);
+    }
+    let res = out.view(shape);
+    out.dispose();
+    if (scale !== 1) {
+      const scaled = scaleRaw(res, scale);
+      res.dispose();
+      res = scaled;
+    }
+    return res;
+  },
+  backward(ctx, gy) {
+    const inShape = ctx.extra.inShape as Shape;
+    const { axis, scale } = ctx.attrs;
+    const keepShape = axis === null ? inShape.map(() => 1) : reducedShape(inShape, normAxis('sum', inShape, axis), true);
+    const g = gy.view(keepShape);
+    const gx = broadcastRaw(g, inShape, scale);
+    g.dispose();
+    return [gx];
+  },
+});
+
+/** Sum over `axis` (all elements when axis is null/undefined). */
+export function sum(x: Tensor, axis: number | null = null, keepdim = false): Tensor {
+  return sumOp.apply([x], { axis, keepdim, scale: 1 });
+}
+
+/** Mean over `axis` (all elements when null). */
+export function mean(x: Tensor, axis: number | null = null, keepdim = false): Tensor {
+  const n = axis === null ? x.size : x.shape[normAxis('mean', x.shape, axis)]!;
+  return sumOp.apply([x], { axis, keepdim, scale: 1 / n });
+}
+
+const maxOp = defineOp<{ axis: number; keepdim: boolean }>({
+  name: 'max',
+  forward(ctx, [x], { axis, keepdim }) {
+    const a = normAxis('max', x!.shape, axis);
+    const [o, R, i] = split3(x!.shape, a);
+    const out = Tensor.empty([o * i]); // [outer, inner]
+    const idx = Tensor.empty([o * i], 'u32'); // argmax along the axis
+    if (i === 1) rowKernel('max').run({ x: x!, out, idx }, { outer: o, R });
+    else colKernel('max').run({ x: x!, out, idx }, { outer: o, R, inner: i });
+    ctx.save(idx);
+    ctx.extra.dims = [o, R, i];
+    ctx.extra.inShape = x!.shape;
+    idx.dispose();
+    const res = out.view(reducedShape(x!.shape, a, keepdim));
+    out.dispose();
+    return res;
+  },
+  backward(ctx, gy) {
+    const [o, R, i] = ctx.extra.dims as number[];
+    const gx = Tensor.empty(ctx.extra.inShape as Shape); // [outer, R, inner]
+    maxBwd.run({ gy, idx: ctx.saved[0]!, gx }, { outer: o!, R: R!, inner: i! });
+    return [gx];
+  },
+});
+
+const maxBwd = defineKernel({
+  name: 'max_bwd',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// gx[o, r, i] = gy[o, i] if r == argmax[o, i] else 0. One thread per input element.
+struct Params { outer: u32, R: u32, inner: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> gy: array<f32>;        // [outer, inner]
+@group(0) @binding(2) var<storage, read> idx: array<u32>;       // [outer, inner]
+@group(0) @binding(3) var<storage, read_write> gx: array<f32>;  // [outer, R, inner]
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+  if (t >= p.outer * p.R * p.inner) { return; }
+  let i = t % p.inner;
+  let r = (t / p.inner) % p.R;
+  let o = t / (p.inner * p.R);
+  let k = o * p.inner + i;
+  gx[t] = select(0.0, gy[k], idx[k] == r);
+}`,
+  grid: ({ outer, R, inner }) => [ceilDiv(outer! * R! * inner!, 256)],
+});
+
+/** Max over `axis`; the gradient goes to the first maximal element. */
+export function max(x: Tensor, axis = -1, keepdim = false): Tensor {
+  return maxOp.apply([x], { axis, keepdim });
+}
+
+// ------------------------------------------------------------------ broadcastTo / sumTo (raw, for backward)
+const bcastKernel = defineKernel({
+  name: 'broadcast_to',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// out[i] = scale * x[bidx(i)], x broadcast (numpy rules) to out's shape (up to 8 dims; strides 0 on broadcast dims).
+struct Params { n: u32, ndim: u32, scale: f32, shape: array<vec4<u32>, 2>, sx: array<vec4<u32>, 2> }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;         // broadcastable to out
+@group(0) @binding(2) var<storage, read_write> out: array<f32>; // [n]
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let i = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+  if (i >= p.n) { return; }
+  var rem = i;
+  var ix = 0u;
+  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
+    let dd = u32(d);
+    let dim = p.shape[dd / 4u][dd % 4u];
+    ix = ix + (rem % dim) * p.sx[dd / 4u][dd % 4u];
+    rem = rem / dim;
+  }
+  out[i] = p.scale * x[ix];
+}`,
+  grid: ({ n }) => [ceilDiv(n!, 256)],
+});
+
+function stridesInto(shape: Shape, out: Shape): number[] {
+  const s = new Array<number>(8).fill(0);
+  let acc = 1;
+  for (let d = out.length - 1; d >= 0; d--) {
+    const sd = d - (out.length - shape.length);
+    if (sd < 0) continue;
+    const dim = shape[sd]!;
+    s[d] = dim === 1 ? 0 : acc;
+    acc *= dim;
+  }
+  return s;
+}
+
+function broadcastRaw(x: Tensor, shape: Shape, scale = 1): Tensor {
+  ref.broadcastShapes(x.shape, shape); // validates
+  if (shape.length > 8) throw new Error(`broadcastTo: ${shape.length} dims; at most 8`);
+  const out = Tensor.empty(shape); // shape
+  const n = out.size;
+  if (n) bcastKernel.run({ x, out }, { n, ndim: shape.length, scale, shape: [...shape, ...new Array<number>(8 - shape.length).fill(1)], sx: stridesInto(x.shape, shape) });
+  return out;
+}
+
+function scaleRaw(x: Tensor, scale: number): Tensor {
+  return broadcastRaw(x, x.shape, scale);
+}
+
+/** Broadcast x to `shape` (a copy; gradient: sumTo). */
+export const broadcastTo = defineOp<{ shape: Shape }>({
+  name: 'broadcast_to',
+  forward(ctx, [x], { shape }) {
+    ctx.extra.inShape = x!.shape;
+    return broadcastRaw(x!, shape);
+  },
+  backward(ctx, gy) {
+    return [sumTo(gy, ctx.extra.inShape as Shape)];
+  },
+});
+
+/**
+ * Sum g (of a broadcast shape) back down to `shape` (numpy broadcasting in reverse). Returns a tensor the caller
+ * owns (a view of g when the shapes are equal). Not recorded on the tape: used inside backward functions.
+ */
+export function sumTo(g: Tensor, shape: Shape): Tensor {
+  if (sameShape(g.shape, shape)) return g.detach();
+  const lead = g.shape.length - shape.length;
+  if (lead < 0) throw new Error(`sumTo: cannot sum ${shapeStr(g.shape)} to ${shapeStr(shape)}`);
+  let cur = g.detach();
+  // Leading dims: one pass over [1, prod(lead), rest].
+  if (lead > 0) {
+    const R = g.shape.slice(0, lead).reduce((a, b) => a * b, 1);
+    const inner = g.size / Math.max(R, 1);
+    const s = sumRaw(cur, 1, R, inner);
+    cur.dispose();
+    cur = s.view(g.shape.slice(lead));
+    s.dispose();
+  }
+  for (let d = 0; d < shape.length; d++) {
+    if (shape[d] === 1 && cur.shape[d] !== 1) {
+      const [o, R, i] = split3(cur.shape, d);
+      const s = sumRaw(cur, o, R, i);
+      const next = s.view(cur.shape.map((v, k) => (k === d ? 1 : v)));
+      s.dispose();
+      cur.dispose();
+      cur = next;
+    } else if (shape[d] !== cur.shape[d]) {
+      cur.dispose();
+      throw new Error(`sumTo: cannot sum ${shapeStr(g.shape)} to ${shapeStr(shape)}`);
+    }
+  }
+  return cur;
+}
+
+// ------------------------------------------------------------------ references
+export function refSum(x: F64, axis: number | null, keepdim = false, scale = 1): F64 {
+  if (axis === null) {
+    let s = 0;
+    for (const v of x.data) s += v;
+    return { data: Float64Array.of(s * scale), shape: keepdim ? x.shape.map(() => 1) : [] };
+  }
+  const a = normAxis('sum', x.shape, axis);
+  const [o, R, i] = split3(x.shape, a);
+  const out = new Float64Array(o * i);
+  for (let oo = 0; oo < o; oo++) for (let r = 0; r < R; r++) for (let ii = 0; ii < i; ii++) out[oo * i + ii]! += x.data[(oo * R + r) * i + ii]!;
+  return { data: out.map((v) => v * scale), shape: reducedShape(x.shape, a, keepdim) };
+}
+
+export function refSumGrad(x: F64, axis: number | null, gy: F64, scale = 1): F64 {
+  if (axis === null) return { data: x.data.map(() => gy.data[0]! * scale), shape: [...x.shape] };
+  const a = normAxis('sum', x.shape, axis);
+  const [o, R, i] = split3(x.shape, a);
+  const out = new Float64Array(x.data.length);
+  for (let oo = 0; oo < o; oo++) for (let r = 0; r < R; r++) for (let ii = 0; ii < i; ii++) out[(oo * R + r) * i + ii] = gy.data[oo * i + ii]! * scale;
+  return { data: out, shape: [...x.shape] };
+}
+
+export function refMax(x: F64, axis: number, keepdim = false): { out: F64; arg: number[] } {
+  const a = normAxis('max', x.shape, axis);
+  const [o, R, i] = split3(x.shape, a);
+  const out = new Float64Array(o * i);
+  const arg: number[] = [];
+  for (let oo = 0; oo < o; oo++)
+    for (let ii = 0; ii < i; ii++) {
+      let best = -Infinity;
+      let bi = 0;
+      for (let r = 0; r < R; r++) {
+        const v = x.data[(oo * R + r) * i + ii]!;
+        if (v > best) {
+          best = v;
+          bi = r;
+        }
+      }
+      out[oo * i + ii] = best;
+      arg.push(bi);
+    }
+  return { out: { data: out, shape: reducedShape(x.shape, a, keepdim) }, arg };
+}
+
+export function refMaxGrad(x: F64, axis: number, gy: F64): F64 {
+  const a = normAxis('max', x.shape, axis);
+  const [o, R, i] = split3(x.shape, a);
+  const { arg } = refMax(x, axis);
+  const out = new Float64Array(x.data.length);
+  for (let oo = 0; oo < o; oo++) for (let ii = 0; ii < i; ii++) out[(oo * R + arg[oo * i + ii]!) * i + ii] = gy.data[oo * i + ii]!;
+  return { data: out, shape: [...x.shape] };
+}

@@ -1,0 +1,121 @@
+// defineKernel misuse gives errors that name the kernel and the binding; uniforms are per dispatch; grids fold.
+import { expect, it } from 'vitest';
+import { ceilDiv, defineKernel, flags, getGpu, rt, sync, Tensor } from '../engine/index.js';
+import { describeGpu } from './harness.js';
+
+const axpy = defineKernel({
+  name: 'test_axpy',
+  wgsl: /* wgsl */ `
+struct Params { n: u32, alpha: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [n]
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;    // [n]
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
+  if (gid.x < p.n) { y[gid.x] = y[gid.x] + p.alpha * x[gid.x]; }
+}`,
+  grid: ({ n }) => [ceilDiv(n!, 64)],
+  minSizes: ({ n }) => ({ x: n!, y: n! }),
+});
+
+describeGpu('kernel definition errors', () => {
+  it('missing, extra, wrong-dtype and too-small bindings name the kernel and the binding', () => {
+    const x = Tensor.from(new Float32Array(8));
+    const y = Tensor.from(new Float32Array(8));
+    const ids = Tensor.from(new Int32Array(8));
+    const small = Tensor.from(new Float32Array(4));
+    expect(() => axpy.run({ x }, { n: 8, alpha: 1 })).toThrow("test_axpy: missing binding 'y'");
+    expect(() => axpy.run({ x, y, z: y }, { n: 8, alpha: 1 })).toThrow("test_axpy: unknown binding 'z'");
+    expect(() => axpy.run({ x: ids, y }, { n: 8, alpha: 1 })).toThrow("test_axpy: binding 'x' expects f32 elements, got a i32 tensor");
+    expect(() => axpy.run({ x: small, y }, { n: 8, alpha: 1 })).toThrow("test_axpy: binding 'x' has 4 elements, needs at least 8");
+    expect(() => axpy.run({ x, y }, { n: 8 })).toThrow("test_axpy: missing param 'alpha'");
+    expect(() => axpy.run({ x, y }, { n: 8, alpha: 1, beta: 2 })).toThrow("test_axpy: unknown param 'beta'");
+    expect(() => axpy.run({ x, y }, { n: -1, alpha: 1 })).toThrow("test_axpy: param 'n' = -1 is not a u32");
+    x.dispose();
+    expect(() => axpy.run({ x, y }, { n: 8, alpha: 1 })).toThrow("test_axpy: binding 'x' is a disposed tensor");
+    for (const t of [y, ids, small]) t.dispose();
+  });
+
+  it('a WGSL compile error names the kernel and the line', async () => {
+    const bad = defineKernel({
+      name: 'test_bad_wgsl',
+      wgsl: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
+  out[gid.x] = not_a_function(1.0);
+}`,
+      grid: () => [1],
+    });
+    await expect(bad.compile()).rejects.toThrow(/test_bad_wgsl: WGSL compile error\n {2}line 3:\d+: .*not_a_function/);
+  });
+
+  it('a parse error is reported at definition use with the kernel name', () => {
+    const bad = defineKernel({ name: 'test_unparsable', wgsl: 'this is not wgsl {', grid: () => [1] });
+    expect(() => bad.layout()).toThrow(/test_unparsable/);
+  });
+
+  it('each dispatch in one batch sees its own uniforms', async () => {
+    const x = Tensor.from(new Float32Array(64).fill(1));
+    const y = Tensor.from(new Float32Array(64));
+    const before = rt().queue.stats.submits;
+    let want = 0;
+    for (let k = 1; k <= 100; k++) {
+      axpy.run({ x, y }, { n: 64, alpha: k });
+      want += k;
+    }
+    expect(rt().queue.stats.submits - before).toBeLessThanOrEqual(1); // one batch (FLUSH_EVERY >= 100)
+    const got = await y.toArray();
+    expect(Array.from(got)).toEqual(new Array(64).fill(want));
+    x.dispose();
+    y.dispose();
+  });
+
+  it('1-D grids beyond maxComputeWorkgroupsPerDimension fold into 2-D when the kernel is foldable', async () => {
+    const max = getGpu().device.limits.maxComputeWorkgroupsPerDimension;
+    const n = (max + 10) * 4; // one workgroup of 4 threads per 4 elements -> max + 10 workgroups
+    const fill = defineKernel({
+      name: 'test_fold',
+      foldable: true,
+      wgsl: /* wgsl */ `
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(4)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let i = (wid.x + wid.y * nwg.x) * 4u + lid.x;
+  if (i < p.n) { out[i] = i; }
+}`,
+      grid: ({ n }) => [ceilDiv(n!, 4)],
+    });
+    const out = Tensor.from(new Uint32Array(n));
+    fill.run({ out }, { n });
+    const got = await out.toArray();
+    let bad = -1;
+    for (let i = 0; i < n; i++) if (got[i] !== i) { bad = i; break; }
+    expect(bad).toBe(-1);
+    const notFoldable = defineKernel({ ...fill.spec, name: 'test_not_foldable', foldable: false });
+    expect(() => notFoldable.run({ out }, { n })).toThrow(/test_not_foldable: grid \[\d+, 1, 1\] exceeds maxComputeWorkgroupsPerDimension/);
+    out.dispose();
+  });
+
+  it('a binding over maxStorageBufferBindingSize is rejected with a clear error', () => {
+    const limit = getGpu().device.limits.maxStorageBufferBindingSize;
+    const fake = { buffer: rt().pool.acquire(16, GPUBufferUsage.STORAGE), byteOffset: 0, byteLength: limit + 4, dtype: 'f32' as const };
+    const y = Tensor.from(new Float32Array(8));
+    expect(() => axpy.run({ x: fake, y }, { n: 8, alpha: 1 })).toThrow(/test_axpy: binding 'x' is \d+ bytes, over this device's maxStorageBufferBindingSize/);
+    rt().pool.release(fake.buffer);
+    y.dispose();
+  });
+
+  it('SYNC mode names the failing kernel', async () => {
+    const prev = flags.sync;
+    flags.sync = true;
+    try {
+      // Binding the same buffer as read and read_write in one dispatch is a validation error.
+      const y = Tensor.from(new Float32Array(8));
+      axpy.run({ x: y, y }, { n: 8, alpha: 1 });
+      await expect(sync()).rejects.toThrow(/kernel test_axpy/);
+      y.dispose();
+    } finally {
+      flags.sync = prev;
+    }
+  });
+});
