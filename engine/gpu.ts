@@ -107,6 +107,18 @@ interface Attempt {
   level: FeatureLevel;
 }
 
+/**
+ * On Linux Dawn's default backend is Vulkan; without a Vulkan loader it can only fail (noisily), so the probe is
+ * skipped when no libvulkan.so.1 is in the usual places. SEQREC_BACKEND=vulkan still forces it.
+ */
+async function vulkanLoaderMissing(): Promise<boolean> {
+  const proc = (globalThis as { process?: { platform?: string; env: Record<string, string | undefined> } }).process;
+  if (proc?.platform !== 'linux' || proc.env.LD_LIBRARY_PATH) return false;
+  const { existsSync } = await import('node:fs');
+  const dirs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib/x86_64-linux-gnu', '/lib64'];
+  return !dirs.some((d) => existsSync(`${d}/libvulkan.so.1`));
+}
+
 async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backend: string; level: FeatureLevel }> {
   const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
   // Mesa's EGL needs a platform without a display server; must be set before the first requestAdapter().
@@ -132,7 +144,7 @@ async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backe
           { backend: forced, level: 'compatibility' },
         ]
     : [
-        { backend: 'default', level: 'core' },
+        ...((await vulkanLoaderMissing()) ? [] : [{ backend: 'default', level: 'core' } as Attempt]),
         { backend: 'opengles', level: 'compatibility' },
       ];
   const tried: string[] = [];
