@@ -11,3 +11,4 @@ export { full, zeros, ones, randn, rand, truncatedNormal, randomFill, fillInPlac
 export { defineOp, backward, noGrad, isGradEnabled, freeGraph, reshape, BackwardNotSupported, type Op, type OpDef, type OpContext, type GraphNode } from './autograd.js';
 export { manualSeed, nextRng, rngState, setRngState, rngU32, rngUniform, pcgHash, RNG_WGSL } from './rng.js';
 export * as ref from './ref.js';
+export * from './safetensors.js';

@@ -16,7 +16,7 @@ import {
   type Kernel,
   type Shape,
 } from '../engine/index.js';
-import { sumTo } from './reduce.js';
+import { broadcastPattern, sumTo } from './reduce.js';
 
 type F64 = ref.F64;
 const WG = 256;
@@ -62,7 +62,7 @@ const BINARY: Record<BinaryRow['name'], BinaryRow> = {
 
 const binaryKernels = new Map<string, Kernel>();
 
-function binaryKernel(row: BinaryRow, mode: 'same' | 'scalar' | 'bcast'): Kernel {
+function binaryKernel(row: BinaryRow, mode: 'same' | 'scalar' | 'block' | 'bcast'): Kernel {
   const key = `${row.name}_${mode}`;
   let k = binaryKernels.get(key);
   if (k) return k;
@@ -71,14 +71,18 @@ function binaryKernel(row: BinaryRow, mode: 'same' | 'scalar' | 'bcast'): Kernel
       ? 'struct Params { n: u32 }'
       : mode === 'scalar'
         ? 'struct Params { n: u32, scalar: f32 }'
-        : 'struct Params { n: u32, ndim: u32, shape: array<vec4<u32>, 2>, sa: array<vec4<u32>, 2>, sb: array<vec4<u32>, 2> }';
+        : mode === 'block'
+          ? 'struct Params { n: u32, a_inner: u32, a_size: u32, b_inner: u32, b_size: u32 }'
+          : 'struct Params { n: u32, ndim: u32, shape: array<vec4<u32>, 2>, sa: array<vec4<u32>, 2>, sb: array<vec4<u32>, 2> }';
   const bBinding = mode === 'scalar' ? '' : '@group(0) @binding(2) var<storage, read> B: array<f32>;  // broadcastable to out';
   const body =
     mode === 'same'
       ? 'let a = A[i]; let b = B[i];'
       : mode === 'scalar'
         ? 'let a = A[i]; let b = p.scalar;'
-        : `var rem = i; var ia = 0u; var ib = 0u;
+        : mode === 'block'
+          ? 'let a = A[(i / p.a_inner) % p.a_size]; let b = B[(i / p.b_inner) % p.b_size];'
+          : `var rem = i; var ia = 0u; var ib = 0u;
   for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
     let dd = u32(d);
     let dim = p.shape[dd / 4u][dd % 4u];
@@ -149,7 +153,15 @@ function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
   const out = Tensor.empty(shape); // broadcast shape
   if (out.size === 0) return out;
   if (sameShape(a.shape, b.shape)) binaryKernel(row, 'same').run({ A: a, B: b, out }, { n: out.size });
-  else binaryKernel(row, 'bcast').run({ A: a, B: b, out }, bcastParams(out.shape, a.shape, b.shape));
+  else {
+    // Block form (each side's non-1 dims form one contiguous run: bias adds, per-row masks) avoids the
+    // per-dimension div/mod walk, which is what broadcasting costs on llvmpipe.
+    const pa = broadcastPattern(a.shape, out.shape);
+    const pb = broadcastPattern(b.shape, out.shape);
+    if (pa.mode === 1 && pb.mode === 1) {
+      binaryKernel(row, 'block').run({ A: a, B: b, out }, { n: out.size, a_inner: pa.inner, a_size: pa.size, b_inner: pb.inner, b_size: pb.size });
+    } else binaryKernel(row, 'bcast').run({ A: a, B: b, out }, bcastParams(out.shape, a.shape, b.shape));
+  }
   return out;
 }
 

@@ -8,8 +8,16 @@ export * from './embedding.js';
 export * from './layernorm.js';
 export * from './softmax.js';
 export * from './dropout.js';
+export * from './loss.js';
 export * from './attention_masked.js';
-export * from './infonce.js';
-export * from './pairwise.js';
+export * from './varlen.js';
+export {
+  infonce, infonceDense, refInfonce, refInfonceGrad, type InfonceOptions, type InfonceDenseOptions, type Reduction,
+} from './infonce.js';
+export {
+  pairwiseSigmoidLoss, pairwiseSigmoidLossIds, bceNegSampling, multiLabelBce, csrTargets, refPairLoss, refPairGrad,
+  refPairRow, refMultiLabelBce, refMultiLabelBceGrad, refBceElem, refCsrToDense, refSigmoid, refSoftplus,
+  type CsrTargets, type PairwiseOptions, type BceNegSamplingOptions, type MultiLabelOptions,
+} from './pairwise.js';
 export * from './euclid_score.js';
 export * from './topk.js';

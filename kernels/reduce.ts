@@ -151,8 +151,16 @@ function singlePass(x: Tensor, outer: number, R: number, inner: number): Tensor 
   return out;
 }
 
+/**
+ * Many short rows: one thread per row (the cols kernel with inner = 1) beats a 64-thread workgroup with barriers
+ * per row — measured on llvmpipe for [204800, 64] (1.1 s -> see bench), and on a GPU the rows are short anyway.
+ */
+function useRowKernel(outer: number, R: number, inner: number): boolean {
+  return inner === 1 && (outer < 256 || R > 1024);
+}
+
 function runSum(x: Tensor, out: Tensor, outer: number, R: number, inner: number): void {
-  if (inner === 1) rowKernel('sum').run({ x, out }, { outer, R });
+  if (useRowKernel(outer, R, inner)) rowKernel('sum').run({ x, out }, { outer, R });
   else colKernel('sum').run({ x, out }, { outer, R, inner });
 }
 
@@ -213,7 +221,7 @@ const maxOp = defineOp<{ axis: number; keepdim: boolean }>({
     const [o, R, i] = split3(x!.shape, a);
     const out = Tensor.empty([o * i]); // [outer, inner]
     const idx = Tensor.empty([o * i], 'u32'); // argmax along the axis
-    if (i === 1) rowKernel('max').run({ x: x!, out, idx }, { outer: o, R });
+    if (useRowKernel(o, R, i)) rowKernel('max').run({ x: x!, out, idx }, { outer: o, R });
     else colKernel('max').run({ x: x!, out, idx }, { outer: o, R, inner: i });
     ctx.save(idx);
     ctx.extra.dims = [o, R, i];
@@ -265,7 +273,9 @@ const bcastKernel = defineKernel({
   foldable: true,
   wgsl: /* wgsl */ `
 // out[i] = scale * x[bidx(i)], x broadcast (numpy rules) to out's shape (up to 8 dims; strides 0 on broadcast dims).
-struct Params { n: u32, ndim: u32, scale: f32, shape: array<vec4<u32>, 2>, sx: array<vec4<u32>, 2> }
+// mode 1 (block): x's non-1 dims are one contiguous run of out's dims: ix = (i / inner) % size.
+// mode 2 (gap): x = out with one contiguous run of dims broadcast: ix = (i / (R*inner)) * inner + i % inner.
+struct Params { n: u32, ndim: u32, scale: f32, mode: u32, inner: u32, size: u32, R: u32, shape: array<vec4<u32>, 2>, sx: array<vec4<u32>, 2> }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // broadcastable to out
 @group(0) @binding(2) var<storage, read_write> out: array<f32>; // [n]
@@ -273,13 +283,19 @@ struct Params { n: u32, ndim: u32, scale: f32, shape: array<vec4<u32>, 2>, sx: a
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let i = (wid.x + wid.y * nwg.x) * 256u + lid.x;
   if (i >= p.n) { return; }
-  var rem = i;
   var ix = 0u;
-  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
-    let dd = u32(d);
-    let dim = p.shape[dd / 4u][dd % 4u];
-    ix = ix + (rem % dim) * p.sx[dd / 4u][dd % 4u];
-    rem = rem / dim;
+  if (p.mode == 1u) {
+    ix = (i / p.inner) % p.size;
+  } else if (p.mode == 2u) {
+    ix = (i / (p.R * p.inner)) * p.inner + i % p.inner;
+  } else {
+    var rem = i;
+    for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
+      let dd = u32(d);
+      let dim = p.shape[dd / 4u][dd % 4u];
+      ix = ix + (rem % dim) * p.sx[dd / 4u][dd % 4u];
+      rem = rem / dim;
+    }
   }
   out[i] = p.scale * x[ix];
 }`,
@@ -299,12 +315,39 @@ function stridesInto(shape: Shape, out: Shape): number[] {
   return s;
 }
 
+/**
+ * The cheap index forms of a broadcast of `x` into `out` (see the broadcast_to kernel): block (x's non-1 dims are a
+ * contiguous run of out's: bias rows, per-row masks) or gap (x equals out but for one contiguous run of size-1
+ * dims: the backward of a sum over middle axes). Mode 0 is the general stride walk.
+ */
+export function broadcastPattern(x: Shape, out: Shape): { mode: number; inner: number; size: number; R: number } {
+  const xs = out.map((_, d) => x[d - (out.length - x.length)] ?? 1);
+  const real = xs.map((v, d) => v !== 1 || out[d] === 1);
+  const first = real.indexOf(true);
+  const last = real.lastIndexOf(true);
+  const prod = (a: number, b: number): number => out.slice(a, b).reduce((p, v) => p * v, 1);
+  if (first < 0) return { mode: 1, inner: 1, size: 1, R: 1 }; // x is one element
+  if (real.slice(first, last + 1).every(Boolean)) return { mode: 1, inner: prod(last + 1, out.length), size: prod(first, last + 1), R: 1 };
+  const gapStart = real.indexOf(false, first);
+  const gapEnd = real.indexOf(true, gapStart);
+  if (real.slice(0, gapStart).every(Boolean) && real.slice(gapEnd).every(Boolean)) {
+    return { mode: 2, inner: prod(gapEnd, out.length), size: 1, R: prod(gapStart, gapEnd) };
+  }
+  return { mode: 0, inner: 1, size: 1, R: 1 };
+}
+
 function broadcastRaw(x: Tensor, shape: Shape, scale = 1): Tensor {
   ref.broadcastShapes(x.shape, shape); // validates
   if (shape.length > 8) throw new Error(`broadcastTo: ${shape.length} dims; at most 8`);
   const out = Tensor.empty(shape); // shape
   const n = out.size;
-  if (n) bcastKernel.run({ x, out }, { n, ndim: shape.length, scale, shape: [...shape, ...new Array<number>(8 - shape.length).fill(1)], sx: stridesInto(x.shape, shape) });
+  if (n) {
+    const fast = broadcastPattern(x.shape, shape);
+    bcastKernel.run(
+      { x, out },
+      { n, ndim: shape.length, scale, ...fast, shape: [...shape, ...new Array<number>(8 - shape.length).fill(1)], sx: stridesInto(x.shape, shape) },
+    );
+  }
   return out;
 }
 

@@ -31,7 +31,7 @@ describeGpu('autograd', () => {
     x.grad = null;
     backward(scope(() => F.sum(x)));
     expect(await arr(x.grad!)).toEqual([1, 1, 1]);
-    x.grad.dispose();
+    x.grad!.dispose();
     x.dispose();
   });
 

@@ -1,0 +1,804 @@
+// kernels/attention_masked.ts — fused masked multi-head attention, forward + backward, padded and varlen.
+//
+// Computes (official S3-Rec `modules.SelfAttention`, AttRec `_distance_self_attention`):
+//   z[i, j]   = (q_i . k_j) * scale + fill * masked(i, j)          scale = 1/sqrt(D) by default
+//   P[i, :]   = softmax_j(z[i, :])
+//   A[i, j]   = P[i, j] * M[i, j]       M = dropout keep/(1-p) (inverted, seeded), and 0 on i == j (AttRec flag)
+//   out_i     = sum_j A[i, j] v_j
+// Padded mode: q, k, v, out [B, H, L, D]; ids [B, L] (u32 or i32, 0 = padding; optional); lse [B, H, L].
+//   masked(i, j) = ids[b, j] == 0 || (causal && j > i). The mask is ADDITIVE, as in the official code
+//   (`(1 - m) * fill`, fill -10000 fine-tuning, -1e8 pretraining): a row whose keys are all masked is
+//   softmax(s + fill) = softmax(s) (shift invariance), never NaN. The kernel removes that common shift before
+//   rounding (it adds fill only in rows with at least one visible key), so such rows get the exact-math value
+//   softmax(s) in f32 too; f32 `s + (-1e8)` would otherwise round the scores away (steps of 8).
+//   No [B, H, L, L] mask or score tensor is materialised: the mask is rebuilt from ids and i, j.
+// Varlen mode: q, k, v, out [T, H, D] packed tokens (T = real tokens, sequences back to back), offsets [B+1],
+//   seqOf [T] (sequence of each token), lse [H, T]. Keys are the real tokens of the query's own sequence,
+//   j <= i when causal (left padding puts the real tokens in the last slots, so pad keys are exactly the
+//   absent ones). Masked keys are absent (weight exactly 0): equal to the padded run wherever the masked
+//   logits underflow there (z - lse < -88), i.e. whenever score ranges are << |fill|.
+// Dropout: u = rng_uniform(seed, offset, idx) with idx the linear index of (b, h, i, j) in the PADDED
+//   [B, H, Lp, Lp] layout (varlen maps tokens to their padded slots), drop when u < p. Same seed -> same mask,
+//   and varlen draws exactly the padded run's mask.
+//
+// Parallel strategy: one thread per (query row, head) for the forward and dq; one thread per (key row, head)
+//   for dk, dv (no atomics, no workgroup memory, no barriers: barriers are expensive on llvmpipe). A thread
+//   keeps its row (q_i or k_j, v_j) and its accumulators in registers (D baked into the WGSL: one pipeline per
+//   D; vec4 loads when D % 4 == 0). Neighbouring threads are neighbouring rows of one (b, h), so a SIMD group
+//   reads the same K/V rows (cache hits).
+//   fwd: keys in chunks of CH = 64: chunk scores z_j to a private array (one dot per key), chunk max, rescale
+//        the accumulators once per chunk (never for L <= 64), then sum exp and accumulate A_ij v_j, skipping
+//        weights that are exactly 0 (future keys in causal rows). Saves lse_i = m + log(l).
+//   bwd_q: P_ij = exp(z_ij - lse_i) recomputed (FlashAttention), delta_i = dO_i . O_i,
+//        dS_ij = P_ij (M_ij dA_ij - delta_i) with dA_ij = dO_i . v_j, dq_i = scale sum_j dS_ij k_j; writes delta.
+//   bwd_kv: dv_j = sum_i A_ij dO_i, dk_j = scale sum_i dS_ij q_i (same recomputation, loop over query rows).
+//   Pairs with P_ij == 0 exactly (f32) skip everything but the score dot, so masked (future) keys cost one dot.
+// Memory traffic: fwd reads q, k, v once per row from DRAM (K/V rows of a (b, h) stay in cache: L*D*8 bytes),
+//   writes out + lse: ~4*B*H*L*(4D + 1) bytes. bwd reads q, k, v, out, dO, lse (+ delta), writes dq, dk, dv.
+//   FLOPs (dense, padded): fwd 4*B*H*L^2*D, bwd ~14*B*H*L^2*D (causal: about half of the non-score terms skip).
+// Variants (chosen by bench/attention.bench.ts on this adapter, see the numbers below):
+//   lse + recompute P in backward (this file) | store P [B,H,L,L] in forward (rejected: see bench notes)
+// Bench (llvmpipe, 2 cores, B=256 H=2 L=50 D=32 causal, fwd+bwd): see bench/attention.bench.ts header.
+import {
+  BackwardNotSupported,
+  ceilDiv,
+  defineKernel,
+  defineOp,
+  nextRng,
+  pcgHash,
+  ref,
+  rngUniform,
+  Tensor,
+  type Kernel,
+} from '../engine/index.js';
+
+type F64 = ref.F64;
+
+const WG = 64;
+const CH = 64; // keys per score chunk (private array): L <= 64 is one chunk, no rescaling
+
+export interface AttentionOptions {
+  /** Mask keys j > i (fine-tuning). Default false (pretraining: padding-only, bidirectional). */
+  causal?: boolean;
+  /** Additive mask value for masked keys. Default -10000 (official fine-tuning); pretraining uses -1e8. */
+  fill?: number;
+  /** Dropout probability on the attention probabilities (inverted). Default 0. */
+  dropout?: number;
+  /** Dropout applies only when training (default true). */
+  training?: boolean;
+  /** RNG stream for dropout; default: the next offset of the global generator (`nextRng()`). */
+  seed?: number;
+  offset?: number;
+  /** AttRec: zero the diagonal of P after the softmax, without renormalising. Default false. */
+  zeroDiagonal?: boolean;
+  /** Score scale; default 1/sqrt(D). */
+  scale?: number;
+  /** Rows per thread (register blocking); default rowsPerThread(D). For benchmarks. */
+  rowsPerThread?: number;
+  /**
+   * Variant: store the masked scores z [B, H, L, L] in the forward for the backward instead of recomputing q.k
+   * there. Default false: recomputing was faster on llvmpipe (numbers in the header).
+   */
+  storeScores?: boolean;
+}
+
+interface Resolved {
+  causal: boolean;
+  fill: number;
+  p: number;
+  seed: number;
+  offset: number;
+  zeroDiagonal: boolean;
+  scale: number;
+}
+
+function resolve(D: number, o: AttentionOptions): Resolved {
+  const p = o.training === false ? 0 : (o.dropout ?? 0);
+  if (!(p >= 0 && p <= 1)) throw new Error(`attention_masked: dropout ${p} is not in [0, 1]`);
+  let seed = 0;
+  let offset = 0;
+  if (p > 0) {
+    if (o.seed !== undefined) {
+      seed = o.seed >>> 0;
+      offset = o.offset ?? 0;
+    } else ({ seed, offset } = nextRng());
+  }
+  return {
+    causal: o.causal ?? false,
+    fill: o.fill ?? -10000,
+    p,
+    seed,
+    offset,
+    zeroDiagonal: o.zeroDiagonal ?? false,
+    scale: o.scale ?? 1 / Math.sqrt(D),
+  };
+}
+
+// ------------------------------------------------------------------ WGSL
+type Mode = 'padded' | 'varlen';
+type Pass = 'fwd' | 'bwd_q' | 'bwd_kv';
+
+/**
+ * Rows per thread (register blocking): a thread owns R query rows (fwd, dq) or R key rows (dk, dv) of one
+ * (sequence, head), so each K/V (Q/dO) row it loads feeds R rows. On llvmpipe every storage load in a loop is a
+ * per-lane gather and loads dominate, so this is the main speed lever (bench numbers in the header).
+ */
+export function rowsPerThread(D: number): number {
+  return vecOf(D).NV <= UNROLL_D ? 4 : 1;
+}
+
+function vecOf(D: number): { V: string; NV: number } {
+  return D % 4 === 0 ? { V: 'vec4<f32>', NV: D / 4 } : { V: 'f32', NV: D };
+}
+
+const PARAMS = /* wgsl */ `
+struct Params {
+  threads: u32,   // B*H*tpg (padded) or H*tpg (varlen)
+  L: u32,         // padded slots per sequence (varlen: the padded layout's L, for the dropout index)
+  H: u32,
+  T: u32,         // varlen: packed tokens (padded: unused)
+  tpg: u32,       // threads per (b, h) group (padded: ceil(L/R)); varlen: row blocks per head
+  causal: u32,
+  has_ids: u32,   // padded: ids given (else no padding mask)
+  zero_diag: u32,
+  dropout: u32,
+  scale: f32,
+  fill: f32,
+  p: f32,         // dropout probability
+  keep: f32,      // 1/(1-p) (0 when p == 1)
+  rng_base: u32,  // pcg_hash(seed + pcg_hash(offset)): rng_u32(seed, offset, i) = pcg_hash(i + rng_base)
+}
+@group(0) @binding(0) var<uniform> p: Params;`;
+
+// Row geometry shared by all passes. A thread owns rows x0 .. x0+n-1 of one group (sequence, head); row x of
+// the group lives at base + x*stride (V units), its lse/delta at lb + x; the dropout index of (i, j) is
+// (gb + i + sh) * L + j + sh (the padded [B, H, L, L] linear index in both modes).
+function geometry(mode: Mode, NV: number, R: number): string {
+  if (mode === 'padded') {
+    return /* wgsl */ `
+struct Geo { x0: u32, n: u32, base: u32, stride: u32, lo: u32, hi: u32, lb: u32, gb: u32, sh: u32, ids_base: u32 }
+fn geo(r: u32) -> Geo {
+  let bh = r / p.tpg;
+  let x0 = (r % p.tpg) * ${R}u;
+  return Geo(x0, min(${R}u, p.L - x0), bh * p.L * ${NV}u, ${NV}u, 0u, p.L, bh * p.L, bh * p.L, 0u, (bh / p.H) * p.L);
+}
+// First slot with a real id (L if none): row i has a visible key iff fv <= i (causal) or fv < L.
+fn first_valid(g: Geo) -> u32 {
+  if (p.has_ids == 0u) { return 0u; }
+  for (var j = 0u; j < p.L; j++) {
+    if (ids[g.ids_base + j] != 0u) { return j; }
+  }
+  return p.L;
+}
+fn any_visible(i: u32, fv: u32) -> bool { return select(fv < p.L, fv <= i, p.causal != 0u); }
+fn key_pad(g: Geo, j: u32) -> bool { return p.has_ids != 0u && ids[g.ids_base + j] == 0u; }`;
+  }
+  return /* wgsl */ `
+struct Geo { x0: u32, n: u32, base: u32, stride: u32, lo: u32, hi: u32, lb: u32, gb: u32, sh: u32, ids_base: u32 }
+fn geo(r: u32) -> Geo {
+  let h = r / p.tpg;
+  let t0 = u32(blocks[r % p.tpg]);
+  let b = u32(seq_of[t0]);
+  let s = u32(offsets[b]);
+  let e = u32(offsets[b + 1u]);
+  // slot of token x in the padded layout = L - len + (x - s); sh = L - len - s (mod 2^32, added to x later)
+  return Geo(t0, min(${R}u, e - t0), h * ${NV}u, p.H * ${NV}u, s, e, h * p.T, (b * p.H + h) * p.L, p.L - (e - s) - s, 0u);
+}
+fn first_valid(g: Geo) -> u32 { return 0u; }
+fn any_visible(i: u32, fv: u32) -> bool { return true; }
+fn key_pad(g: Geo, j: u32) -> bool { return false; }`;
+}
+
+const COMMON = /* wgsl */ `
+fn pcg_hash(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}
+// Multiplier M[i, j] of P[i, j]: dropout keep (inverted scale) and the AttRec diagonal.
+fn mult(g: Geo, i: u32, j: u32) -> f32 {
+  var m = 1.0;
+  if (p.dropout != 0u) {
+    let idx = (g.gb + i + g.sh) * p.L + j + g.sh;
+    let u = f32(pcg_hash(idx + p.rng_base) >> 8u) * (1.0 / 16777216.0);
+    m = select(p.keep, 0.0, u < p.p);
+  }
+  if (p.zero_diag != 0u && i == j) { m = 0.0; }
+  return m;
+}`;
+
+function bindings(mode: Mode, pass: Pass, V: string, storeZ: boolean): string {
+  const b: string[] = [];
+  let n = 1;
+  const add = (name: string, ty: string, rw: boolean, shape: string): void => {
+    b.push(`@group(0) @binding(${n++}) var<storage, ${rw ? 'read_write' : 'read'}> ${name}: array<${ty}>; // ${shape}`);
+  };
+  const X = mode === 'padded' ? '[B, H, L, D]' : '[T, H, D]';
+  const R = mode === 'padded' ? '[B, H, L]' : '[H, T]';
+  add('q', V, false, X);
+  add('k', V, false, X);
+  add('v', V, false, X);
+  if (mode === 'padded') add('ids', 'u32', false, '[B, L] (0 = padding; a 1-element dummy without ids)');
+  else {
+    add('offsets', 'i32', false, '[B + 1]');
+    add('seq_of', 'i32', false, '[T]');
+    add('blocks', 'i32', false, '[NB] first token of each R-row block');
+  }
+  if (storeZ) add('zs', 'f32', pass === 'fwd', mode === 'padded' ? '[B, H, L, L] masked scores z' : '[H, T, L] masked scores z (key j - start)');
+  if (pass === 'fwd') {
+    add('out', V, true, X);
+    add('lse', 'f32', true, R);
+  } else if (pass === 'bwd_q') {
+    add('out', V, false, X);
+    add('dout', V, false, X);
+    add('lse', 'f32', false, R);
+    add('dq', V, true, X);
+    add('delta', 'vec2<f32>', true, R + ' (dO_i . O_i, 1 if dO_i != 0 else 0)');
+  } else {
+    add('dout', V, false, X);
+    add('lse', 'f32', false, R);
+    add('delta', 'vec2<f32>', false, R);
+    add('dk', V, true, X);
+    add('dv', V, true, X);
+  }
+  return b.join('\n');
+}
+
+// The body is unrolled here over the R rows, and over the NV vector slots when NV <= UNROLL_D, so private arrays
+// are indexed by constants and live in registers (Mesa lowers dynamically indexed private arrays to slow code).
+// Wider rows (AttRec's D = 150) loop over d instead: unrolled they took minutes to compile on llvmpipe.
+const UNROLL_D = 8;
+// Lazy online softmax: the running max m moves only when a score exceeds it by more than LAZY, so exp(z - m)
+// <= e^8 and l <= L e^8 stay far from f32 overflow, and the accumulator rescale (R*D multiplies behind a
+// divergent branch) runs a few times per row instead of at every new maximum. lse = m + log(l) for any such m.
+const LAZY = process.env.LAZY ?? '8.0';
+
+function body(mode: Mode, pass: Pass, V: string, NV: number, R: number, storeZ: boolean): string {
+  const us = [...Array(R).keys()];
+  const unroll = NV <= UNROLL_D;
+  const vd = (a: string, b: string): string => (V === 'f32' ? `${a} * ${b}` : `dot(${a}, ${b})`);
+  /** Statements over the vector slots d of a row (d is a WGSL u32 expression). */
+  const forD = (f: (d: string) => string): string =>
+    unroll ? [...Array(NV).keys()].map((i) => f(`${i}u`)).join(' ') : `for (var d = 0u; d < ${NV}u; d++) { ${f('d')} }`;
+  /** `name` = sum_d a(d) . b(d). */
+  const dotInto = (name: string, a: (d: string) => string, b: (d: string) => string): string =>
+    unroll
+      ? `let ${name} = ${[...Array(NV).keys()].map((i) => vd(a(`${i}u`), b(`${i}u`))).join(' + ')};`
+      : `var ${name} = 0.0; ${forD((d) => `${name} += ${vd(a(d), b(d))};`)}`;
+  const each = (f: (u: number) => string): string => us.map(f).join('\n');
+  const any = (f: (u: number) => string): string => us.map(f).join(' || ');
+  const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
+  // Score of row x against key y, with the additive mask (padded): the official formula.
+  const score = (z: string, a: (d: string) => string, b: (d: string) => string, x: string, y: string, vis: string, kpad: string): string => {
+    const dot = dotInto(`${z}s`, a, b);
+    return mode === 'padded'
+      ? `${dot}
+    var ${z} = ${z}s * p.scale;
+    if (${vis} && (${kpad} || (p.causal != 0u && ${y} > ${x}))) { ${z} += p.fill; }`
+      : `${dot}
+    let ${z} = ${z}s * p.scale;`;
+  };
+  const head = /* wgsl */ `
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let r = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+  if (r >= p.threads) { return; }
+  let g = geo(r);
+  let fv = first_valid(g);
+${each((u) => `  let x${u} = g.x0 + min(${u}u, g.n - 1u);`)}`;
+  const store = (f: (u: number) => string): string => each((u) => `  if (${u}u < g.n) {\n${f(u)}\n  }`);
+  if (pass === 'fwd') {
+    return /* wgsl */ `${head}
+${each((u) => `  let vis${u} = any_visible(x${u}, fv);
+  let ra${u} = g.base + x${u} * g.stride;
+  var q${u}: array<${V}, ${NV}>;
+  var a${u}: array<${V}, ${NV}>;
+  ${forD((d) => `q${u}[${d}] = q[ra${u} + ${d}];`)}
+  var m${u} = -3.0e38;
+  var l${u} = 0.0;`)}
+  var kr: array<${V}, ${NV}>;
+  var vr: array<${V}, ${NV}>;
+  let jend = select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal});
+  for (var j = g.lo; j < jend; j++) {
+    let ka = g.base + j * g.stride;
+    ${forD((d) => `kr[${d}] = k[ka + ${d}];`)}
+    let kpad = key_pad(g, j);
+${each((u) => `    ${score(`z${u}`, (d) => `q${u}[${d}]`, (d) => `kr[${d}]`, `x${u}`, 'j', `vis${u}`, 'kpad')}${storeZ ? `
+    zs[(g.lb + x${u}) * p.L + j - g.lo] = z${u};` : ''}
+    var w${u} = 0.0;
+    if (!(${varlenCausal} && j > x${u})) {
+      if (z${u} > m${u} + ${LAZY}) {
+        let c = exp(m${u} - z${u});
+        l${u} *= c;
+        ${forD((d) => `a${u}[${d}] *= c;`)}
+        m${u} = z${u};
+      }
+      let e = exp(z${u} - m${u});
+      l${u} += e;
+      w${u} = e * mult(g, x${u}, j);
+    }`)}
+    if (${any((u) => `w${u} != 0.0`)}) {
+      ${forD((d) => `vr[${d}] = v[ka + ${d}];`)}
+${each((u) => `      ${forD((d) => `a${u}[${d}] += w${u} * vr[${d}];`)}`)}
+    }
+  }
+${store((u) => `    let inv = 1.0 / l${u};
+    ${forD((d) => `out[ra${u} + ${d}] = a${u}[${d}] * inv;`)}
+    lse[g.lb + x${u}] = m${u} + log(l${u});`)}
+}`;
+  }
+  if (pass === 'bwd_q') {
+    return /* wgsl */ `${head}
+${each((u) => `  let vis${u} = any_visible(x${u}, fv);
+  let ra${u} = g.base + x${u} * g.stride;
+  var q${u}: array<${V}, ${NV}>;
+  var o${u}: array<${V}, ${NV}>;
+  var dq${u}: array<${V}, ${NV}>;
+  var live${u} = false;
+  ${forD((d) => `q${u}[${d}] = q[ra${u} + ${d}]; o${u}[${d}] = dout[ra${u} + ${d}]; live${u} = live${u} || any(o${u}[${d}] != ${V}(0.0));`)}
+  ${dotInto(`dl${u}`, (d) => `o${u}[${d}]`, (d) => `out[ra${u} + ${d}]`)}
+  let li${u} = lse[g.lb + x${u}];`)}
+  var kr: array<${V}, ${NV}>;
+  var vr: array<${V}, ${NV}>;
+  // Rows with dO_i == 0 (pad positions of a real loss) have dS_i. == 0: a thread with no live row skips.
+  let jend = select(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo, !(${any((u) => `live${u}`)}));
+  for (var j = g.lo; j < jend; j++) {
+    let ka = g.base + j * g.stride;
+    ${forD((d) => `kr[${d}] = k[ka + ${d}];`)}
+    let kpad = key_pad(g, j);
+${each((u) => `    ${storeZ ? `let z${u} = zs[(g.lb + x${u}) * p.L + j - g.lo];` : score(`z${u}`, (d) => `q${u}[${d}]`, (d) => `kr[${d}]`, `x${u}`, 'j', `vis${u}`, 'kpad')}
+    let p${u} = select(exp(z${u} - li${u}), 0.0, ${varlenCausal} && j > x${u});`)}
+    if (${any((u) => `p${u} != 0.0`)}) {
+      ${forD((d) => `vr[${d}] = v[ka + ${d}];`)}
+${each((u) => `      ${dotInto(`da${u}`, (d) => `o${u}[${d}]`, (d) => `vr[${d}]`)}
+      let ds${u} = p${u} * (mult(g, x${u}, j) * da${u} - dl${u});
+      ${forD((d) => `dq${u}[${d}] += ds${u} * kr[${d}];`)}`)}
+    }
+  }
+${store((u) => `    ${forD((d) => `dq[ra${u} + ${d}] = dq${u}[${d}] * p.scale;`)}
+    delta[g.lb + x${u}] = vec2<f32>(dl${u}, select(0.0, 1.0, live${u}));`)}
+}`;
+  }
+  return /* wgsl */ `${head}
+${each((u) => `  let ra${u} = g.base + x${u} * g.stride;
+  let kpad${u} = key_pad(g, x${u});
+  var k${u}: array<${V}, ${NV}>;
+  var v${u}: array<${V}, ${NV}>;
+  var dk${u}: array<${V}, ${NV}>;
+  var dv${u}: array<${V}, ${NV}>;
+  ${forD((d) => `k${u}[${d}] = k[ra${u} + ${d}]; v${u}[${d}] = v[ra${u} + ${d}];`)}`)}
+  var qr: array<${V}, ${NV}>;
+  var orow: array<${V}, ${NV}>;
+  let ibeg = select(g.lo, g.x0, ${varlenCausal});
+  for (var i = ibeg; i < g.hi; i++) {
+    let dli = delta[g.lb + i];
+    if (dli.y == 0.0) { continue; }             // dO_i == 0: row i contributes nothing
+    let qa = g.base + i * g.stride;
+    ${forD((d) => `qr[${d}] = q[qa + ${d}];`)}
+    let li = lse[g.lb + i];
+    let vis = any_visible(i, fv);
+${each((u) => `    ${storeZ ? `let z${u} = zs[(g.lb + i) * p.L + x${u} - g.lo];` : score(`z${u}`, (d) => `qr[${d}]`, (d) => `k${u}[${d}]`, 'i', `x${u}`, 'vis', `kpad${u}`)}
+    let p${u} = select(exp(z${u} - li), 0.0, ${varlenCausal} && x${u} > i);`)}
+    if (${any((u) => `p${u} != 0.0`)}) {
+      ${forD((d) => `orow[${d}] = dout[qa + ${d}];`)}
+${each((u) => `      let mm${u} = mult(g, i, x${u});
+      ${dotInto(`da${u}`, (d) => `orow[${d}]`, (d) => `v${u}[${d}]`)}
+      let ds${u} = p${u} * (mm${u} * da${u} - dli.x);
+      let w${u} = p${u} * mm${u};
+      ${forD((d) => `dv${u}[${d}] += w${u} * orow[${d}]; dk${u}[${d}] += ds${u} * qr[${d}];`)}`)}
+    }
+  }
+${store((u) => `    ${forD((d) => `dk[ra${u} + ${d}] = dk${u}[${d}] * p.scale; dv[ra${u} + ${d}] = dv${u}[${d}];`)}`)}
+}`;
+}
+
+const kernelCache = new Map<string, Kernel>();
+
+function attnKernel(mode: Mode, pass: Pass, D: number, R: number, storeZ = false): Kernel {
+  const prefix = mode === 'padded' ? 'attention_masked' : 'attention_varlen';
+  const name = `${prefix}_${pass}_d${D}_r${R}${storeZ ? '_z' : ''}`;
+  let k = kernelCache.get(name);
+  if (k) return k;
+  const { V, NV } = vecOf(D);
+  const wgsl = [
+    `// ${name}: see kernels/attention_masked.ts (one thread per ${R} ${pass === 'bwd_kv' ? 'key' : 'query'} rows of one (sequence, head); D = ${D} baked in).`,
+    PARAMS,
+    bindings(mode, pass, V, storeZ),
+    geometry(mode, NV, R),
+    COMMON,
+    body(mode, pass, V, NV, R, storeZ),
+  ].join('\n');
+  k = defineKernel({
+    name,
+    wgsl,
+    foldable: true,
+    grid: ({ threads }) => [ceilDiv(threads!, WG)],
+  });
+  kernelCache.set(name, k);
+  return k;
+}
+
+/** The kernels' WGSL, for review and for the reflection test. */
+export function attentionWgsl(mode: Mode, pass: Pass, D: number, R = rowsPerThread(D)): string {
+  return attnKernel(mode, pass, D, R).spec.wgsl;
+}
+
+// ------------------------------------------------------------------ launchers
+interface Geom {
+  mode: Mode;
+  /** Threads: groups * tpg. */
+  threads: number;
+  /** Threads per group (padded: ceil(L / R)); varlen: row blocks per head. */
+  tpg: number;
+  /** Rows per thread. */
+  R: number;
+  L: number;
+  H: number;
+  T: number;
+  D: number;
+  /** Shape of q/k/v/out. */
+  shape: readonly number[];
+  /** Shape of lse/delta. */
+  rowShape: readonly number[];
+}
+
+function params(g: Geom, a: Resolved, hasIds: boolean): Record<string, number> {
+  return {
+    threads: g.threads,
+    L: g.L,
+    H: g.H,
+    T: g.T,
+    tpg: g.tpg,
+    causal: a.causal ? 1 : 0,
+    has_ids: hasIds ? 1 : 0,
+    zero_diag: a.zeroDiagonal ? 1 : 0,
+    dropout: a.p > 0 ? 1 : 0,
+    scale: a.scale,
+    fill: a.fill,
+    p: a.p,
+    keep: a.p < 1 ? 1 / (1 - a.p) : 0,
+    rng_base: pcgHash((a.seed + pcgHash(a.offset)) >>> 0),
+  };
+}
+
+/** u32 view of an i32/u32 id tensor (the kernel only tests `!= 0`), or a 1-element dummy. */
+function idsU32(ids: Tensor | null): Tensor {
+  if (!ids) return Tensor.from(new Uint32Array(1), [1], 'u32'); // [1] dummy
+  if (ids.dtype === 'u32') return ids.detach();
+  if (ids.dtype === 'i32') return new Tensor(ids._storage.retain(), ids.shape, 'u32'); // [B, L]
+  throw new Error(`attention_masked: ids must be u32 or i32, got ${ids.describe()}`);
+}
+
+type Aux = Record<string, Tensor>;
+
+function runFwd(g: Geom, a: Resolved, q: Tensor, k: Tensor, v: Tensor, aux: Aux, hasIds: boolean, storeZ: boolean): { out: Tensor; lse: Tensor; zs: Tensor | null } {
+  const out = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
+  const lse = Tensor.empty(g.rowShape); // [B, H, L] | [H, T]
+  const zs = storeZ ? Tensor.empty([...g.rowShape, g.L]) : null; // [B, H, L, L] | [H, T, L]
+  if (g.threads > 0) attnKernel(g.mode, 'fwd', g.D, g.R, storeZ).run({ q, k, v, ...aux, out, lse, ...(zs ? { zs } : {}) }, params(g, a, hasIds));
+  return { out, lse, zs };
+}
+
+function runBwd(
+  g: Geom,
+  a: Resolved,
+  saved: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor; zs: Tensor | null },
+  dout: Tensor,
+  aux: Aux,
+  hasIds: boolean,
+  need: readonly boolean[],
+): [Tensor | null, Tensor | null, Tensor | null] {
+  const { q, k, v, out, lse, zs } = saved;
+  const pr = params(g, a, hasIds);
+  const z: Aux = zs ? { zs } : {};
+  const sz = zs !== null;
+  const dq = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
+  const delta = Tensor.empty([...g.rowShape, 2]); // [B, H, L, 2] | [H, T, 2]: (dO.O, dO != 0)
+  // dq's kernel also produces delta, which dk/dv need: it always runs.
+  if (g.threads > 0) attnKernel(g.mode, 'bwd_q', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, out, dout, lse, dq, delta }, pr);
+  let dk: Tensor | null = null;
+  let dv: Tensor | null = null;
+  if (need[1] || need[2]) {
+    dk = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
+    dv = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
+    if (g.threads > 0) attnKernel(g.mode, 'bwd_kv', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, dout, lse, delta, dk, dv }, pr);
+  }
+  delta.dispose();
+  let dqOut: Tensor | null = dq;
+  if (!need[0]) {
+    dq.dispose();
+    dqOut = null;
+  }
+  if (!need[1]) dk?.dispose();
+  if (!need[2]) dv?.dispose();
+  return [dqOut, need[1] ? dk : null, need[2] ? dv : null];
+}
+
+function checkQkv(name: string, q: Tensor, k: Tensor, v: Tensor, rank: number): void {
+  for (const [n, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    if (t.dtype !== 'f32') throw new Error(`${name}: ${n} must be f32, got ${t.describe()}`);
+    if (t.ndim !== rank) throw new Error(`${name}: ${n} must have rank ${rank}, got ${t.describe()}`);
+    if (t.shape.some((d, i) => d !== q.shape[i])) throw new Error(`${name}: q, k, v shapes differ: ${q.describe()}, ${k.describe()}, ${v.describe()}`);
+  }
+}
+
+// ------------------------------------------------------------------ padded op
+interface PaddedAttrs {
+  opts: AttentionOptions;
+}
+
+const attentionMaskedOp = defineOp<PaddedAttrs>({
+  name: 'attention_masked',
+  forward(ctx, inputs, { opts }) {
+    const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
+    const ids = inputs[3] ?? null;
+    checkQkv('attention_masked', q, k, v, 4);
+    const [B, H, L, D] = q.shape as [number, number, number, number];
+    if (ids && (ids.ndim !== 2 || ids.shape[0] !== B || ids.shape[1] !== L)) {
+      throw new Error(`attention_masked: ids must be [B, L] = [${B}, ${L}], got ${ids.describe()}`);
+    }
+    const a = resolve(D, opts);
+    const R = opts.rowsPerThread ?? rowsPerThread(D);
+    const tpg = ceilDiv(L, R);
+    const g: Geom = { mode: 'padded', threads: B * H * tpg, tpg, R, L, H, T: 0, D, shape: q.shape, rowShape: [B, H, L] };
+    const idsT = idsU32(ids); // [B, L] u32 view or [1]
+    const storeZ = ctx.recording && (opts.storeScores ?? false);
+    const { out, lse, zs } = runFwd(g, a, q, k, v, { ids: idsT }, ids !== null, storeZ);
+    ctx.extra.g = g;
+    ctx.extra.a = a;
+    ctx.extra.hasIds = ids !== null;
+    ctx.save(q, k, v, out, lse, idsT, ...(zs ? [zs] : []));
+    lse.dispose();
+    idsT.dispose();
+    zs?.dispose();
+    return out;
+  },
+  backward(ctx, gy) {
+    const [q, k, v, out, lse, ids, zs] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+    const g = ctx.extra.g as Geom;
+    const [dq, dk, dv] = runBwd(g, ctx.extra.a as Resolved, { q, k, v, out, lse, zs: zs ?? null }, gy, { ids }, ctx.extra.hasIds as boolean, ctx.needsGrad);
+    return ctx.needsGrad.length === 4 ? [dq, dk, dv, null] : [dq, dk, dv];
+  },
+});
+
+/**
+ * Fused masked multi-head attention. q, k, v [B, H, L, D] -> [B, H, L, D]; ids [B, L] (u32/i32, 0 = padding)
+ * or null (no padding mask). Gradients to q, k, v (q and k may be the same tensor: AttRec).
+ */
+export function attentionMasked(q: Tensor, k: Tensor, v: Tensor, ids: Tensor | null, opts: AttentionOptions = {}): Tensor {
+  return attentionMaskedOp.apply(ids ? [q, k, v, ids] : [q, k, v], { opts });
+}
+
+// ------------------------------------------------------------------ varlen op
+/** Packed-sequence description (see kernels/varlen.ts `packBatch`). */
+export interface VarlenLayout {
+  /** [B + 1] i32: token offsets of each sequence. */
+  offsets: Tensor;
+  /** [T] i32: sequence index of each token. */
+  seqOf: Tensor;
+  /** Slots of the padded layout (each sequence length <= L); the dropout index uses it. */
+  L: number;
+  /** [B + 1] the offsets on the host (to build the per-thread row blocks). */
+  hostOffsets: Int32Array;
+  /** Derived GPU tensors (row blocks per R), owned and disposed with the layout. */
+  cache: Map<string, Tensor>;
+}
+
+/** First token of each block of R consecutive tokens of one sequence ([NB] i32, cached on the layout). */
+function rowBlocks(layout: VarlenLayout, R: number): { blocks: Tensor; nb: number } {
+  const key = `blocks_r${R}`;
+  const o = layout.hostOffsets;
+  const starts: number[] = [];
+  for (let b = 0; b + 1 < o.length; b++) for (let t = o[b]!; t < o[b + 1]!; t += R) starts.push(t);
+  let blocks = layout.cache.get(key);
+  if (!blocks || blocks.disposed) {
+    blocks = Tensor.from(Int32Array.from(starts.length ? starts : [0]), [Math.max(1, starts.length)], 'i32'); // [NB]
+    layout.cache.set(key, blocks);
+  }
+  return { blocks, nb: starts.length };
+}
+
+const attentionVarlenOp = defineOp<{ layout: VarlenLayout; opts: AttentionOptions }>({
+  name: 'attention_varlen',
+  forward(ctx, inputs, { layout, opts }) {
+    const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
+    checkQkv('attention_varlen', q, k, v, 3);
+    const [T, H, D] = q.shape as [number, number, number];
+    if (layout.seqOf.size !== T) throw new Error(`attention_varlen: seqOf has ${layout.seqOf.size} entries for ${T} tokens`);
+    if (layout.offsets.dtype !== 'i32' || layout.seqOf.dtype !== 'i32') throw new Error('attention_varlen: offsets and seqOf must be i32');
+    const a = resolve(D, opts);
+    if (layout.hostOffsets[layout.hostOffsets.length - 1] !== T) throw new Error(`attention_varlen: offsets end at ${layout.hostOffsets.at(-1)}, T = ${T}`);
+    const R = opts.rowsPerThread ?? rowsPerThread(D);
+    const { blocks, nb } = rowBlocks(layout, R);
+    const g: Geom = { mode: 'varlen', threads: H * nb, tpg: nb, R, L: layout.L, H, T, D, shape: q.shape, rowShape: [H, T] };
+    const aux = { offsets: layout.offsets, seq_of: layout.seqOf, blocks };
+    const storeZ = ctx.recording && (opts.storeScores ?? false);
+    const { out, lse, zs } = runFwd(g, a, q, k, v, aux, false, storeZ);
+    ctx.extra.g = g;
+    ctx.extra.a = a;
+    ctx.save(q, k, v, out, lse, ...(zs ? [zs] : []));
+    lse.dispose();
+    zs?.dispose();
+    return out;
+  },
+  backward(ctx, gy) {
+    const [q, k, v, out, lse, zs] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+    const { layout } = ctx.attrs;
+    if (layout.offsets.disposed || layout.seqOf.disposed) {
+      throw new BackwardNotSupported('attention_varlen', 'the layout tensors were disposed before backward');
+    }
+    const g = ctx.extra.g as Geom;
+    const { blocks } = rowBlocks(layout, g.R);
+    const aux = { offsets: layout.offsets, seq_of: layout.seqOf, blocks };
+    return runBwd(g, ctx.extra.a as Resolved, { q, k, v, out, lse, zs: zs ?? null }, gy, aux, false, ctx.needsGrad);
+  },
+});
+
+/**
+ * Padding-free attention over packed tokens: q, k, v [T, H, D] -> [T, H, D], sequences described by `layout`
+ * (offsets/seqOf from kernels/varlen.ts). Causal masking is by packed index within each sequence.
+ */
+export function attentionVarlen(q: Tensor, k: Tensor, v: Tensor, layout: VarlenLayout, opts: AttentionOptions = {}): Tensor {
+  return attentionVarlenOp.apply([q, k, v], { layout, opts });
+}
+
+// ------------------------------------------------------------------ float64 references
+export interface RefAttentionOptions {
+  causal?: boolean;
+  fill?: number;
+  dropout?: number;
+  seed?: number;
+  offset?: number;
+  zeroDiagonal?: boolean;
+  scale?: number;
+}
+
+/** Multiplier M[i, j] for the reference: same RNG index as the kernel ((b*H + h)*L + i)*L + j. */
+function refMult(o: RefAttentionOptions, idx: number, i: number, j: number): number {
+  let m = 1;
+  const p = o.dropout ?? 0;
+  if (p > 0) m = rngUniform(o.seed ?? 0, o.offset ?? 0, idx) < p ? 0 : p < 1 ? 1 / (1 - p) : 0;
+  if (o.zeroDiagonal && i === j) m = 0;
+  return m;
+}
+
+interface RefRowsOut {
+  P: Float64Array; // [L, L] softmax of one (b, h)
+  M: Float64Array; // [L, L]
+}
+
+/** P and M of group (b, h): the literal official formula z = s*scale + fill*masked, in float64. */
+function refGroup(q: F64, k: F64, ids: F64 | null, o: RefAttentionOptions, b: number, h: number): RefRowsOut {
+  const [, H, L, D] = q.shape as [number, number, number, number];
+  const scale = o.scale ?? 1 / Math.sqrt(D);
+  const fill = o.fill ?? -10000;
+  const base = (b * H + h) * L * D;
+  const P = new Float64Array(L * L);
+  const M = new Float64Array(L * L);
+  for (let i = 0; i < L; i++) {
+    let mx = -Infinity;
+    for (let j = 0; j < L; j++) {
+      let s = 0;
+      for (let d = 0; d < D; d++) s += q.data[base + i * D + d]! * k.data[base + j * D + d]!;
+      const masked = (o.causal && j > i) || (ids !== null && ids.data[b * L + j] === 0);
+      const z = s * scale + (masked ? fill : 0);
+      P[i * L + j] = z;
+      mx = Math.max(mx, z);
+    }
+    let sum = 0;
+    for (let j = 0; j < L; j++) sum += P[i * L + j] = Math.exp(P[i * L + j]! - mx);
+    for (let j = 0; j < L; j++) {
+      P[i * L + j]! /= sum;
+      M[i * L + j] = refMult(o, ((b * H + h) * L + i) * L + j, i, j);
+    }
+  }
+  return { P, M };
+}
+
+/** Reference forward, padded layout: q, k, v [B, H, L, D], ids [B, L] or null. */
+export function refAttentionMasked(q: F64, k: F64, v: F64, ids: F64 | null, o: RefAttentionOptions = {}): F64 {
+  const [B, H, L, D] = q.shape as [number, number, number, number];
+  const out = new Float64Array(B * H * L * D);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const { P, M } = refGroup(q, k, ids, o, b, h);
+      const base = (b * H + h) * L * D;
+      for (let i = 0; i < L; i++) {
+        for (let j = 0; j < L; j++) {
+          const a = P[i * L + j]! * M[i * L + j]!;
+          if (a === 0) continue;
+          for (let d = 0; d < D; d++) out[base + i * D + d]! += a * v.data[base + j * D + d]!;
+        }
+      }
+    }
+  }
+  return { data: out, shape: [B, H, L, D] };
+}
+
+/** Reference backward: [dq, dk, dv] for output gradient gy [B, H, L, D]. */
+export function refAttentionMaskedGrad(q: F64, k: F64, v: F64, ids: F64 | null, gy: F64, o: RefAttentionOptions = {}): [F64, F64, F64] {
+  const [B, H, L, D] = q.shape as [number, number, number, number];
+  const scale = o.scale ?? 1 / Math.sqrt(D);
+  const dq = new Float64Array(B * H * L * D);
+  const dk = new Float64Array(B * H * L * D);
+  const dv = new Float64Array(B * H * L * D);
+  const dS = new Float64Array(L * L);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const { P, M } = refGroup(q, k, ids, o, b, h);
+      const base = (b * H + h) * L * D;
+      for (let i = 0; i < L; i++) {
+        // dP_ij = M_ij (dO_i . v_j); dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
+        let dot = 0;
+        for (let j = 0; j < L; j++) {
+          let da = 0;
+          for (let d = 0; d < D; d++) da += gy.data[base + i * D + d]! * v.data[base + j * D + d]!;
+          const dp = M[i * L + j]! * da;
+          dS[i * L + j] = dp;
+          dot += P[i * L + j]! * dp;
+          const a = P[i * L + j]! * M[i * L + j]!;
+          for (let d = 0; d < D; d++) dv[base + j * D + d]! += a * gy.data[base + i * D + d]!;
+        }
+        for (let j = 0; j < L; j++) dS[i * L + j] = P[i * L + j]! * (dS[i * L + j]! - dot);
+      }
+      for (let i = 0; i < L; i++) {
+        for (let j = 0; j < L; j++) {
+          const s = dS[i * L + j]! * scale;
+          for (let d = 0; d < D; d++) {
+            dq[base + i * D + d]! += s * k.data[base + j * D + d]!;
+            dk[base + j * D + d]! += s * q.data[base + i * D + d]!;
+          }
+        }
+      }
+    }
+  }
+  const shape = [B, H, L, D];
+  return [{ data: dq, shape }, { data: dk, shape: [...shape] }, { data: dv, shape: [...shape] }];
+}
+
+/**
+ * Reference for the varlen op, through the padded reference: packed [T, H, D] rows are placed in their padded
+ * slots (left padding, L slots), the padded reference runs with ids = 1 on real slots and 0 on pads, and the
+ * real rows are read back. `lengths[b]` = tokens of sequence b (sum = T). Exact when masked logits underflow.
+ */
+export function refAttentionVarlen(q: F64, k: F64, v: F64, lengths: readonly number[], L: number, o: RefAttentionOptions = {}): F64 {
+  const { toPadded, fromPadded, ids } = refPackMaps(q.shape, lengths, L);
+  return fromPadded(refAttentionMasked(toPadded(q), toPadded(k), toPadded(v), ids, o));
+}
+
+export function refAttentionVarlenGrad(q: F64, k: F64, v: F64, lengths: readonly number[], L: number, gy: F64, o: RefAttentionOptions = {}): [F64, F64, F64] {
+  const { toPadded, fromPadded, ids } = refPackMaps(q.shape, lengths, L);
+  const g = refAttentionMaskedGrad(toPadded(q), toPadded(k), toPadded(v), ids, toPadded(gy), o);
+  return [fromPadded(g[0]), fromPadded(g[1]), fromPadded(g[2])];
+}
+
+function refPackMaps(shape: readonly number[], lengths: readonly number[], L: number) {
+  const [T, H, D] = shape as [number, number, number];
+  const B = lengths.length;
+  const slot: Array<[number, number]> = []; // token -> (b, slot)
+  const ids = new Float64Array(B * L);
+  for (let b = 0; b < B; b++) {
+    const n = lengths[b]!;
+    if (n > L) throw new Error(`refAttentionVarlen: sequence ${b} has ${n} > L = ${L} tokens`);
+    for (let x = 0; x < n; x++) {
+      slot.push([b, L - n + x]);
+      ids[b * L + L - n + x] = 1;
+    }
+  }
+  if (slot.length !== T) throw new Error(`refAttentionVarlen: lengths sum to ${slot.length}, T = ${T}`);
+  const toPadded = (x: F64): F64 => {
+    const out = new Float64Array(B * H * L * D);
+    slot.forEach(([b, s], t) => {
+      for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) out[((b * H + h) * L + s) * D + d] = x.data[(t * H + h) * D + d]!;
+    });
+    return { data: out, shape: [B, H, L, D] };
+  };
+  const fromPadded = (x: F64): F64 => {
+    const out = new Float64Array(T * H * D);
+    slot.forEach(([b, s], t) => {
+      for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) out[(t * H + h) * D + d] = x.data[((b * H + h) * L + s) * D + d]!;
+    });
+    return { data: out, shape: [T, H, D] };
+  };
+  return { toPadded, fromPadded, ids: { data: ids, shape: [B, L] } };
+}

@@ -1,0 +1,298 @@
+// euclid_score: AttRec's distance between a user and candidate items (ATTREC_SPEC §2.4), fused, with a
+// deterministic backward.
+//
+//   score[b, n] = alpha * ||u[b] - X[i]||^2 + (1 - alpha) * ||m[b] - Q[i]||^2,   i = idx[b, n]
+//
+//   u, m [B, D] f32 (long-term user vector P[user], short-term intent m); X, Q [V, D] f32 (the long-term and the
+//   short-term item tables); idx [B, N] i32; score [B, N] f32. A distance: smaller = more likely (AttRec ranks by
+//   -score). Differences are taken before squaring (no ||u||^2 - 2u.X + ||X||^2 expansion), so large
+//   magnitudes (+-1000) keep their precision.
+//
+// Kernels:
+//   euclid_score            forward. One thread per (b, n) with a serial loop over D (two running sums). No
+//                           barriers (expensive on llvmpipe); on a real GPU the X/Q row reads are gathers either
+//                           way and u/m rows are shared by the N threads of a user through the cache.
+//                           Reads B*N*(2D gathered + 2D cached) floats, writes B*N.
+//   euclid_score_bwd_rows   du[b, d] = 2*alpha * sum_n g[b,n] (u[b,d] - X[i,d]); dm likewise with m, Q, 1-alpha.
+//                           One thread per (b, d), a serial loop over n (fixed order). Reads 2*B*N*D, writes 2*B*D.
+//   inverse index           CSR of the B*N positions by item (offsets [V+1], perm [P], positions ascending inside
+//                           an item): kernels/scatter.ts buildInverseIndex (a stable GPU radix sort, no atomics,
+//                           no readback; ids outside [0, V) go to its sink segment).
+//   euclid_score_bwd_table  dX[i, d] = 2*alpha * sum_{p in seg(i)} g[p] (X[i,d] - u[b(p),d]); dQ likewise.
+//                           One thread per (i, d) over its segment in position order; no float atomics. Writes
+//                           every row (zeros for rows no pair hits): 2*V*D floats, reads 2*P*D.
+// Gradients nobody needs are skipped (ctx.needsGrad): no CSR/table pass unless X or Q need one; override flags
+// drop the unneeded half of each pass (its binding then gets a 1-element scratch tensor).
+// Ids outside [0, V) give a NaN score (and NaN du/dm for that row) instead of reading out of bounds; they are
+// left out of dX/dQ.
+// Variants: vec4 loads need D % 4 == 0 (AttRec's D = 150 is not); one thread per output was the only variant
+// kept (see bench/euclid.bench.ts for the numbers against the composed ops and tfjs).
+import { ceilDiv, defineKernel, defineOp, ref, shapeStr, Tensor, zeros, type Op } from '../engine/index.js';
+import { buildInverseIndex } from './scatter.js';
+
+type F64 = ref.F64;
+const WG = 64;
+
+const LINEAR = 'let t = (wid.x + wid.y * nwg.x) * WG + lid.x;';
+const ENTRY =
+  `@compute @workgroup_size(${WG})\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)`;
+
+const fwdKernel = defineKernel({
+  name: 'euclid_score',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// score[b, n] = alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2, i = idx[b, n]. One thread per (b, n).
+const WG = ${WG}u;
+struct Params { P: u32, N: u32, D: u32, V: u32, alpha: f32, nan: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> u: array<f32>;          // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<f32>;          // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<f32>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<f32>;          // [V, D]
+@group(0) @binding(5) var<storage, read> idx: array<i32>;        // [B, N]
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [B, N]
+${ENTRY} {
+  ${LINEAR}
+  if (t >= p.P) { return; }
+  let i = idx[t];
+  if (i < 0 || u32(i) >= p.V) { out[t] = p.nan; return; }
+  let ub = (t / p.N) * p.D;
+  let xb = u32(i) * p.D;
+  var sl = 0.0;
+  var ss = 0.0;
+  for (var d = 0u; d < p.D; d = d + 1u) {
+    let dl = u[ub + d] - X[xb + d];
+    let ds = m[ub + d] - Q[xb + d];
+    sl = sl + dl * dl;
+    ss = ss + ds * ds;
+  }
+  out[t] = p.alpha * sl + (1.0 - p.alpha) * ss;
+}`,
+  grid: ({ P }) => [ceilDiv(P!, WG)],
+});
+
+const bwdRowsKernel = defineKernel({
+  name: 'euclid_score_bwd_rows',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// du[b, d] = cu * sum_n g[b, n] (u[b, d] - X[i, d]), dm[b, d] = cm * sum_n g[b, n] (m[b, d] - Q[i, d]),
+// cu = 2 alpha, cm = 2 (1 - alpha). One thread per (b, d), n in order. WANT_U/WANT_M = 0 skip a half.
+const WG = ${WG}u;
+override WANT_U: u32 = 1u;
+override WANT_M: u32 = 1u;
+struct Params { BD: u32, N: u32, D: u32, V: u32, cu: f32, cm: f32, nan: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> u: array<f32>;          // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<f32>;          // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<f32>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<f32>;          // [V, D]
+@group(0) @binding(5) var<storage, read> idx: array<i32>;        // [B, N]
+@group(0) @binding(6) var<storage, read> gy: array<f32>;         // [B, N]
+@group(0) @binding(7) var<storage, read_write> du: array<f32>;   // [B, D] (or [1] when WANT_U = 0)
+@group(0) @binding(8) var<storage, read_write> dm: array<f32>;   // [B, D] (or [1] when WANT_M = 0)
+${ENTRY} {
+  ${LINEAR}
+  if (t >= p.BD) { return; }
+  let b = t / p.D;
+  let d = t - b * p.D;
+  let uv = u[t];
+  let mv = m[t];
+  var gu = 0.0;
+  var gm = 0.0;
+  for (var n = 0u; n < p.N; n = n + 1u) {
+    let g = gy[b * p.N + n];
+    let i = idx[b * p.N + n];
+    if (i < 0 || u32(i) >= p.V) { gu = p.nan; gm = p.nan; continue; }
+    let r = u32(i) * p.D + d;
+    if (WANT_U != 0u) { gu = gu + g * (uv - X[r]); }
+    if (WANT_M != 0u) { gm = gm + g * (mv - Q[r]); }
+  }
+  if (WANT_U != 0u) { du[t] = p.cu * gu; }
+  if (WANT_M != 0u) { dm[t] = p.cm * gm; }
+}`,
+  grid: ({ BD }) => [ceilDiv(BD!, WG)],
+});
+
+const bwdTableKernel = defineKernel({
+  name: 'euclid_score_bwd_table',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// dX[i, d] = cx * sum_{q in seg(i)} g[q] (X[i, d] - u[b(q), d]), dQ[i, d] = cq * sum g[q] (Q[i, d] - m[b(q), d]),
+// seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N. One thread per (i, d).
+const WG = ${WG}u;
+override WANT_X: u32 = 1u;
+override WANT_Q: u32 = 1u;
+struct Params { VD: u32, N: u32, D: u32, cx: f32, cq: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> u: array<f32>;          // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<f32>;          // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<f32>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<f32>;          // [V, D]
+@group(0) @binding(5) var<storage, read> gy: array<f32>;         // [B, N]
+@group(0) @binding(6) var<storage, read> offsets: array<u32>;    // [V + 1]
+@group(0) @binding(7) var<storage, read> perm: array<u32>;       // [B * N]
+@group(0) @binding(8) var<storage, read_write> dX: array<f32>;   // [V, D] (or [1] when WANT_X = 0)
+@group(0) @binding(9) var<storage, read_write> dQ: array<f32>;   // [V, D] (or [1] when WANT_Q = 0)
+${ENTRY} {
+  ${LINEAR}
+  if (t >= p.VD) { return; }
+  let i = t / p.D;
+  let d = t - i * p.D;
+  let xv = X[t];
+  let qv = Q[t];
+  var gx = 0.0;
+  var gq = 0.0;
+  let e = offsets[i + 1u];
+  for (var k = offsets[i]; k < e; k = k + 1u) {
+    let q = perm[k];
+    let g = gy[q];
+    let r = (q / p.N) * p.D + d;
+    if (WANT_X != 0u) { gx = gx + g * (xv - u[r]); }
+    if (WANT_Q != 0u) { gq = gq + g * (qv - m[r]); }
+  }
+  if (WANT_X != 0u) { dX[t] = p.cx * gx; }
+  if (WANT_Q != 0u) { dQ[t] = p.cq * gq; }
+}`,
+  grid: ({ VD }) => [ceilDiv(VD!, WG)],
+});
+
+export interface EuclidScoreAttrs {
+  /** Weight of the long-term term (AttRec's code: 0.2). */
+  alpha: number;
+}
+
+function checkInputs(u: Tensor, m: Tensor, X: Tensor, Q: Tensor, idx: Tensor): { B: number; D: number; V: number; N: number } {
+  const where = `euclid_score(u ${u.describe()}, m ${m.describe()}, X ${X.describe()}, Q ${Q.describe()}, idx ${idx.describe()})`;
+  if (u.ndim !== 2 || m.ndim !== 2 || X.ndim !== 2 || Q.ndim !== 2 || idx.ndim !== 2) throw new Error(`${where}: u, m, X, Q, idx must be 2-D`);
+  const [B, D] = u.shape as [number, number];
+  const [V] = X.shape as [number, number];
+  const N = idx.shape[1]!;
+  if (shapeStr(m.shape) !== shapeStr(u.shape)) throw new Error(`${where}: m must have u's shape`);
+  if (X.shape[1] !== D || shapeStr(Q.shape) !== shapeStr(X.shape)) throw new Error(`${where}: X and Q must both be [V, ${D}]`);
+  if (idx.shape[0] !== B) throw new Error(`${where}: idx must be [${B}, N]`);
+  for (const [k, t] of Object.entries({ u, m, X, Q })) if (t.dtype !== 'f32') throw new Error(`${where}: ${k} must be f32`);
+  if (idx.dtype !== 'i32') throw new Error(`${where}: idx must be i32`);
+  if (B * D === 0 || V === 0) throw new Error(`${where}: empty u/m or table`);
+  return { B, D, V, N };
+}
+
+export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
+  name: 'euclid_score',
+  forward(ctx, [u, m, X, Q, idx], { alpha }) {
+    const { B, D, V, N } = checkInputs(u!, m!, X!, Q!, idx!);
+    const out = Tensor.empty([B, N]); // [B, N]
+    if (B * N) fwdKernel.run({ u: u!, m: m!, X: X!, Q: Q!, idx: idx!, out }, { P: B * N, N, D, V, alpha, nan: NaN });
+    ctx.save(u!, m!, X!, Q!, idx!);
+    ctx.extra.dims = { B, D, V, N };
+    return out;
+  },
+  backward(ctx, gy) {
+    const [u, m, X, Q, idx] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
+    const { B, D, V, N } = ctx.extra.dims as { B: number; D: number; V: number; N: number };
+    const a = ctx.attrs.alpha;
+    const [needU = false, needM = false, needX = false, needQ = false] = ctx.needsGrad;
+    if (N === 0) {
+      // No (b, n) pairs: every gradient is zero (and the kernels would bind empty buffers).
+      return [needU ? zeros([B, D]) : null, needM ? zeros([B, D]) : null, needX ? zeros([V, D]) : null, needQ ? zeros([V, D]) : null, null];
+    }
+    // A skipped half of a pass writes nothing; its binding gets a 1-element scratch tensor.
+    const outOrScratch = (need: boolean, shape: number[]): Tensor => Tensor.empty(need ? shape : [1]);
+    let du: Tensor | null = null;
+    let dm: Tensor | null = null;
+    if (needU || needM) {
+      du = outOrScratch(needU, [B, D]); // [B, D]
+      dm = outOrScratch(needM, [B, D]); // [B, D]
+      bwdRowsKernel.run(
+        { u, m, X, Q, idx, gy, du, dm },
+        { BD: B * D, N, D, V, cu: 2 * a, cm: 2 * (1 - a), nan: NaN },
+        { overrides: { WANT_U: needU ? 1 : 0, WANT_M: needM ? 1 : 0 } },
+      );
+    }
+    let dX: Tensor | null = null;
+    let dQ: Tensor | null = null;
+    if (needX || needQ) {
+      dX = outOrScratch(needX, [V, D]); // [V, D]
+      dQ = outOrScratch(needQ, [V, D]); // [V, D]
+      const csr = buildInverseIndex(idx, V); // offsets [V + 1], perm [B * N]
+      bwdTableKernel.run(
+        { u, m, X, Q, gy, offsets: csr.offsets, perm: csr.perm, dX, dQ },
+        { VD: V * D, N, D, cx: 2 * a, cq: 2 * (1 - a) },
+        { overrides: { WANT_X: needX ? 1 : 0, WANT_Q: needQ ? 1 : 0 } },
+      );
+      csr.dispose();
+    }
+    const keepIf = (need: boolean, t: Tensor | null): Tensor | null => {
+      if (need) return t;
+      t?.dispose();
+      return null;
+    };
+    return [keepIf(needU, du), keepIf(needM, dm), keepIf(needX, dX), keepIf(needQ, dQ), null];
+  },
+});
+
+/**
+ * AttRec's distance score[b, n] = alpha ||u[b] - X[idx[b,n]]||^2 + (1 - alpha) ||m[b] - Q[idx[b,n]]||^2.
+ * u, m [B, D]; X, Q [V, D]; idx [B, N] i32 -> [B, N]. Smaller is better. Differentiable in u, m, X, Q.
+ */
+export function euclidScore(u: Tensor, m: Tensor, X: Tensor, Q: Tensor, idx: Tensor, opts: { alpha?: number } = {}): Tensor {
+  return euclidScoreOp.apply([u, m, X, Q, idx], { alpha: opts.alpha ?? 0.2 });
+}
+
+// ------------------------------------------------------------------ float64 reference
+function refDims(u: F64, X: F64, idx: F64): { B: number; D: number; V: number; N: number } {
+  return { B: u.shape[0]!, D: u.shape[1]!, V: X.shape[0]!, N: idx.shape[1]! };
+}
+
+/** Float64 reference of euclid_score (NaN for ids outside [0, V)). */
+export function refEuclidScore(u: F64, m: F64, X: F64, Q: F64, idx: F64, alpha: number): F64 {
+  const { B, D, V, N } = refDims(u, X, idx);
+  const out = ref.zerosF64([B, N]);
+  for (let b = 0; b < B; b++) {
+    for (let n = 0; n < N; n++) {
+      const i = idx.data[b * N + n]!;
+      if (!(i >= 0 && i < V)) {
+        out.data[b * N + n] = NaN;
+        continue;
+      }
+      let sl = 0;
+      let ss = 0;
+      for (let d = 0; d < D; d++) {
+        const dl = u.data[b * D + d]! - X.data[i * D + d]!;
+        const ds = m.data[b * D + d]! - Q.data[i * D + d]!;
+        sl += dl * dl;
+        ss += ds * ds;
+      }
+      out.data[b * N + n] = alpha * sl + (1 - alpha) * ss;
+    }
+  }
+  return out;
+}
+
+/** Float64 reference gradients [du, dm, dX, dQ] of euclid_score for the output gradient gy [B, N]. */
+export function refEuclidScoreGrad(u: F64, m: F64, X: F64, Q: F64, idx: F64, alpha: number, gy: F64): [F64, F64, F64, F64] {
+  const { B, D, V, N } = refDims(u, X, idx);
+  const du = ref.zerosF64([B, D]);
+  const dm = ref.zerosF64([B, D]);
+  const dX = ref.zerosF64([V, D]);
+  const dQ = ref.zerosF64([V, D]);
+  for (let b = 0; b < B; b++) {
+    for (let n = 0; n < N; n++) {
+      const i = idx.data[b * N + n]!;
+      const g = gy.data[b * N + n]!;
+      for (let d = 0; d < D; d++) {
+        if (!(i >= 0 && i < V)) {
+          du.data[b * D + d] = NaN;
+          dm.data[b * D + d] = NaN;
+          continue;
+        }
+        const dl = u.data[b * D + d]! - X.data[i * D + d]!;
+        const ds = m.data[b * D + d]! - Q.data[i * D + d]!;
+        du.data[b * D + d]! += 2 * alpha * g * dl;
+        dm.data[b * D + d]! += 2 * (1 - alpha) * g * ds;
+        dX.data[i * D + d]! -= 2 * alpha * g * dl;
+        dQ.data[i * D + d]! -= 2 * (1 - alpha) * g * ds;
+      }
+    }
+  }
+  return [du, dm, dX, dQ];
+}

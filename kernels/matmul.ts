@@ -1,0 +1,604 @@
+// kernels/matmul.ts — C = op(A) · op(B), batched, with transposes handled inside the kernels.
+//
+// Shapes: a [..., M, K] (or [..., K, M] with transA), b [..., K, N] (or [..., N, K] with transB) → c [..., M, N].
+// The batch dims of a and b are equal, or b is 2-D (a weight shared by every batch entry). A 2-D b with an
+// untransposed a folds the batch into M (one [batch·M, K] × [K, N] product: the Linear layer case).
+//
+// Variants (numbered kernels of one family, chosen per shape by benchmark; `variant` forces one):
+//   naive    matmul_naive     one thread per output, scalar loads, a serial K loop. Reference speed.
+//   smem4x4  matmul_smem4x4   tfjs's scheme: a 32x32 output tile per 8x8 workgroup, each thread 4 rows x 4 cols,
+//                             A and B staged through workgroup memory 32 k at a time (2 barriers per k tile).
+//   reg4x4   matmul_reg4x4    no workgroup memory, no barriers: each thread reads A and B straight from storage
+//   reg8x8   matmul_reg8x8    with vec4 loads and keeps a TM x TN block of C in registers; 64 threads per
+//   reg8x16  matmul_reg8x16   workgroup arranged as wx x 64/wx threads (a uniform) so that narrow N wastes no lanes.
+//   reg16x16 matmul_reg16x16
+// Every variant takes any M, N, K (edges, K % 4 != 0, size 1) and all four transpose combinations. An operand
+// whose contiguous dimension is a multiple of 4 is bound as array<vec4<f32>>, otherwise as array<f32> (then the
+// same code reads 4 scalars where it would read one vec4); C is written as vec4 when N % 4 == 0. Rows/columns
+// past the edge are clamped on load (no branches in the K loop) and skipped on store.
+//
+// Why register tiles and no barriers (measured here, Mesa llvmpipe through Dawn's GLES backend): llvmpipe runs 8
+// invocations as one AVX2 vector, but every storage or workgroup-memory load is a per-lane scalar loop, ~11 ns
+// per vec4 load and ~7 ns per f32 load per 8 lanes, whatever the address pattern (uniform, contiguous or strided
+// addresses cost the same, so staging in workgroup memory saves nothing and adds barriers, which switch
+// coroutines). FMAs are cheap (~70 GFLOP/s with 64 live accumulators, ~33 with 256, which spill). A thread tile
+// of TM x TN needs (TM + TN) vec4 loads per 4 k for 4·TM·TN FMAs, so bigger tiles win until spills dominate.
+// On a real GPU the reg kernels are ordinary register-blocked GEMMs with vec4 loads (tfjs's packed-vec4 shape
+// minus the shared-memory staging); smem4x4 is the conventional GPU choice and stays available.
+//
+// Memory traffic: reads A ceil(N / (WX·TN)) times and B ceil(M / (WY·TM)) times (from cache), writes C once.
+// FLOPs: 2·batch·M·N·K.
+//
+// Measured (npm run bench -- matmul, medians of interleaved runs, llvmpipe, 2 shared cores; see the report
+// table in bench/matmul.bench.ts):
+//   MEASURED_TABLE
+//
+// Backward (composed from the same op; C = op(A)·op(B)):
+//   tA=F tB=F: dA = dC·Bᵀ          dB = Aᵀ·dC
+//   tA=F tB=T: dA = dC·B           dB = dCᵀ·A
+//   tA=T tB=F: dA = B·dCᵀ          dB = A·dC
+//   tA=T tB=T: dA = Bᵀ·dCᵀ         dB = dCᵀ·Aᵀ
+// With a shared 2-D b the batch is summed: folded into the product's K when a is untransposed, else a batched
+// product followed by sum over the batch axis.
+import { ceilDiv, defineKernel, defineOp, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
+import { sum } from './reduce.js';
+
+type F64 = ref.F64;
+
+export const MATMUL_VARIANTS = ['naive', 'smem4x4', 'reg4x4', 'reg8x8', 'reg8x16', 'reg16x16'] as const;
+export type MatmulVariant = (typeof MATMUL_VARIANTS)[number];
+
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** Force a kernel variant (tests, benchmarks); default: chosen per shape by pickVariant(). */
+  variant?: MatmulVariant;
+}
+
+const WG = 64; // threads per workgroup in every variant
+const XYZW = ['x', 'y', 'z', 'w'] as const;
+
+/** One specialisation of a variant: transposes and which operands are read/written as vec4. */
+interface Spec {
+  tA: boolean;
+  tB: boolean;
+  vA: boolean;
+  vB: boolean;
+  vC: boolean;
+}
+
+const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number]> = {
+  reg4x4: [4, 4],
+  reg8x8: [8, 8],
+  reg8x16: [8, 16],
+  reg16x16: [16, 16],
+};
+
+function specTag(s: Spec): string {
+  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? 'b4' : 'b1'}${s.vC ? 'c4' : 'c1'}`;
+}
+
+const PARAMS = /* wgsl */ `
+// Strides are per batch entry, in elements of the binding's type (vec4s for a vec4 binding); a stride of 0 shares
+// that operand across the batch. Split-K (reg kernels): z = batch·splits, split s sums k in
+// [s·kChunk, (s+1)·kChunk) into its own [M, N] slice of c; the launcher adds the slices up.
+// wx: the reg kernels' workgroup of 64 threads is arranged as wx columns x 64/wx rows of threads (a uniform, not
+// an override, so one pipeline serves every arrangement).
+struct Params { M: u32, N: u32, K: u32, batch: u32, splits: u32, kChunk: u32, wx: u32, strideA: u32, strideB: u32, strideC: u32 }
+@group(0) @binding(0) var<uniform> p: Params;`;
+
+function bindings(s: Spec): string {
+  const t = (v: boolean): string => (v ? 'vec4<f32>' : 'f32');
+  return `
+@group(0) @binding(1) var<storage, read> a: array<${t(s.vA)}>;        // ${s.tA ? '[batch | 1, K, M]' : '[batch | 1, M, K]'}
+@group(0) @binding(2) var<storage, read> b: array<${t(s.vB)}>;        // ${s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]'}
+@group(0) @binding(3) var<storage, read_write> c: array<${t(s.vC)}>;  // [batch, M, N]`;
+}
+
+// ------------------------------------------------------------------ reg kernels: the WGSL generator
+/**
+ * A register-tiled kernel: thread (x, y) of workgroup (wx, wy, batch) owns rows row0..row0+TM-1 and columns
+ * col0..col0+TN-1 of C. The K loop reads, per 4 k: A as TM vec4s (along K, or 4 k x TM/4 vec4s along M when
+ * transposed), B as TN vec4s likewise, then does 4·TM·TN scalar FMAs in k order.
+ */
+function regWgsl(TM: number, TN: number, s: Spec): string {
+  const L: string[] = [];
+  const e = (line: string): void => {
+    L.push(line);
+  };
+  const ii = [...Array(TM).keys()];
+  const jj = [...Array(TN).keys()];
+  const kk4 = [0, 1, 2, 3];
+  e(`// matmul_reg${TM}x${TN} (${specTag(s)}): C = ${s.tA ? 'Aᵀ' : 'A'}·${s.tB ? 'Bᵀ' : 'B'}; each thread a ${TM}x${TN} block of C in registers.`);
+  e(PARAMS + bindings(s));
+  e(`@compute @workgroup_size(${WG})`);
+  e(`fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {`);
+  e(`  let row0 = (wid.y * (${WG}u / p.wx) + li / p.wx) * ${TM}u;`);
+  e(`  let col0 = (wid.x * p.wx + li % p.wx) * ${TN}u;`);
+  e(`  // No barriers below: threads past the edge leave (llvmpipe then skips all-idle 8-lane groups).`);
+  e(`  if (row0 >= p.M || col0 >= p.N) { return; }`);
+  e(`  let bz = wid.z / p.splits;`);
+  e(`  let kBeg = (wid.z % p.splits) * p.kChunk; // a multiple of 4`);
+  e(`  let kEnd = min(p.K, kBeg + p.kChunk);`);
+  e(`  let kEnd4 = kBeg + (kEnd - kBeg) / 4u * 4u;`);
+  e(`  let aBase = bz * p.strideA;`);
+  e(`  let bBase = bz * p.strideB;`);
+  e(`  let K4 = p.K / 4u;`);
+  e(`  let M4 = p.M / 4u;`);
+  e(`  let N4 = p.N / 4u;`);
+  // Per-row / per-column load offsets, clamped at the edges (the clamped rows compute garbage that is not stored).
+  if (!s.tA) {
+    for (const i of ii) e(`  let aR${i} = aBase + min(row0 + ${i}u, p.M - 1u) * ${s.vA ? 'K4' : 'p.K'};`);
+  } else if (s.vA) {
+    for (let g = 0; g < TM / 4; g++) e(`  let aC${g} = aBase + min(row0 / 4u + ${g}u, M4 - 1u);`);
+  } else {
+    for (const i of ii) e(`  let aC${i} = aBase + min(row0 + ${i}u, p.M - 1u);`);
+  }
+  if (s.tB) {
+    for (const j of jj) e(`  let bR${j} = bBase + min(col0 + ${j}u, p.N - 1u) * ${s.vB ? 'K4' : 'p.K'};`);
+  } else if (s.vB) {
+    for (let g = 0; g < TN / 4; g++) e(`  let bC${g} = bBase + min(col0 / 4u + ${g}u, N4 - 1u);`);
+  } else {
+    for (const j of jj) e(`  let bC${j} = bBase + min(col0 + ${j}u, p.N - 1u);`);
+  }
+  for (const i of ii) e(`  var acc${i}_0 = 0.0;${jj.slice(1).map((j) => ` var acc${i}_${j} = 0.0;`).join('')}`);
+
+  // Loads for 4 consecutive k (k, k+1, k+2, k+3) and the expression of element (i, kk) / (kk, j).
+  const loadA4 = (): string[] => {
+    const out: string[] = [];
+    if (!s.tA) {
+      for (const i of ii) {
+        out.push(
+          s.vA
+            ? `let av${i} = a[aR${i} + ks];`
+            : `let av${i} = vec4<f32>(a[aR${i} + k], a[aR${i} + k + 1u], a[aR${i} + k + 2u], a[aR${i} + k + 3u]);`,
+        );
+      }
+    } else {
+      for (const kk of kk4) {
+        if (s.vA) for (let g = 0; g < TM / 4; g++) out.push(`let at${kk}_${g} = a[aC${g} + (k + ${kk}u) * M4];`);
+        else for (const i of ii) out.push(`let at${kk}_${i} = a[aC${i} + (k + ${kk}u) * p.M];`);
+      }
+    }
+    return out;
+  };
+  const aEl = (i: number, kk: number): string =>
+    !s.tA ? `av${i}.${XYZW[kk]}` : s.vA ? `at${kk}_${i >> 2}.${XYZW[i & 3]}` : `at${kk}_${i}`;
+  const loadB4 = (): string[] => {
+    const out: string[] = [];
+    if (s.tB) {
+      for (const j of jj) {
+        out.push(
+          s.vB
+            ? `let bt${j} = b[bR${j} + ks];`
+            : `let bt${j} = vec4<f32>(b[bR${j} + k], b[bR${j} + k + 1u], b[bR${j} + k + 2u], b[bR${j} + k + 3u]);`,
+        );
+      }
+    } else {
+      for (const kk of kk4) {
+        if (s.vB) for (let g = 0; g < TN / 4; g++) out.push(`let bv${kk}_${g} = b[bC${g} + (k + ${kk}u) * N4];`);
+        else for (const j of jj) out.push(`let bv${kk}_${j} = b[bC${j} + (k + ${kk}u) * p.N];`);
+      }
+    }
+    return out;
+  };
+  const bEl = (kk: number, j: number): string =>
+    s.tB ? `bt${j}.${XYZW[kk]}` : s.vB ? `bv${kk}_${j >> 2}.${XYZW[j & 3]}` : `bv${kk}_${j}`;
+
+  e(`  for (var ks = kBeg / 4u; ks < kEnd4 / 4u; ks = ks + 1u) {`);
+  e(`    let k = ks * 4u;`);
+  for (const l of [...loadA4(), ...loadB4()]) e(`    ${l}`);
+  for (const kk of kk4) for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${aEl(i, kk)}, ${bEl(kk, j)}, acc${i}_${j});`).join(' ')}`);
+  e(`  }`);
+
+  // K tail (K % 4 != 0): only reachable when no operand is a vec4 along K.
+  if (!((s.vA && !s.tA) || (s.vB && s.tB))) {
+    e(`  for (var k = kEnd4; k < kEnd; k = k + 1u) {`);
+    if (!s.tA) for (const i of ii) e(`    let a1_${i} = a[aR${i} + k];`);
+    else if (s.vA) for (let g = 0; g < TM / 4; g++) e(`    let a1_${g} = a[aC${g} + k * M4];`);
+    else for (const i of ii) e(`    let a1_${i} = a[aC${i} + k * p.M];`);
+    if (s.tB) for (const j of jj) e(`    let b1_${j} = b[bR${j} + k];`);
+    else if (s.vB) for (let g = 0; g < TN / 4; g++) e(`    let b1_${g} = b[bC${g} + k * N4];`);
+    else for (const j of jj) e(`    let b1_${j} = b[bC${j} + k * p.N];`);
+    const a1 = (i: number): string => (s.tA && s.vA ? `a1_${i >> 2}.${XYZW[i & 3]}` : `a1_${i}`);
+    const b1 = (j: number): string => (!s.tB && s.vB ? `b1_${j >> 2}.${XYZW[j & 3]}` : `b1_${j}`);
+    for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${a1(i)}, ${b1(j)}, acc${i}_${j});`).join(' ')}`);
+    e(`  }`);
+  }
+
+  e(`  let cBase = wid.z * p.strideC;`);
+  for (const i of ii) {
+    e(`  if (row0 + ${i}u < p.M) {`);
+    if (s.vC) {
+      for (let g = 0; g < TN / 4; g++) {
+        const v = `vec4<f32>(${[0, 1, 2, 3].map((q) => `acc${i}_${4 * g + q}`).join(', ')})`;
+        e(`    if (col0 / 4u + ${g}u < N4) { c[cBase + (row0 + ${i}u) * N4 + col0 / 4u + ${g}u] = ${v}; }`);
+      }
+    } else {
+      for (const j of jj) e(`    if (col0 + ${j}u < p.N) { c[cBase + (row0 + ${i}u) * p.N + col0 + ${j}u] = acc${i}_${j}; }`);
+    }
+    e(`  }`);
+  }
+  e(`}`);
+  return L.join('\n');
+}
+
+// ------------------------------------------------------------------ smem4x4: tfjs's shared-memory scheme
+/**
+ * 8x8 threads, a 32x32 tile of C per workgroup; per 32-k step the workgroup stages A [32 rows x 32 k] and
+ * B [32 k x 32 cols] in workgroup memory (each thread loads 16 + 16 scalars, clamped at the edges and zeroed past
+ * K), barrier, then every thread does 32 k x 4 x 4 FMAs from workgroup memory, barrier.
+ */
+function smemWgsl(s: Spec): string {
+  const aAt = (row: string, k: string): string => (s.tA ? `a[aBase + (${k}) * p.M + ${row}]` : `a[aBase + ${row} * p.K + ${k}]`);
+  const bAt = (k: string, col: string): string => (s.tB ? `b[bBase + ${col} * p.K + ${k}]` : `b[bBase + (${k}) * p.N + ${col}]`);
+  return /* wgsl */ `
+// matmul_smem4x4 (${specTag(s)}): C = ${s.tA ? 'Aᵀ' : 'A'}·${s.tB ? 'Bᵀ' : 'B'}; 32x32 C tile per workgroup staged through workgroup memory.
+${PARAMS}${bindings(s)}
+var<workgroup> As: array<array<f32, 32>, 32>; // [k][row]
+var<workgroup> Bs: array<array<f32, 32>, 32>; // [k][col]
+@compute @workgroup_size(8, 8)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let tileRow = wid.y * 32u;
+  let tileCol = wid.x * 32u;
+  let aBase = wid.z * p.strideA;
+  let bBase = wid.z * p.strideB;
+  let t = lid.y * 8u + lid.x;
+  var acc: array<array<f32, 4>, 4>;
+  for (var i = 0u; i < 4u; i = i + 1u) { for (var j = 0u; j < 4u; j = j + 1u) { acc[i][j] = 0.0; } }
+  for (var k0 = 0u; k0 < p.K; k0 = k0 + 32u) {
+    // 1024 elements of each tile, 16 per thread; element e = t + 64 q: tile row/col e / 32, k e % 32.
+    for (var q = 0u; q < 16u; q = q + 1u) {
+      let el = t + 64u * q;
+      let rc = el / 32u;
+      let kk = el % 32u;
+      let k = min(k0 + kk, p.K - 1u);
+      let inK = k0 + kk < p.K;
+      let r = min(tileRow + rc, p.M - 1u);
+      let cc = min(tileCol + rc, p.N - 1u);
+      As[kk][rc] = select(0.0, ${aAt('r', 'k')}, inK);
+      Bs[kk][rc] = select(0.0, ${bAt('k', 'cc')}, inK);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < 32u; kk = kk + 1u) {
+      var av: array<f32, 4>;
+      var bv: array<f32, 4>;
+      for (var i = 0u; i < 4u; i = i + 1u) { av[i] = As[kk][lid.y * 4u + i]; bv[i] = Bs[kk][lid.x * 4u + i]; }
+      for (var i = 0u; i < 4u; i = i + 1u) { for (var j = 0u; j < 4u; j = j + 1u) { acc[i][j] = fma(av[i], bv[j], acc[i][j]); } }
+    }
+    workgroupBarrier();
+  }
+  let cBase = wid.z * p.strideC;
+  for (var i = 0u; i < 4u; i = i + 1u) {
+    let r = tileRow + lid.y * 4u + i;
+    for (var j = 0u; j < 4u; j = j + 1u) {
+      let cc = tileCol + lid.x * 4u + j;
+      if (r < p.M && cc < p.N) { c[cBase + r * p.N + cc] = acc[i][j]; }
+    }
+  }
+}`;
+}
+
+// ------------------------------------------------------------------ naive
+function naiveWgsl(s: Spec): string {
+  return /* wgsl */ `
+// matmul_naive (${specTag(s)}): C = ${s.tA ? 'Aᵀ' : 'A'}·${s.tB ? 'Bᵀ' : 'B'}; one thread per element of C, a serial loop over K.
+${PARAMS}${bindings(s)}
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  let row = g.y;
+  let col = g.x;
+  if (row >= p.M || col >= p.N) { return; }
+  let aBase = g.z * p.strideA;
+  let bBase = g.z * p.strideB;
+  var acc = 0.0;
+  for (var k = 0u; k < p.K; k = k + 1u) {
+    let av = ${s.tA ? 'a[aBase + k * p.M + row]' : 'a[aBase + row * p.K + k]'};
+    let bv = ${s.tB ? 'b[bBase + col * p.K + k]' : 'b[bBase + k * p.N + col]'};
+    acc = fma(av, bv, acc);
+  }
+  c[g.z * p.strideC + row * p.N + col] = acc;
+}`;
+}
+
+// ------------------------------------------------------------------ kernel cache and launcher
+function isReg(v: MatmulVariant): v is keyof typeof TILES {
+  return v in TILES;
+}
+
+const kernels = new Map<string, Kernel>();
+
+function kernelFor(variant: MatmulVariant, s: Spec): Kernel {
+  const name = `matmul_${variant}.${specTag(s)}`;
+  let k = kernels.get(name);
+  if (k) return k;
+  // Outputs per thread: TM rows x TN columns.
+  const [TM, TN] = isReg(variant) ? TILES[variant] : variant === 'smem4x4' ? [4, 4] : [1, 1];
+  const wgsl = variant === 'naive' ? naiveWgsl(s) : variant === 'smem4x4' ? smemWgsl(s) : regWgsl(TM, TN, s);
+  k = defineKernel({
+    name,
+    wgsl,
+    // Reg kernels: wx x 64/wx threads per workgroup (a param); naive and smem: fixed 8x8.
+    grid: ({ M, N, batch, splits, wx }, [x, y]) => {
+      const [gx, gy] = isReg(variant) ? [wx!, WG / wx!] : [x, y];
+      return [ceilDiv(N!, gx * TN), ceilDiv(M!, gy * TM), batch! * splits!];
+    },
+    minSizes: ({ M, N, K, batch, splits, strideA, strideB }) => ({
+      a: ((strideA ? batch! : 1) * M! * K!) / (s.vA ? 4 : 1),
+      b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1),
+      c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
+    }),
+  });
+  kernels.set(name, k);
+  return k;
+}
+
+/** The default variant for a problem, from the measurements in the header. */
+export function pickVariant(M: number, N: number, K: number, batch = 1): MatmulVariant {
+  void K;
+  void batch;
+  // Small outputs: a 16x16 thread tile would leave most of the 2 cores idle; 8x8 keeps enough threads.
+  if (M * N <= 64 * 64) return 'reg8x8';
+  return 'reg8x16';
+}
+
+interface Dims {
+  batch: number;
+  M: number;
+  N: number;
+  K: number;
+  /** a (resp. b) is 2-D and shared by every batch entry of the other operand. */
+  sharedA: boolean;
+  sharedB: boolean;
+  outShape: number[];
+}
+
+function dims(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Dims {
+  const what = (): string => `matmul: a ${shapeStr(a.shape)}${tA ? 'ᵀ' : ''} x b ${shapeStr(b.shape)}${tB ? 'ᵀ' : ''}`;
+  if (a.ndim < 2 || b.ndim < 2) throw new Error(`${what()}: both operands need at least 2 dims`);
+  if (a.dtype !== 'f32' || b.dtype !== 'f32') throw new Error(`${what()}: f32 only`);
+  const [ar, ac] = a.shape.slice(-2) as [number, number];
+  const [br, bc] = b.shape.slice(-2) as [number, number];
+  const M = tA ? ac : ar;
+  const K = tA ? ar : ac;
+  const Kb = tB ? bc : br;
+  const N = tB ? br : bc;
+  if (K !== Kb) throw new Error(`${what()}: inner dims differ (${K} vs ${Kb})`);
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  const sharedA = batchA.length === 0 && batchB.length > 0;
+  const sharedB = batchB.length === 0 && batchA.length > 0;
+  if (!sharedA && !sharedB && (batchA.length !== batchB.length || batchA.some((d, i) => d !== batchB[i]))) {
+    throw new Error(`${what()}: batch dims must be equal, or one operand must be 2-D`);
+  }
+  const batchDims = sharedA ? batchB : batchA;
+  return { batch: batchDims.reduce((x, y) => x * y, 1), M, N, K, sharedA, sharedB, outShape: [...batchDims, M, N] };
+}
+
+/** A raw region of a tensor's buffer (for row-chunked dispatches over the storage-binding size limit). */
+function region(t: Tensor, byteOffset: number, byteLength: number): Bindable {
+  return { buffer: t.buffer, byteOffset, byteLength, dtype: 'f32' };
+}
+
+
+// Split-K: a product with fewer than SPLIT_THREADS threads of work (a weight gradient such as
+// [12800, 64]ᵀ x [12800, 256]: 64 threads = one workgroup = one of llvmpipe's cores) is cut along K into
+// slices of at least SPLIT_MIN_K, computed side by side and added up by a reduction (fixed order: deterministic).
+const SPLIT_THREADS = 256;
+const SPLIT_MIN_K = 256;
+
+/** C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). */
+function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant): Tensor {
+  let { batch, M } = d;
+  const { N, K, sharedA, sharedB } = d;
+  // A shared weight with an untransposed a: fold the batch into M (one [batch·M, K] product).
+  const foldA = sharedB && !tA && batch > 1;
+  if (foldA) {
+    M *= batch;
+    batch = 1;
+  }
+  const reg = isReg(variant);
+  const s: Spec = {
+    tA,
+    tB,
+    vA: reg && (tA ? M : K) % 4 === 0,
+    vB: reg && (tB ? K : N) % 4 === 0,
+    vC: reg && N % 4 === 0,
+  };
+  const k = kernelFor(variant, s);
+  const [TM, TN] = reg ? TILES[variant] : [1, 1];
+  // Reg kernels: 64 threads arranged so that one workgroup row spans N if it can (N = 64 with TN = 16: wx = 4).
+  const wx = Math.min(WG, 2 ** Math.ceil(Math.log2(ceilDiv(N, TN))));
+  const limits = rt().device.limits;
+  const maxBind = limits.maxStorageBufferBindingSize;
+  const threads = batch * ceilDiv(M, TM) * ceilDiv(N, TN);
+  let splits = 1;
+  if (reg && threads < SPLIT_THREADS && K >= 2 * SPLIT_MIN_K) splits = Math.min(ceilDiv(SPLIT_THREADS, threads), Math.floor(K / SPLIT_MIN_K));
+  const kChunk = splits > 1 ? ceilDiv(ceilDiv(K, splits), 4) * 4 : K; // a multiple of 4 (vec4 loads along K)
+  splits = kChunk ? ceilDiv(K, kChunk) : 1;
+  const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
+  const call = (aB: Bindable, cB: Bindable, m: number): void => {
+    k.run(
+      { a: aB, b, c: cB },
+      {
+        M: m,
+        N,
+        K,
+        batch,
+        splits,
+        kChunk,
+        wx,
+        strideA: sharedA || foldA ? 0 : (M * K) / (s.vA ? 4 : 1),
+        strideB: sharedB ? 0 : (K * N) / (s.vB ? 4 : 1),
+        strideC: (M * N) / (s.vC ? 4 : 1),
+      },
+    );
+  };
+  if (a.byteLength <= maxBind && out.byteLength <= maxBind) {
+    call(a, out, M);
+    if (splits === 1) return out;
+    const flat = out.view([batch, splits, M * N]); // [batch, splits, M·N]
+    const summed = sum(flat, 1); // [batch, M·N]
+    const res = summed.view(d.outShape); // [..., M, N]
+    for (const t of [flat, summed, out]) t.dispose();
+    return res;
+  }
+  // Over the binding cap (e.g. [12800, 64] x [12103, 64]ᵀ = 620 MB of logits): dispatch row chunks of one
+  // 2-D product, binding sub-regions of a and c. Chunks are multiples of the offset alignment (in rows), so
+  // every byte offset r0·K·4 and r0·N·4 stays aligned.
+  if (batch !== 1 || splits !== 1 || tA || b.byteLength > maxBind) {
+    out.dispose();
+    throw new Error(
+      `matmul: a ${shapeStr(a.shape)} x b ${shapeStr(b.shape)} needs a binding over maxStorageBufferBindingSize (${maxBind} bytes); ` +
+        'only an untransposed 2-D product (or one with a shared 2-D b) is split into row chunks',
+    );
+  }
+  const align = limits.minStorageBufferOffsetAlignment;
+  const chunk = Math.floor(Math.floor(maxBind / (4 * Math.max(K, N))) / align) * align;
+  if (chunk < 1) {
+    out.dispose();
+    throw new Error(`matmul: ${align} rows of ${Math.max(K, N)} floats do not fit a storage binding`);
+  }
+  for (let r0 = 0; r0 < M; r0 += chunk) {
+    const m = Math.min(chunk, M - r0);
+    call(region(a, r0 * K * 4, m * K * 4), region(out, r0 * N * 4, m * N * 4), m);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ op
+interface Attrs {
+  transA: boolean;
+  transB: boolean;
+  variant: MatmulVariant | undefined;
+}
+
+/** Sum a per-batch gradient [...batch, R, C] over the batch to the shared operand's [R, C]. */
+function sumBatch(g: Tensor, shape: readonly number[]): Tensor {
+  const batch = g.shape.slice(0, -2).reduce((x, y) => x * y, 1);
+  const flat = g.view([batch, shape[0]!, shape[1]!]); // [batch, R, C]
+  const out = sum(flat, 0); // [R, C]
+  flat.dispose();
+  g.dispose();
+  return out;
+}
+
+const matmulOp = defineOp<Attrs>({
+  name: 'matmul',
+  forward(ctx, [a, b], { transA, transB, variant }) {
+    const d = dims(a!, b!, transA, transB);
+    if (ctx.recording) ctx.save(a!, b!);
+    if (d.M === 0 || d.N === 0) return Tensor.empty(d.outShape); // [..., M, N], no elements
+    if (d.K === 0) return zeros(d.outShape); // [..., M, N]
+    return launch(a!, b!, d, transA, transB, variant ?? pickVariant(d.M, d.N, d.K, d.batch)); // [..., M, N]
+  },
+  backward(ctx, gy) {
+    const [a, b] = ctx.saved as [Tensor, Tensor];
+    const { transA: tA, transB: tB, variant } = ctx.attrs;
+    const mm = (x: Tensor, y: Tensor, ta: boolean, tb: boolean): Tensor => matmulOp.apply([x, y], { transA: ta, transB: tb, variant });
+    const sharedA = a.ndim === 2 && b.ndim > 2;
+    const sharedB = b.ndim === 2 && a.ndim > 2;
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (ctx.needsGrad[0]) {
+      // dA in a's layout: [..., M, K] (or [..., K, M] with transA).
+      ga = !tA ? (tB ? mm(gy, b, false, false) : mm(gy, b, false, true)) : tB ? mm(b, gy, true, true) : mm(b, gy, false, true);
+      if (sharedA) ga = sumBatch(ga, a.shape);
+    }
+    if (ctx.needsGrad[1]) {
+      if (sharedB && !tA) {
+        // Fold the batch into the product's inner dim: a [batch·M, K], gy [batch·M, N].
+        const rows = a.shape.slice(0, -1).reduce((x, y) => x * y, 1);
+        const a2 = a.view([rows, a.shape.at(-1)!]); // [batch·M, K]
+        const g2 = gy.view([rows, gy.shape.at(-1)!]); // [batch·M, N]
+        gb = tB ? mm(g2, a2, true, false) : mm(a2, g2, true, false); // [N, K] or [K, N]
+        a2.dispose();
+        g2.dispose();
+      } else {
+        // dB in b's layout: [..., K, N] (or [..., N, K] with transB).
+        gb = !tA ? (tB ? mm(gy, a, true, false) : mm(a, gy, true, false)) : tB ? mm(gy, a, true, true) : mm(a, gy, false, false);
+        if (sharedB) gb = sumBatch(gb, b.shape);
+      }
+    }
+    return [ga, gb];
+  },
+});
+
+/**
+ * C = op(a)·op(b): a [..., M, K] (or [..., K, M] with transA), b [..., K, N] (or [..., N, K] with transB).
+ * Batch dims are equal, or one operand is 2-D and shared across the other's batch.
+ */
+export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  return matmulOp.apply([a, b], { transA: opts.transA ?? false, transB: opts.transB ?? false, variant: opts.variant });
+}
+
+// ------------------------------------------------------------------ float64 reference
+/** op(x) of a row-major [..., R, C] array as strides: element (r, c) of op(x) in batch entry bi is at
+ * bi·size + r·sr + c·sc. */
+function view(x: F64, trans: boolean): { rows: number; cols: number; size: number; sr: number; sc: number } {
+  const R = x.shape.at(-2)!;
+  const C = x.shape.at(-1)!;
+  return trans ? { rows: C, cols: R, size: R * C, sr: 1, sc: C } : { rows: R, cols: C, size: R * C, sr: C, sc: 1 };
+}
+
+function refDims(a: F64, b: F64): { batch: number; sharedA: boolean; sharedB: boolean; batchDims: number[] } {
+  const sharedA = a.shape.length === 2 && b.shape.length > 2;
+  const sharedB = b.shape.length === 2 && a.shape.length > 2;
+  const batchDims = (sharedA ? b : a).shape.slice(0, -2);
+  return { batch: batchDims.reduce((p, q) => p * q, 1), sharedA, sharedB, batchDims };
+}
+
+/** Float64 reference: op(a)·op(b) with the same batch rules as matmul(). */
+export function refMatmul(a: F64, b: F64, opts: { transA?: boolean; transB?: boolean } = {}): F64 {
+  const A = view(a, opts.transA ?? false);
+  const B = view(b, opts.transB ?? false);
+  const { batch, sharedA, sharedB, batchDims } = refDims(a, b);
+  const M = A.rows;
+  const K = A.cols;
+  const N = B.cols;
+  if (B.rows !== K) throw new Error(`refMatmul: inner dims ${K} vs ${B.rows}`);
+  const out = ref.zerosF64([...batchDims, M, N]);
+  const ad = a.data;
+  const bd = b.data;
+  for (let bi = 0; bi < batch; bi++) {
+    const ao = sharedA ? 0 : bi * A.size;
+    const bo = sharedB ? 0 : bi * B.size;
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0, ia = ao + i * A.sr, ib = bo + j * B.sc; k < K; k++, ia += A.sc, ib += B.sr) s += ad[ia]! * bd[ib]!;
+        out.data[(bi * M + i) * N + j] = s;
+      }
+    }
+  }
+  return out;
+}
+
+/** Float64 reference gradients of refMatmul for an output gradient gy: [da, db]. */
+export function refMatmulGrad(a: F64, b: F64, gy: F64, opts: { transA?: boolean; transB?: boolean } = {}): [F64, F64] {
+  const A = view(a, opts.transA ?? false);
+  const B = view(b, opts.transB ?? false);
+  const { batch, sharedA, sharedB } = refDims(a, b);
+  const M = A.rows;
+  const K = A.cols;
+  const N = B.cols;
+  const da = ref.zerosF64(a.shape);
+  const db = ref.zerosF64(b.shape);
+  const ad = a.data;
+  const bd = b.data;
+  for (let bi = 0; bi < batch; bi++) {
+    const ao = sharedA ? 0 : bi * A.size;
+    const bo = sharedB ? 0 : bi * B.size;
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        const g = gy.data[(bi * M + i) * N + j]!;
+        // dA[i, k] += g·B[k, j]; dB[k, j] += g·A[i, k] (at the transposed positions when the flags are set)
+        for (let k = 0, ia = ao + i * A.sr, ib = bo + j * B.sc; k < K; k++, ia += A.sc, ib += B.sr) {
+          da.data[ia]! += g * bd[ib]!;
+          db.data[ib]! += g * ad[ia]!;
+        }
+      }
+    }
+  }
+  return [da, db];
+}

@@ -1,0 +1,198 @@
+// test/matmul.test.ts — matmul forward and backward against the float64 reference: every transpose combination,
+// batched and shared-operand forms, sizes from ODD_SIZES, an irregular large case, magnitudes of +-100, every
+// variant (not only the default), the row-chunked path over the storage-binding cap, and the error messages.
+import { expect, it } from 'vitest';
+import { ref, rt, sync, Tensor } from '../engine/index.js';
+import { MATMUL_VARIANTS, matmul, pickVariant, refMatmul, refMatmulGrad, type MatmulVariant } from '../kernels/matmul.js';
+import { checkOp, describeGpu, expectClose, ODD_SIZES, type Tol } from './harness.js';
+
+const U = 2 ** -24; // f32 unit roundoff
+
+/**
+ * Tolerance for sums of L products of values bounded by magA and magB (forward: L = K; backward: L is the
+ * longest of K, N and batch·M, the inner dims of the gradient products). f32 rounding of a dot product is
+ * bounded by ~L·u·Σ|a||b| (Higham's γ_L), so the absolute tolerance grows with L and the magnitudes; a wrong
+ * index or a missed edge gives errors of the size of the values themselves, far above it.
+ */
+function tolFor(L: number, magA: number, magB: number): Tol {
+  return { atol: Math.max(1e-5, 4 * U * L * magA * magB), rtol: 1e-4 };
+}
+
+interface Case {
+  a: number[];
+  b: number[];
+  tA?: boolean;
+  tB?: boolean;
+  variant?: MatmulVariant;
+  range?: [number, number];
+  seed?: number;
+}
+
+function run(c: Case): Promise<void> {
+  const tA = c.tA ?? false;
+  const tB = c.tB ?? false;
+  const [lo, hi] = c.range ?? [-2, 2];
+  const mag = Math.max(Math.abs(lo), Math.abs(hi));
+  const M = tA ? c.a.at(-1)! : c.a.at(-2)!;
+  const K = tA ? c.a.at(-2)! : c.a.at(-1)!;
+  const N = tB ? c.b.at(-2)! : c.b.at(-1)!;
+  const batch = Math.max(c.a.slice(0, -2).reduce((x, y) => x * y, 1), c.b.slice(0, -2).reduce((x, y) => x * y, 1));
+  const opts = { transA: tA, transB: tB };
+  return checkOp({
+    name: `matmul${c.variant ? `.${c.variant}` : ''} [${c.a}]${tA ? 'ᵀ' : ''} x [${c.b}]${tB ? 'ᵀ' : ''}`,
+    inputs: [
+      { shape: c.a, range: [lo, hi] },
+      { shape: c.b, range: [lo, hi] },
+    ],
+    run: ([a, b]) => matmul(a!, b!, { ...opts, variant: c.variant }),
+    ref: ([a, b]) => refMatmul(a!, b!, opts),
+    refGrad: ([a, b], gy) => refMatmulGrad(a!, b!, gy, opts),
+    tol: tolFor(K, mag, mag),
+    // gy is drawn from [-2, 2]: dA sums N products gy·b, dB sums batch·M products gy·a.
+    gradTol: tolFor(Math.max(N, batch * M, 1), 2, mag),
+    // The finite differences of a bilinear function are exact up to rounding of the float64 sums, which grow
+    // with the magnitudes (+-100 inputs: sums of ~1e4·K terms); scale the gradcheck's atol the same way.
+    gradcheck: { atol: 1e-5 * Math.max(1, mag * mag) },
+    ...(c.seed !== undefined ? { seed: c.seed } : {}),
+  });
+}
+
+const TRANS: Array<[boolean, boolean]> = [
+  [false, false],
+  [false, true],
+  [true, false],
+  [true, true],
+];
+const tag = (tA: boolean, tB: boolean): string => `${tA ? 't' : 'n'}${tB ? 't' : 'n'}`;
+/** Operand shapes for op(a) [M, K] and op(b) [K, N], with optional batch prefixes. */
+const shapesFor = (M: number, N: number, K: number, tA: boolean, tB: boolean, pa: number[] = [], pb: number[] = []) => ({
+  a: [...pa, ...(tA ? [K, M] : [M, K])],
+  b: [...pb, ...(tB ? [N, K] : [K, N])],
+});
+
+describeGpu('matmul', () => {
+  // ---------------------------------------------------------------- default variant, sizes from ODD_SIZES
+  const MNK: Array<[number, number, number]> = [
+    [1, 1, 1],
+    [2, 3, 7],
+    [13, 31, 1],
+    [7, 1, 13],
+    [63, 64, 65],
+    [65, 63, 64],
+    [64, 65, 63],
+    [1, 257, 31],
+    [97, 2, 255],
+    [3, 256, 257],
+  ];
+  it('the sizes below come from ODD_SIZES (1, primes, 63/64/65, 255/256/257)', () => {
+    expect(MNK.flat().every((d) => (ODD_SIZES as readonly number[]).includes(d))).toBe(true);
+  });
+  for (const [tA, tB] of TRANS) {
+    it(`2-D ${tag(tA, tB)} over ODD_SIZES`, async () => {
+      for (const [M, N, K] of MNK) await run({ ...shapesFor(M, N, K, tA, tB), tA, tB });
+    });
+    it(`batched ${tag(tA, tB)}: [3] x [3], [2, 3] x [2, 3]`, async () => {
+      await run({ ...shapesFor(13, 7, 5, tA, tB, [3], [3]), tA, tB });
+      await run({ ...shapesFor(65, 64, 63, tA, tB, [2, 3], [2, 3]), tA, tB });
+    });
+    it(`shared weight ${tag(tA, tB)}: b 2-D, and a 2-D`, async () => {
+      await run({ ...shapesFor(31, 13, 7, tA, tB, [2, 3], []), tA, tB }); // a [2, 3, ...], b shared
+      await run({ ...shapesFor(64, 65, 64, tA, tB, [3], []), tA, tB });
+      await run({ ...shapesFor(7, 31, 13, tA, tB, [], [3]), tA, tB }); // a shared, b [3, ...]
+    });
+  }
+
+  it('irregular large 257x129x131, every transpose combination', async () => {
+    for (const [tA, tB] of TRANS) await run({ ...shapesFor(257, 129, 131, tA, tB), tA, tB });
+  });
+
+  it('magnitudes +-100 (tolerance scaled with K and the magnitudes)', async () => {
+    await run({ ...shapesFor(65, 63, 257, false, false), range: [-100, 100] });
+    await run({ ...shapesFor(31, 64, 64, true, true, [3], [3]), tA: true, tB: true, range: [-100, 100] });
+    await run({ ...shapesFor(64, 97, 13, false, true, [2], []), tB: true, range: [-100, 100] });
+  });
+
+  it('split-K (small output, long K): every transpose combination, batched, vec4 and scalar paths', async () => {
+    for (const [tA, tB] of TRANS) {
+      await run({ ...shapesFor(13, 11, 1031, tA, tB), tA, tB });
+      await run({ ...shapesFor(16, 20, 1024, tA, tB, [2], tB ? [] : [2]), tA, tB });
+    }
+  });
+
+  it('K = 0 gives zeros, M = 0 / N = 0 give empty outputs', async () => {
+    await run({ a: [3, 0], b: [0, 4] });
+    await run({ a: [0, 5], b: [5, 4] });
+    await run({ a: [2, 3, 5], b: [5, 0] });
+  });
+
+  // ---------------------------------------------------------------- every variant
+  // Per variant and transpose combination: one shape with every dim a multiple of 4 (the vec4 bindings) but
+  // not of the tiles (edges in M and N), one with odd dims (scalar bindings, K % 4 != 0). Backward runs the
+  // same variant.
+  for (const variant of MATMUL_VARIANTS) {
+    it(`variant ${variant}: all transposes, vec4 and scalar paths, batched`, async () => {
+      for (const [tA, tB] of TRANS) {
+        await run({ ...shapesFor(36, 40, 12, tA, tB), tA, tB, variant });
+        await run({ ...shapesFor(13, 11, 7, tA, tB, [2], [2]), tA, tB, variant });
+      }
+    });
+  }
+
+  it('pickVariant returns a known variant for the model shapes', () => {
+    for (const [M, N, K, B] of [
+      [12800, 64, 64, 1],
+      [12800, 256, 64, 1],
+      [12800, 64, 256, 1],
+      [5000, 12103, 64, 1],
+      [50, 50, 32, 512],
+      [1, 1, 1, 1],
+    ] as const) {
+      expect(MATMUL_VARIANTS).toContain(pickVariant(M, N, K, B));
+    }
+  });
+
+  // ---------------------------------------------------------------- over the storage-binding cap
+  const maxBind = () => rt().device.limits.maxStorageBufferBindingSize;
+  it('an output over maxStorageBufferBindingSize is computed in row chunks', async (ctx) => {
+    const cap = maxBind();
+    // A real GPU may allow gigabytes per binding: only exercise the split where it stays affordable.
+    if (cap > 256 * 2 ** 20) ctx.skip();
+    const N = 4099;
+    const K = 3;
+    const M = Math.ceil(cap / 4 / N) + 37; // c is just over the cap, and M is not a multiple of the chunk
+    const rnd = ref.mulberry32(5);
+    const ah = Float32Array.from({ length: M * K }, () => rnd() * 2 - 1);
+    const bh = Float32Array.from({ length: N * K }, () => rnd() * 2 - 1);
+    const a = Tensor.from(ah, [M, K]);
+    const b = Tensor.from(bh, [N, K]);
+    const y = matmul(a, b, { transB: true }); // [M, N]
+    expect(y.byteLength).toBeGreaterThan(cap);
+    const got = await y.toArray();
+    // Every 29th row and the last 64 (a chunk is >= 256 rows, so every chunk is sampled), against float64.
+    const rows = [...Array(M).keys()].filter((r) => r % 29 === 0 || r >= M - 64);
+    const want = new Float64Array(rows.length * N);
+    const gotRows = new Float32Array(rows.length * N);
+    rows.forEach((r, q) => {
+      for (let j = 0; j < N; j++) {
+        let acc = 0;
+        for (let k = 0; k < K; k++) acc += ah[r * K + k]! * bh[j * K + k]!;
+        want[q * N + j] = acc;
+      }
+      gotRows.set(got.subarray(r * N, (r + 1) * N), q * N);
+    });
+    expectClose('matmul row chunks', gotRows, want, tolFor(K, 1, 1));
+    for (const t of [a, b, y]) t.dispose();
+    await sync();
+  });
+
+  it('errors name the shapes', () => {
+    const a = Tensor.empty([2, 3]);
+    const b = Tensor.empty([4, 5]);
+    const c = Tensor.empty([2, 3, 4]);
+    const d = Tensor.empty([3, 4, 5]);
+    expect(() => matmul(a, b)).toThrow(/inner dims differ \(3 vs 4\)/);
+    expect(() => matmul(c, d)).toThrow(/batch dims must be equal/);
+    expect(() => matmul(Tensor.empty([3]), b)).toThrow(/at least 2 dims/);
+    for (const t of [a, b, c, d]) t.dispose();
+  });
+});
