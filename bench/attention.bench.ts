@@ -10,9 +10,13 @@
 // bidirectional, fill -1e8. Ids (padding) come from Beauty's real sequences (fine-tuning: items[:-3], last 50;
 // pretraining: prefixes of them), left padded. validate() checks forward and dq, dk, dv against the float64
 // reference (tfjs without dropout: its mask comes from its own RNG).
+// The upstream gradient is a real step's (zero on pad rows: S3-Rec's losses read real positions only and every op
+// after attention is per-token) except in the "dense dO" rows (random everywhere, pad rows included).
 // Encoder rows (attention.varlen vs attention.padded): one S3-Rec encoder layer (QKV, attention, out-projection,
 // residual + LayerNorm, FFN 64->256->64 GELU, residual + LayerNorm), forward + backward, on packed tokens vs
-// the padded [B*50] tokens, on Beauty fine-tuning batches; validate() checks varlen == padded on real positions.
+// the padded [B*50] tokens, on Beauty fine-tuning batches; validate() checks varlen == padded on real positions
+// (output and every parameter gradient). attention.fused_varlen / fused_padded: the kernel alone on that batch.
+// Measured numbers and the variant choices they drove: kernels/attention_masked.ts header.
 import { readFileSync } from 'node:fs';
 import { backward, manualSeed, noGrad, ref, reshape, scope, Tensor } from '../engine/index.js';
 import { attentionMasked, attentionVarlen, refAttentionMasked, refAttentionMaskedGrad, type AttentionOptions } from '../kernels/attention_masked.js';
@@ -70,6 +74,9 @@ export function beautyBatch(B: number, L: number, seed: number, mode: 'finetune'
 
 // ------------------------------------------------------------------ cases
 interface Cfg {
+  /** Upstream gradient: 'real' = zero on pad rows (S3-Rec's losses read real positions only and every op after
+   * attention is per-token, so pad rows never get gradient), 'dense' = random everywhere. */
+  grad: 'real' | 'dense';
   B: number;
   H: number;
   L: number;
@@ -82,12 +89,12 @@ interface Cfg {
   fwdOnly: boolean;
 }
 
-const FT: Cfg = { B: 256, H: 2, L: 50, D: 32, mode: 'finetune', causal: true, fill: -10000, p: 0.5, fwdOnly: false };
-const PT: Cfg = { B: 100, H: 2, L: 50, D: 32, mode: 'pretrain', causal: false, fill: -1e8, p: 0.5, fwdOnly: false };
+const FT: Cfg = { grad: 'real', B: 256, H: 2, L: 50, D: 32, mode: 'finetune', causal: true, fill: -10000, p: 0.5, fwdOnly: false };
+const PT: Cfg = { grad: 'real', B: 100, H: 2, L: 50, D: 32, mode: 'pretrain', causal: false, fill: -1e8, p: 0.5, fwdOnly: false };
 const EVAL: Cfg = { ...FT, p: 0, fwdOnly: true };
 
 const shapeStr = (c: Cfg): string =>
-  `B${c.B} H${c.H} L${c.L} D${c.D} ${c.causal ? 'causal' : 'bidir'} fill${c.fill} p${c.p}${c.fwdOnly ? ' fwd' : ' fwd+bwd'}`;
+  `B${c.B} H${c.H} L${c.L} D${c.D} ${c.causal ? 'causal' : 'bidir'} fill${c.fill} p${c.p}${c.fwdOnly ? ' fwd' : ` fwd+bwd (${c.grad} dO)`}`;
 /** Dense FLOPs: forward 4·B·H·L²·D (QKᵀ, PV), backward 8·B·H·L²·D (dQ, dK, dV, dP). */
 const flops = (c: Cfg): number => (c.fwdOnly ? 4 : 12) * c.B * c.H * c.L * c.L * c.D;
 /** Minimum traffic of the fused kernels: q, k, v, out (+ dout, dq, dk, dv) once. */
@@ -108,7 +115,15 @@ function host(c: Cfg): Host {
   const rnd = ref.mulberry32(SEED);
   const shape = [c.B, c.H, c.L, c.D];
   const mk = (): F64 => ({ data: Float64Array.from({ length: c.B * c.H * c.L * c.D }, () => Math.fround(rnd() * 2 - 1)), shape: [...shape] });
-  return { q: mk(), k: mk(), v: mk(), gy: mk(), ids: beautyBatch(c.B, c.L, SEED, c.mode) };
+  const ids = beautyBatch(c.B, c.L, SEED, c.mode);
+  const gy = mk();
+  if (c.grad === 'real') {
+    for (let r = 0; r < c.B * c.H * c.L; r++) {
+      const b = Math.floor(r / (c.H * c.L));
+      if (ids[b * c.L + (r % c.L)] === 0) gy.data.fill(0, r * c.D, (r + 1) * c.D);
+    }
+  }
+  return { q: mk(), k: mk(), v: mk(), gy, ids };
 }
 
 const refOpts = (c: Cfg, p = c.p) => ({ causal: c.causal, fill: c.fill, dropout: p, ...DROP });
@@ -464,14 +479,20 @@ function kernelVarlenCase(mode: AttnMode): BenchCase {
   const h0 = encHost(SEED);
   return {
     name: mode === 'varlen' ? 'attention.fused_varlen' : 'attention.fused_padded',
-    shape: `kernel only B${B} H${H} L${L} D${D} causal p0.5 fwd+bwd, Beauty lengths`,
+    shape: `kernel only B${B} H${H} L${L} D${D} causal p0.5 fwd+bwd (real dO), Beauty lengths`,
     setup(): BenchInstance {
       const ids = Tensor.from(h0.ids, [B, L], 'i32'); // [B, L]
       const pb = packBatch(h0.ids, B, L);
       const N = mode === 'varlen' ? pb.T : B * L;
       const rnd = ref.mulberry32(5);
       const mk = (): Tensor => Tensor.from(Float32Array.from({ length: N * H * D }, () => rnd() * 2 - 1), mode === 'varlen' ? [N, H, D] : [B, H, L, D]).requireGrad();
-      const [q, k, v, gy] = [mk(), mk(), mk(), mk()];
+      const [q, k, v] = [mk(), mk(), mk()];
+      // upstream gradient of a real step: zero on the padded layout's pad rows (varlen has none)
+      const g = Float32Array.from({ length: N * H * D }, (_, i) => {
+        const r = Math.floor(i / D); // varlen: t*H + h; padded: (b*H + h)*L + s
+        return mode === 'varlen' || h0.ids[Math.floor(r / (H * L)) * L + (r % L)] !== 0 ? rnd() * 2 - 1 : 0;
+      });
+      const gy = Tensor.from(g, q.shape); // [T, H, D] | [B, H, L, D]
       const o: AttentionOptions = { causal: true, fill: -10000, dropout: 0.5 };
       let out: Tensor | null = null;
       return {
@@ -499,6 +520,8 @@ function kernelVarlenCase(mode: AttnMode): BenchCase {
 
 export const cases: BenchCase[] = [
   ...trio(FT),
+  engineCase('attention.fused', { ...FT, grad: 'dense' }, fusedForward(FT)),
+  engineCase('attention.composed', { ...FT, grad: 'dense' }, composedForward(FT), ROUNDED, ROUNDED),
   ...trio(PT),
   ...trio(EVAL, '_fwd'),
   encoderCase('varlen'),

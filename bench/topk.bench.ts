@@ -5,8 +5,9 @@
 //   S3-Rec Beauty    dot, B=256 users (one eval batch), V=12103 items, D=64, K=20, historyMode 'zero' (history
 //                    scores set to 0, pad and mask ids kept: S3REC_SPEC §6 full ranking)
 // Rows:
-//   topk.fused          kernels/topk.ts (defaults: 8 items per step, chunks by defaultChunks(); llvmpipe: 1)
-//   topk.fused_tile4    variant: 4 items per step
+//   topk.fused          kernels/topk.ts: block scores into a GPU scratch (dot: the engine's matmul; euclid: the
+//                       register-tiled distance kernel), then the selection kernel (chunks by defaultChunks():
+//                       1 on llvmpipe); reads back nothing while timed
 //   topk.fused_chunks4  variant: 4 item chunks per user + the merge kernel (what a real GPU gets)
 //   topk.composed       this engine's unfused ops build the [B, V] score matrix (matmul + elementwise; the
 //                       euclid distances by expansion), read it back, top-K + exclusions + rank on the host
@@ -18,7 +19,7 @@ import { noGrad, ref, Tensor } from '../engine/index.js';
 import { add, mul, square, sub } from '../kernels/elementwise.js';
 import { matmul } from '../kernels/matmul.js';
 import { sum } from '../kernels/reduce.js';
-import { refTopkScores, topkScores, type TopkOptions, type TopkTile } from '../kernels/topk.js';
+import { refTopkScores, topkScores, type TopkOptions } from '../kernels/topk.js';
 import { getTfjs, tfjsSubmit, type Tfjs } from './tfjs.js';
 import type { BenchCase, BenchInstance } from './types.js';
 
@@ -145,7 +146,7 @@ function validate(what: string, c: Cfg, h: Host, got: Result): void {
 
 const upload = (x: F64): Tensor => Tensor.from(Float32Array.from(x.data), x.shape);
 
-function fusedCase(c: Cfg, name: string, variant: { tile?: TopkTile; chunks?: number } = {}): BenchCase {
+function fusedCase(c: Cfg, name: string, variant: { chunks?: number } = {}): BenchCase {
   return {
     name,
     shape: label(c),
@@ -346,7 +347,6 @@ function tfjsCase(c: Cfg): BenchCase {
 
 export const cases: BenchCase[] = [ATTREC, S3REC].flatMap((c) => [
   fusedCase(c, 'topk.fused'),
-  fusedCase(c, 'topk.fused_tile4', { tile: 4 }),
   fusedCase(c, 'topk.fused_chunks4', { chunks: 4 }),
   composedCase(c),
   tfjsCase(c),

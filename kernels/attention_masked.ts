@@ -11,7 +11,8 @@
 //   softmax(s + fill) = softmax(s) (shift invariance), never NaN. The kernel removes that common shift before
 //   rounding (it adds fill only in rows with at least one visible key), so such rows get the exact-math value
 //   softmax(s) in f32 too; f32 `s + (-1e8)` would otherwise round the scores away (steps of 8).
-//   No [B, H, L, L] mask or score tensor is materialised: the mask is rebuilt from ids and i, j.
+//   No [B, H, L, L] mask is materialised: the mask is rebuilt from ids and i, j (nor any score tensor, unless
+//   the storeScores variant is asked for).
 // Varlen mode: q, k, v, out [T, H, D] packed tokens (T = real tokens, sequences back to back), offsets [B+1],
 //   seqOf [T] (sequence of each token), lse [H, T]. Keys are the real tokens of the query's own sequence,
 //   j <= i when causal (left padding puts the real tokens in the last slots, so pad keys are exactly the
@@ -21,24 +22,43 @@
 //   [B, H, Lp, Lp] layout (varlen maps tokens to their padded slots), drop when u < p. Same seed -> same mask,
 //   and varlen draws exactly the padded run's mask.
 //
-// Parallel strategy: one thread per (query row, head) for the forward and dq; one thread per (key row, head)
-//   for dk, dv (no atomics, no workgroup memory, no barriers: barriers are expensive on llvmpipe). A thread
-//   keeps its row (q_i or k_j, v_j) and its accumulators in registers (D baked into the WGSL: one pipeline per
-//   D; vec4 loads when D % 4 == 0). Neighbouring threads are neighbouring rows of one (b, h), so a SIMD group
-//   reads the same K/V rows (cache hits).
-//   fwd: keys in chunks of CH = 64: chunk scores z_j to a private array (one dot per key), chunk max, rescale
-//        the accumulators once per chunk (never for L <= 64), then sum exp and accumulate A_ij v_j, skipping
-//        weights that are exactly 0 (future keys in causal rows). Saves lse_i = m + log(l).
+// Parallel strategy (no atomics, no workgroup memory, no barriers): one thread owns R = attentionRowsPerThread(D) = 4
+//   consecutive rows of one (sequence, head) (query rows: fwd, dq; key rows: dk, dv) and loops over the other
+//   side's rows, keeping its R rows and accumulators in registers. Why: on llvmpipe (Mesa 22.3) every storage
+//   load in a loop is a per-lane scalar loop whatever the address pattern, so the only lever is reuse: each K/V
+//   (Q/dO) row a thread loads feeds R rows. The WGSL is generated with D baked in (one pipeline per D and R;
+//   vec4 loads when D % 4 == 0) and unrolled over the R rows and the D/4 slots (constant indices keep private
+//   arrays in registers); D > 32 (AttRec's 150) loops over d instead (unrolled it took minutes to compile).
+//   On a real GPU this is a register-blocked FlashAttention without shared memory (L <= 64 fits in L1).
+//   fwd: online softmax over the keys (running max m, sum l; the accumulators rescaled when m grows), weights
+//        that are exactly 0 (future keys of causal rows, dropped entries) skip the V accumulation; saves
+//        lse_i = m + log(l) [rows].
 //   bwd_q: P_ij = exp(z_ij - lse_i) recomputed (FlashAttention), delta_i = dO_i . O_i,
-//        dS_ij = P_ij (M_ij dA_ij - delta_i) with dA_ij = dO_i . v_j, dq_i = scale sum_j dS_ij k_j; writes delta.
+//        dS_ij = P_ij (M_ij dA_ij - delta_i) with dA_ij = dO_i . v_j, dq_i = scale sum_j dS_ij k_j; writes
+//        (delta_i, dO_i != 0) [rows, 2].
 //   bwd_kv: dv_j = sum_i A_ij dO_i, dk_j = scale sum_i dS_ij q_i (same recomputation, loop over query rows).
-//   Pairs with P_ij == 0 exactly (f32) skip everything but the score dot, so masked (future) keys cost one dot.
-// Memory traffic: fwd reads q, k, v once per row from DRAM (K/V rows of a (b, h) stay in cache: L*D*8 bytes),
-//   writes out + lse: ~4*B*H*L*(4D + 1) bytes. bwd reads q, k, v, out, dO, lse (+ delta), writes dq, dk, dv.
-//   FLOPs (dense, padded): fwd 4*B*H*L^2*D, bwd ~14*B*H*L^2*D (causal: about half of the non-score terms skip).
-// Variants (chosen by bench/attention.bench.ts on this adapter, see the numbers below):
-//   lse + recompute P in backward (this file) | store P [B,H,L,L] in forward (rejected: see bench notes)
-// Bench (llvmpipe, 2 cores, B=256 H=2 L=50 D=32 causal, fwd+bwd): see bench/attention.bench.ts header.
+//   Rows with dO_i == 0 contribute nothing to any gradient and are skipped (bwd_q threads with no live row exit,
+//   bwd_kv skips them): in a real S3-Rec step the pad positions get no upstream gradient (the losses read real
+//   positions; everything after attention is per-token), so the padded backward only works on real rows.
+//   Pairs with P_ij == 0 exactly skip everything but the score dot (the dot stays, for the exact additive mask).
+// Memory traffic: fwd reads q, k, v (K/V rows of a (b, h) stay in cache, L*D*8 bytes) and writes out + lse:
+//   ~4*B*H*L*(4D + 1) bytes; bwd reads q, k, v, out, dO, lse, delta and writes dq, dk, dv, delta.
+//   FLOPs (dense): fwd 4*B*H*L^2*D, bwd 12*B*H*L^2*D (two score recomputations: 14).
+// Variants and choices, measured on this adapter (llvmpipe, 2 shared cores, B=256 H=2 L=50 D=32 causal,
+// dropout 0.5; same-process round-robin medians, the machine was shared, so +-30%):
+//   rows per thread R: R=2 fwd+bwd 104 ms, R=4 69 ms, R=8 65 ms (but 5-20 s cold compile per pipeline): R=4.
+//   storeScores (variant, tested): the forward writes z [B, H, L, L] and the backward reads it instead of
+//   recomputing q.k: 76-78 ms vs 69-71 ms recomputing. Rejected: a scalar load per pair costs more than a
+//   32-term dot here. Lazy rescaling (move m only when z > m + 8) and R = 5, 6: no difference within noise.
+// Against the composition of unfused engine ops and tfjs-webgpu (bench/attention.bench.ts, fwd+bwd, medians of
+// 10-16 interleaved rounds in two runs at load ~3-7; pad rows with zero upstream gradient unless "dense dO"):
+//   fine-tune B256 causal p0.5:     fused 52-53 ms  composed 170-281 (3.3-5.2x)  tfjs 562-735 (10.7-13.7x)
+//   same, dense dO:                 fused 44-72     composed 145-199 (2.5-3.3x)
+//   pretrain B100 bidir -1e8 p0.5:  fused 14-21     composed 41-68   (2.9-3.2x)  tfjs 160-287 (11-13.6x)
+//   forward only (eval) B256:       fused 12-22     composed 45-75   (3.5-3.8x)  tfjs 163-299 (13.8x)
+//   varlen vs padded on Beauty fine-tuning batches (1447 of 12800 slots real): kernel alone 6.3-6.6 vs
+//   48-53 ms (7.6-8x); whole encoder layer 65-68 vs 448-943 ms (6.9-13.8x), outputs and all parameter
+//   gradients equal on the real positions (validated by the bench).
 import {
   BackwardNotSupported,
   ceilDiv,
@@ -55,7 +75,6 @@ import {
 type F64 = ref.F64;
 
 const WG = 64;
-const CH = 64; // keys per score chunk (private array): L <= 64 is one chunk, no rescaling
 
 export interface AttentionOptions {
   /** Mask keys j > i (fine-tuning). Default false (pretraining: padding-only, bidirectional). */
@@ -73,7 +92,7 @@ export interface AttentionOptions {
   zeroDiagonal?: boolean;
   /** Score scale; default 1/sqrt(D). */
   scale?: number;
-  /** Rows per thread (register blocking); default rowsPerThread(D). For benchmarks. */
+  /** Rows per thread (register blocking); default attentionRowsPerThread(D). For benchmarks. */
   rowsPerThread?: number;
   /**
    * Variant: store the masked scores z [B, H, L, L] in the forward for the backward instead of recomputing q.k
@@ -115,15 +134,15 @@ function resolve(D: number, o: AttentionOptions): Resolved {
 }
 
 // ------------------------------------------------------------------ WGSL
-type Mode = 'padded' | 'varlen';
-type Pass = 'fwd' | 'bwd_q' | 'bwd_kv';
+export type AttentionMode = 'padded' | 'varlen';
+export type AttentionPass = 'fwd' | 'bwd_q' | 'bwd_kv';
 
 /**
  * Rows per thread (register blocking): a thread owns R query rows (fwd, dq) or R key rows (dk, dv) of one
  * (sequence, head), so each K/V (Q/dO) row it loads feeds R rows. On llvmpipe every storage load in a loop is a
  * per-lane gather and loads dominate, so this is the main speed lever (bench numbers in the header).
  */
-export function rowsPerThread(D: number): number {
+export function attentionRowsPerThread(D: number): number {
   return vecOf(D).NV <= UNROLL_D ? 4 : 1;
 }
 
@@ -153,7 +172,7 @@ struct Params {
 // Row geometry shared by all passes. A thread owns rows x0 .. x0+n-1 of one group (sequence, head); row x of
 // the group lives at base + x*stride (V units), its lse/delta at lb + x; the dropout index of (i, j) is
 // (gb + i + sh) * L + j + sh (the padded [B, H, L, L] linear index in both modes).
-function geometry(mode: Mode, NV: number, R: number): string {
+function geometry(mode: AttentionMode, NV: number, R: number): string {
   if (mode === 'padded') {
     return /* wgsl */ `
 struct Geo { x0: u32, n: u32, base: u32, stride: u32, lo: u32, hi: u32, lb: u32, gb: u32, sh: u32, ids_base: u32 }
@@ -207,7 +226,7 @@ fn mult(g: Geo, i: u32, j: u32) -> f32 {
   return m;
 }`;
 
-function bindings(mode: Mode, pass: Pass, V: string, storeZ: boolean): string {
+function bindings(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: boolean): string {
   const b: string[] = [];
   let n = 1;
   const add = (name: string, ty: string, rw: boolean, shape: string): void => {
@@ -248,12 +267,8 @@ function bindings(mode: Mode, pass: Pass, V: string, storeZ: boolean): string {
 // are indexed by constants and live in registers (Mesa lowers dynamically indexed private arrays to slow code).
 // Wider rows (AttRec's D = 150) loop over d instead: unrolled they took minutes to compile on llvmpipe.
 const UNROLL_D = 8;
-// Lazy online softmax: the running max m moves only when a score exceeds it by more than LAZY, so exp(z - m)
-// <= e^8 and l <= L e^8 stay far from f32 overflow, and the accumulator rescale (R*D multiplies behind a
-// divergent branch) runs a few times per row instead of at every new maximum. lse = m + log(l) for any such m.
-const LAZY = process.env.LAZY ?? '8.0';
 
-function body(mode: Mode, pass: Pass, V: string, NV: number, R: number, storeZ: boolean): string {
+function body(mode: AttentionMode, pass: AttentionPass, V: string, NV: number, R: number, storeZ: boolean): string {
   const us = [...Array(R).keys()];
   const unroll = NV <= UNROLL_D;
   const vd = (a: string, b: string): string => (V === 'f32' ? `${a} * ${b}` : `dot(${a}, ${b})`);
@@ -307,7 +322,7 @@ ${each((u) => `    ${score(`z${u}`, (d) => `q${u}[${d}]`, (d) => `kr[${d}]`, `x$
     zs[(g.lb + x${u}) * p.L + j - g.lo] = z${u};` : ''}
     var w${u} = 0.0;
     if (!(${varlenCausal} && j > x${u})) {
-      if (z${u} > m${u} + ${LAZY}) {
+      if (z${u} > m${u}) {
         let c = exp(m${u} - z${u});
         l${u} *= c;
         ${forD((d) => `a${u}[${d}] *= c;`)}
@@ -394,7 +409,7 @@ ${store((u) => `    ${forD((d) => `dk[ra${u} + ${d}] = dk${u}[${d}] * p.scale; d
 
 const kernelCache = new Map<string, Kernel>();
 
-function attnKernel(mode: Mode, pass: Pass, D: number, R: number, storeZ = false): Kernel {
+function attnKernel(mode: AttentionMode, pass: AttentionPass, D: number, R: number, storeZ = false): Kernel {
   const prefix = mode === 'padded' ? 'attention_masked' : 'attention_varlen';
   const name = `${prefix}_${pass}_d${D}_r${R}${storeZ ? '_z' : ''}`;
   let k = kernelCache.get(name);
@@ -419,13 +434,13 @@ function attnKernel(mode: Mode, pass: Pass, D: number, R: number, storeZ = false
 }
 
 /** The kernels' WGSL, for review and for the reflection test. */
-export function attentionWgsl(mode: Mode, pass: Pass, D: number, R = rowsPerThread(D)): string {
+export function attentionWgsl(mode: AttentionMode, pass: AttentionPass, D: number, R = attentionRowsPerThread(D)): string {
   return attnKernel(mode, pass, D, R).spec.wgsl;
 }
 
 // ------------------------------------------------------------------ launchers
 interface Geom {
-  mode: Mode;
+  mode: AttentionMode;
   /** Threads: groups * tpg. */
   threads: number;
   /** Threads per group (padded: ceil(L / R)); varlen: row blocks per head. */
@@ -538,7 +553,7 @@ const attentionMaskedOp = defineOp<PaddedAttrs>({
       throw new Error(`attention_masked: ids must be [B, L] = [${B}, ${L}], got ${ids.describe()}`);
     }
     const a = resolve(D, opts);
-    const R = opts.rowsPerThread ?? rowsPerThread(D);
+    const R = opts.rowsPerThread ?? attentionRowsPerThread(D);
     const tpg = ceilDiv(L, R);
     const g: Geom = { mode: 'padded', threads: B * H * tpg, tpg, R, L, H, T: 0, D, shape: q.shape, rowShape: [B, H, L] };
     const idsT = idsU32(ids); // [B, L] u32 view or [1]
@@ -604,11 +619,11 @@ const attentionVarlenOp = defineOp<{ layout: VarlenLayout; opts: AttentionOption
     const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
     checkQkv('attention_varlen', q, k, v, 3);
     const [T, H, D] = q.shape as [number, number, number];
-    if (layout.seqOf.size !== T) throw new Error(`attention_varlen: seqOf has ${layout.seqOf.size} entries for ${T} tokens`);
+    if (T > 0 && layout.seqOf.size !== T) throw new Error(`attention_varlen: seqOf has ${layout.seqOf.size} entries for ${T} tokens`);
     if (layout.offsets.dtype !== 'i32' || layout.seqOf.dtype !== 'i32') throw new Error('attention_varlen: offsets and seqOf must be i32');
     const a = resolve(D, opts);
     if (layout.hostOffsets[layout.hostOffsets.length - 1] !== T) throw new Error(`attention_varlen: offsets end at ${layout.hostOffsets.at(-1)}, T = ${T}`);
-    const R = opts.rowsPerThread ?? rowsPerThread(D);
+    const R = opts.rowsPerThread ?? attentionRowsPerThread(D);
     const { blocks, nb } = rowBlocks(layout, R);
     const g: Geom = { mode: 'varlen', threads: H * nb, tpg: nb, R, L: layout.L, H, T, D, shape: q.shape, rowShape: [H, T] };
     const aux = { offsets: layout.offsets, seq_of: layout.seqOf, blocks };
@@ -657,7 +672,8 @@ export interface RefAttentionOptions {
 function refMult(o: RefAttentionOptions, idx: number, i: number, j: number): number {
   let m = 1;
   const p = o.dropout ?? 0;
-  if (p > 0) m = rngUniform(o.seed ?? 0, o.offset ?? 0, idx) < p ? 0 : p < 1 ? 1 / (1 - p) : 0;
+  // p compared in f32, as the kernel's uniform holds it
+  if (p > 0) m = rngUniform(o.seed ?? 0, o.offset ?? 0, idx) < Math.fround(p) ? 0 : p < 1 ? 1 / (1 - p) : 0;
   if (o.zeroDiagonal && i === j) m = 0;
   return m;
 }

@@ -25,9 +25,12 @@
 // drop the unneeded half of each pass (its binding then gets a 1-element scratch tensor).
 // Ids outside [0, V) give a NaN score (and NaN du/dm for that row) instead of reading out of bounds; they are
 // left out of dX/dQ.
-// Variants: vec4 loads need D % 4 == 0 (AttRec's D = 150 is not); one thread per output was the only variant
-// kept (see bench/euclid.bench.ts for the numbers against the composed ops and tfjs).
-import { ceilDiv, defineKernel, defineOp, ref, shapeStr, Tensor, zeros, type Op } from '../engine/index.js';
+// Every kernel reads rows as vecW<f32>, W the widest of 4, 2, 1 dividing D (AttRec's D = 150: vec2; names get a
+// _vecW suffix): on llvmpipe each storage load is a per-lane scalar loop, so wider loads mean fewer of them.
+// Rejected variant: a workgroup per (row, block of d) for the backward passes (uniform per-row loads, no
+// div/mod) measured no faster on llvmpipe (11.2 vs 14.5 ms for B=1000 N=3) and was dropped.
+// See bench/euclid.bench.ts for the numbers against the composed ops and tfjs.
+import { ceilDiv, defineKernel, defineOp, ref, shapeStr, Tensor, zeros, type Kernel, type Op } from '../engine/index.js';
 import { buildInverseIndex } from './scatter.js';
 
 type F64 = ref.F64;
@@ -37,124 +40,147 @@ const LINEAR = 'let t = (wid.x + wid.y * nwg.x) * WG + lid.x;';
 const ENTRY =
   `@compute @workgroup_size(${WG})\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)`;
 
-const fwdKernel = defineKernel({
-  name: 'euclid_score',
-  foldable: true,
-  wgsl: /* wgsl */ `
-// score[b, n] = alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2, i = idx[b, n]. One thread per (b, n).
+/** Widest vector width (4, 2, 1) dividing D: rows are read as vecW<f32> (fewer, wider loads). */
+const vecWidth = (D: number): 1 | 2 | 4 => (D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1);
+
+interface Kernels {
+  fwd: Kernel;
+  rows: Kernel;
+  table: Kernel;
+}
+
+const byWidth = new Map<number, Kernels>();
+function kernelsFor(w: 1 | 2 | 4): Kernels {
+  let ks = byWidth.get(w);
+  if (ks) return ks;
+  const T = w === 1 ? 'f32' : `vec${w}<f32>`;
+  const sfx = w === 1 ? '' : `_vec${w}`;
+  const sq = (x: string): string => (w === 1 ? `${x} * ${x}` : `dot(${x}, ${x})`);
+  const zero = w === 1 ? '0.0' : `${T}(0.0)`;
+  const nanv = w === 1 ? 'p.nan' : `${T}(p.nan)`;
+  ks = {
+    fwd: defineKernel({
+      name: `euclid_score${sfx}`,
+      foldable: true,
+      wgsl: /* wgsl */ `
+// score[b, n] = alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2, i = idx[b, n]. One thread per (b, n);
+// rows read as ${T} (DW = D / ${w} per row).
 const WG = ${WG}u;
-struct Params { P: u32, N: u32, D: u32, V: u32, alpha: f32, nan: f32 }
+struct Params { P: u32, N: u32, DW: u32, V: u32, alpha: f32, nan: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;          // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<f32>;          // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<f32>;          // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<f32>;          // [V, D]
-@group(0) @binding(5) var<storage, read> idx: array<i32>;        // [B, N]
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [B, N]
+@group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<${T}>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]
+@group(0) @binding(5) var<storage, read> idx: array<i32>;         // [B, N]
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;   // [B, N]
 ${ENTRY} {
   ${LINEAR}
   if (t >= p.P) { return; }
   let i = idx[t];
   if (i < 0 || u32(i) >= p.V) { out[t] = p.nan; return; }
-  let ub = (t / p.N) * p.D;
-  let xb = u32(i) * p.D;
+  let ub = (t / p.N) * p.DW;
+  let xb = u32(i) * p.DW;
   var sl = 0.0;
   var ss = 0.0;
-  for (var d = 0u; d < p.D; d = d + 1u) {
+  for (var d = 0u; d < p.DW; d = d + 1u) {
     let dl = u[ub + d] - X[xb + d];
     let ds = m[ub + d] - Q[xb + d];
-    sl = sl + dl * dl;
-    ss = ss + ds * ds;
+    sl = sl + ${sq('dl')};
+    ss = ss + ${sq('ds')};
   }
   out[t] = p.alpha * sl + (1.0 - p.alpha) * ss;
 }`,
-  grid: ({ P }) => [ceilDiv(P!, WG)],
-});
-
-const bwdRowsKernel = defineKernel({
-  name: 'euclid_score_bwd_rows',
-  foldable: true,
-  wgsl: /* wgsl */ `
+      grid: ({ P }) => [ceilDiv(P!, WG)],
+    }),
+    rows: defineKernel({
+      name: `euclid_score_bwd_rows${sfx}`,
+      foldable: true,
+      wgsl: /* wgsl */ `
 // du[b, d] = cu * sum_n g[b, n] (u[b, d] - X[i, d]), dm[b, d] = cm * sum_n g[b, n] (m[b, d] - Q[i, d]),
-// cu = 2 alpha, cm = 2 (1 - alpha). One thread per (b, d), n in order. WANT_U/WANT_M = 0 skip a half.
+// cu = 2 alpha, cm = 2 (1 - alpha). One thread per (b, ${w} consecutive d), n in order. WANT_U/WANT_M = 0 skip a half.
 const WG = ${WG}u;
 override WANT_U: u32 = 1u;
 override WANT_M: u32 = 1u;
-struct Params { BD: u32, N: u32, D: u32, V: u32, cu: f32, cm: f32, nan: f32 }
+struct Params { BDW: u32, N: u32, DW: u32, V: u32, cu: f32, cm: f32, nan: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;          // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<f32>;          // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<f32>;          // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<f32>;          // [V, D]
-@group(0) @binding(5) var<storage, read> idx: array<i32>;        // [B, N]
-@group(0) @binding(6) var<storage, read> gy: array<f32>;         // [B, N]
-@group(0) @binding(7) var<storage, read_write> du: array<f32>;   // [B, D] (or [1] when WANT_U = 0)
-@group(0) @binding(8) var<storage, read_write> dm: array<f32>;   // [B, D] (or [1] when WANT_M = 0)
+@group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<${T}>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]
+@group(0) @binding(5) var<storage, read> idx: array<i32>;         // [B, N]
+@group(0) @binding(6) var<storage, read> gy: array<f32>;          // [B, N]
+@group(0) @binding(7) var<storage, read_write> du: array<${T}>;   // [B, D] (or [${w}] when WANT_U = 0)
+@group(0) @binding(8) var<storage, read_write> dm: array<${T}>;   // [B, D] (or [${w}] when WANT_M = 0)
 ${ENTRY} {
   ${LINEAR}
-  if (t >= p.BD) { return; }
-  let b = t / p.D;
-  let d = t - b * p.D;
+  if (t >= p.BDW) { return; }
+  let b = t / p.DW;
+  let d = t - b * p.DW;
   let uv = u[t];
   let mv = m[t];
-  var gu = 0.0;
-  var gm = 0.0;
+  var gu = ${zero};
+  var gm = ${zero};
   for (var n = 0u; n < p.N; n = n + 1u) {
     let g = gy[b * p.N + n];
     let i = idx[b * p.N + n];
-    if (i < 0 || u32(i) >= p.V) { gu = p.nan; gm = p.nan; continue; }
-    let r = u32(i) * p.D + d;
+    if (i < 0 || u32(i) >= p.V) { gu = ${nanv}; gm = ${nanv}; continue; }
+    let r = u32(i) * p.DW + d;
     if (WANT_U != 0u) { gu = gu + g * (uv - X[r]); }
     if (WANT_M != 0u) { gm = gm + g * (mv - Q[r]); }
   }
   if (WANT_U != 0u) { du[t] = p.cu * gu; }
   if (WANT_M != 0u) { dm[t] = p.cm * gm; }
 }`,
-  grid: ({ BD }) => [ceilDiv(BD!, WG)],
-});
-
-const bwdTableKernel = defineKernel({
-  name: 'euclid_score_bwd_table',
-  foldable: true,
-  wgsl: /* wgsl */ `
+      grid: ({ BDW }) => [ceilDiv(BDW!, WG)],
+    }),
+    table: defineKernel({
+      name: `euclid_score_bwd_table${sfx}`,
+      foldable: true,
+      wgsl: /* wgsl */ `
 // dX[i, d] = cx * sum_{q in seg(i)} g[q] (X[i, d] - u[b(q), d]), dQ[i, d] = cq * sum g[q] (Q[i, d] - m[b(q), d]),
-// seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N. One thread per (i, d).
+// seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N. One thread per
+// (i, ${w} consecutive d).
 const WG = ${WG}u;
 override WANT_X: u32 = 1u;
 override WANT_Q: u32 = 1u;
-struct Params { VD: u32, N: u32, D: u32, cx: f32, cq: f32 }
+struct Params { VDW: u32, N: u32, DW: u32, cx: f32, cq: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<f32>;          // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<f32>;          // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<f32>;          // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<f32>;          // [V, D]
-@group(0) @binding(5) var<storage, read> gy: array<f32>;         // [B, N]
-@group(0) @binding(6) var<storage, read> offsets: array<u32>;    // [V + 1]
-@group(0) @binding(7) var<storage, read> perm: array<u32>;       // [B * N]
-@group(0) @binding(8) var<storage, read_write> dX: array<f32>;   // [V, D] (or [1] when WANT_X = 0)
-@group(0) @binding(9) var<storage, read_write> dQ: array<f32>;   // [V, D] (or [1] when WANT_Q = 0)
+@group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<${T}>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]
+@group(0) @binding(5) var<storage, read> gy: array<f32>;          // [B, N]
+@group(0) @binding(6) var<storage, read> offsets: array<u32>;     // [V + 1]
+@group(0) @binding(7) var<storage, read> perm: array<u32>;        // [B * N]
+@group(0) @binding(8) var<storage, read_write> dX: array<${T}>;   // [V, D] (or [${w}] when WANT_X = 0)
+@group(0) @binding(9) var<storage, read_write> dQ: array<${T}>;   // [V, D] (or [${w}] when WANT_Q = 0)
 ${ENTRY} {
   ${LINEAR}
-  if (t >= p.VD) { return; }
-  let i = t / p.D;
-  let d = t - i * p.D;
+  if (t >= p.VDW) { return; }
+  let i = t / p.DW;
+  let d = t - i * p.DW;
   let xv = X[t];
   let qv = Q[t];
-  var gx = 0.0;
-  var gq = 0.0;
+  var gx = ${zero};
+  var gq = ${zero};
   let e = offsets[i + 1u];
   for (var k = offsets[i]; k < e; k = k + 1u) {
     let q = perm[k];
     let g = gy[q];
-    let r = (q / p.N) * p.D + d;
+    let r = (q / p.N) * p.DW + d;
     if (WANT_X != 0u) { gx = gx + g * (xv - u[r]); }
     if (WANT_Q != 0u) { gq = gq + g * (qv - m[r]); }
   }
   if (WANT_X != 0u) { dX[t] = p.cx * gx; }
   if (WANT_Q != 0u) { dQ[t] = p.cq * gq; }
 }`,
-  grid: ({ VD }) => [ceilDiv(VD!, WG)],
-});
+      grid: ({ VDW }) => [ceilDiv(VDW!, WG)],
+    }),
+  };
+  byWidth.set(w, ks);
+  return ks;
+}
 
 export interface EuclidScoreAttrs {
   /** Weight of the long-term term (AttRec's code: 0.2). */
@@ -181,7 +207,8 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
   forward(ctx, [u, m, X, Q, idx], { alpha }) {
     const { B, D, V, N } = checkInputs(u!, m!, X!, Q!, idx!);
     const out = Tensor.empty([B, N]); // [B, N]
-    if (B * N) fwdKernel.run({ u: u!, m: m!, X: X!, Q: Q!, idx: idx!, out }, { P: B * N, N, D, V, alpha, nan: NaN });
+    const w = vecWidth(D);
+    if (B * N) kernelsFor(w).fwd.run({ u: u!, m: m!, X: X!, Q: Q!, idx: idx!, out }, { P: B * N, N, DW: D / w, V, alpha, nan: NaN });
     ctx.save(u!, m!, X!, Q!, idx!);
     ctx.extra.dims = { B, D, V, N };
     return out;
@@ -195,16 +222,18 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
       // No (b, n) pairs: every gradient is zero (and the kernels would bind empty buffers).
       return [needU ? zeros([B, D]) : null, needM ? zeros([B, D]) : null, needX ? zeros([V, D]) : null, needQ ? zeros([V, D]) : null, null];
     }
-    // A skipped half of a pass writes nothing; its binding gets a 1-element scratch tensor.
-    const outOrScratch = (need: boolean, shape: number[]): Tensor => Tensor.empty(need ? shape : [1]);
+    const w = vecWidth(D);
+    const ks = kernelsFor(w);
+    // A skipped half of a pass writes nothing; its binding gets a one-vector scratch tensor.
+    const outOrScratch = (need: boolean, shape: number[]): Tensor => Tensor.empty(need ? shape : [w]);
     let du: Tensor | null = null;
     let dm: Tensor | null = null;
     if (needU || needM) {
       du = outOrScratch(needU, [B, D]); // [B, D]
       dm = outOrScratch(needM, [B, D]); // [B, D]
-      bwdRowsKernel.run(
+      ks.rows.run(
         { u, m, X, Q, idx, gy, du, dm },
-        { BD: B * D, N, D, V, cu: 2 * a, cm: 2 * (1 - a), nan: NaN },
+        { BDW: (B * D) / w, N, DW: D / w, V, cu: 2 * a, cm: 2 * (1 - a), nan: NaN },
         { overrides: { WANT_U: needU ? 1 : 0, WANT_M: needM ? 1 : 0 } },
       );
     }
@@ -214,9 +243,9 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
       dX = outOrScratch(needX, [V, D]); // [V, D]
       dQ = outOrScratch(needQ, [V, D]); // [V, D]
       const csr = buildInverseIndex(idx, V); // offsets [V + 1], perm [B * N]
-      bwdTableKernel.run(
+      ks.table.run(
         { u, m, X, Q, gy, offsets: csr.offsets, perm: csr.perm, dX, dQ },
-        { VD: V * D, N, D, cx: 2 * a, cq: 2 * (1 - a) },
+        { VDW: (V * D) / w, N, DW: D / w, cx: 2 * a, cq: 2 * (1 - a) },
         { overrides: { WANT_X: needX ? 1 : 0, WANT_Q: needQ ? 1 : 0 } },
       );
       csr.dispose();

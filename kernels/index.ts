@@ -1,7 +1,7 @@
 // The functional API of the op library: `import * as F from 'seqrec-webgpu/kernels'`.
 export * from './elementwise.js';
 export * from './reduce.js';
-export * from './matmul.js';
+export { matmul, refMatmul, refMatmulGrad, pickVariant, MATMUL_VARIANTS, type MatmulVariant, type MatmulOptions } from './matmul.js';
 export * from './shape.js';
 export * from './scatter.js';
 export * from './embedding.js';
@@ -20,4 +20,4 @@ export {
   type CsrTargets, type PairwiseOptions, type BceNegSamplingOptions, type MultiLabelOptions,
 } from './pairwise.js';
 export * from './euclid_score.js';
-export * from './topk.js';
+export { topkScores, refTopkScores, defaultChunks, type TopkMode, type TopkOptions, type TopkResult, type RefTopkInput, type RefTopkResult } from './topk.js';

@@ -1,51 +1,72 @@
-// kernels/matmul.ts — C = op(A) · op(B), batched, with transposes handled inside the kernels.
+// kernels/matmul.ts — C = op(A)·op(B), batched, with the transposes handled inside the kernels.
 //
 // Shapes: a [..., M, K] (or [..., K, M] with transA), b [..., K, N] (or [..., N, K] with transB) → c [..., M, N].
-// The batch dims of a and b are equal, or b is 2-D (a weight shared by every batch entry). A 2-D b with an
-// untransposed a folds the batch into M (one [batch·M, K] × [K, N] product: the Linear layer case).
+// The batch dims of a and b are equal, or one operand is 2-D and shared by every batch entry of the other (b 2-D:
+// a weight; an untransposed a then folds its batch into M, one [batch·M, K] x [K, N] product: the Linear case).
 //
-// Variants (numbered kernels of one family, chosen per shape by benchmark; `variant` forces one):
+// Variants (kernels of one family; pickVariant() chooses per shape from the table below, `variant` forces one):
 //   naive    matmul_naive     one thread per output, scalar loads, a serial K loop. Reference speed.
-//   smem4x4  matmul_smem4x4   tfjs's scheme: a 32x32 output tile per 8x8 workgroup, each thread 4 rows x 4 cols,
+//   smem4x4  matmul_smem4x4   tfjs's scheme: a 32x32 C tile per 8x8 workgroup, each thread 4 rows x 4 cols,
 //                             A and B staged through workgroup memory 32 k at a time (2 barriers per k tile).
 //   reg4x4   matmul_reg4x4    no workgroup memory, no barriers: each thread reads A and B straight from storage
-//   reg8x8   matmul_reg8x8    with vec4 loads and keeps a TM x TN block of C in registers; 64 threads per
-//   reg8x16  matmul_reg8x16   workgroup arranged as wx x 64/wx threads (a uniform) so that narrow N wastes no lanes.
-//   reg16x16 matmul_reg16x16
-// Every variant takes any M, N, K (edges, K % 4 != 0, size 1) and all four transpose combinations. An operand
-// whose contiguous dimension is a multiple of 4 is bound as array<vec4<f32>>, otherwise as array<f32> (then the
-// same code reads 4 scalars where it would read one vec4); C is written as vec4 when N % 4 == 0. Rows/columns
-// past the edge are clamped on load (no branches in the K loop) and skipped on store.
+//   reg8x8   matmul_reg8x8    with vec4 loads and keeps a TM x TN block of C in registers (reg4x4: 32x32 C per
+//   reg8x16  matmul_reg8x16   64-thread workgroup, as the issue's tile). The 64 threads are arranged as wx x 64/wx
+//                             (a uniform) so that narrow N (64) wastes no lanes; threads past the edge return.
+//   (reg16x16 was tried: never better than reg8x16, and 8x slower to compile; not kept.)
+// Every variant takes any M, N, K (edges, K % 4 != 0, size 1) and all four transpose combinations. In the reg
+// kernels an operand whose contiguous dimension is a multiple of 4 is bound as array<vec4<f32>>, otherwise as
+// array<f32> (the same code then reads 4 scalars where it would read one vec4); C is written as vec4 when
+// N % 4 == 0. Rows/columns past the edge are clamped on load (no branches in the K loop), skipped on store.
+// Split-K (reg kernels): an output with too few threads of work (a weight gradient, [12800, 64]ᵀ x [12800, 256])
+// is computed as `splits` partial products over K slices, then summed by reduce.ts (fixed order, deterministic).
+// Outputs over maxStorageBufferBindingSize (128 MB here; [5000, 64] x [12103, 64]ᵀ is 242 MB) are computed in
+// row chunks bound as sub-regions of a and c.
 //
-// Why register tiles and no barriers (measured here, Mesa llvmpipe through Dawn's GLES backend): llvmpipe runs 8
-// invocations as one AVX2 vector, but every storage or workgroup-memory load is a per-lane scalar loop, ~11 ns
-// per vec4 load and ~7 ns per f32 load per 8 lanes, whatever the address pattern (uniform, contiguous or strided
-// addresses cost the same, so staging in workgroup memory saves nothing and adds barriers, which switch
-// coroutines). FMAs are cheap (~70 GFLOP/s with 64 live accumulators, ~33 with 256, which spill). A thread tile
-// of TM x TN needs (TM + TN) vec4 loads per 4 k for 4·TM·TN FMAs, so bigger tiles win until spills dominate.
-// On a real GPU the reg kernels are ordinary register-blocked GEMMs with vec4 loads (tfjs's packed-vec4 shape
-// minus the shared-memory staging); smem4x4 is the conventional GPU choice and stays available.
+// Why register tiles and no barriers (measured on this adapter, Mesa 22.3 llvmpipe through Dawn's GLES backend):
+// llvmpipe runs 8 invocations as one AVX2 vector, but a storage load costs ~11 ns per vec4 and ~7 ns per f32 per
+// 8 lanes whatever the address pattern (uniform, contiguous and strided cost the same, as for a per-lane scalar
+// loop), and workgroup-memory loads are no cheaper; so staging tiles in workgroup memory saves nothing and adds
+// barriers (coroutine switches). FMAs are cheap (~70 GFLOP/s with 64 live accumulators per thread, ~33 with 256,
+// which spill). A TM x TN thread tile needs TM + TN vec4 loads per 4 k for 4·TM·TN FMAs: bigger tiles win until
+// spills dominate. llvmpipe also runs a workgroup's 8-lane groups one after another (no barrier, no interleaving),
+// so a long K loop streams its whole K range per group: split-K helps a long-K product beyond the 2 cores it
+// fills. On a real GPU the reg kernels are ordinary register-blocked GEMMs with vec4 loads (tfjs's packed vec4
+// shape without the shared-memory staging); smem4x4 is the conventional GPU choice and stays available.
 //
-// Memory traffic: reads A ceil(N / (WX·TN)) times and B ceil(M / (WY·TM)) times (from cache), writes C once.
+// Memory traffic: a thread reads (TM + TN)·K floats, so A is read ceil(N / TN) times and B ceil(M / TM) times in
+// all (mostly from cache); C is written once (split-K: splits·M·N written and read back by the reduction).
 // FLOPs: 2·batch·M·N·K.
 //
-// Measured (npm run bench -- matmul, medians of interleaved runs, llvmpipe, 2 shared cores; see the report
-// table in bench/matmul.bench.ts):
-//   MEASURED_TABLE
+// Measured: `npm run bench -- matmul --reps 5 --budget 2`, median ms of 3 runs (each a median of 5 interleaved
+// runs), in parentheses tfjs-backend-webgpu 4.22's time / ours, same run, same adapter; the machine was shared
+// (tfjs ran ~2x slower than in ENVIRONMENT.md's quiet round). * = default (pickVariant).
+//   shape                        naive          smem4x4        reg4x4        reg8x8         reg8x16        tfjs
+//   256^3                        31.4 (0.27x)   16.6 (0.50x)   4.7 (1.78x)   3.0 (2.83x)    *2.8 (2.98x)   8.4
+//   512^3                        261.9 (0.26x)  131.4 (0.53x)  37.5 (1.85x)  23.6 (2.94x)   *21.3 (3.26x)  69.4
+//   1024^3                       2197 (0.24x)   522.6 (0.53x)  153.7 (1.80x) 93.9 (3.06x)   *84.6 (3.19x)  286.8
+//   [12800,64]x[64,64]           103.7 (0.27x)  56.7 (0.48x)   15.0 (1.83x)  10.3 (2.62x)   *10.7 (2.51x)  27.4
+//   [12800,64]x[64,256]          400.0 (0.25x)  225.1 (0.45x)  56.1 (1.76x)  37.1 (2.73x)   *35.5 (2.87x)  102.8
+//   [12800,256]x[256,64]         391.4 (0.25x)  200.5 (0.52x)  54.2 (1.83x)  33.5 (3.01x)   *32.8 (2.82x)  100.6
+//   [12800,64]ᵀx[12800,256]      698.2 (0.19x)  206.2 (0.70x)  215.7 (0.64x) 53.1 (2.62x)   *40.2 (3.27x)  138.8
+//   [256,64]x[12103,64]ᵀ         373.4 (0.53x)  210.3 (0.96x)  57.8 (3.65x)  37.4 (5.48x)   *33.0 (5.60x)  184.8
+//   [5000,64]x[12103,64]ᵀ        -              -              773.4         545.4          *429.1 (18 GFLOP/s), no tfjs (> 128 MB)
+//   [512,50,32]x[512,32,50]      45.8 (0.93x)   39.4 (1.08x)   11.6 (3.72x)  *10.1 (4.19x)  13.8 (3.06x)   42.5
+//   [512,50,32]x[512,50,32]ᵀ     44.2 (0.96x)   38.9 (1.08x)   8.7 (4.84x)   *7.0 (5.95x)   10.2 (4.13x)   41.9
+//   [512,50,50]x[512,50,32]      42.0 (0.94x)   37.1 (1.06x)   10.6 (4.08x)  *9.1 (4.51x)   9.2 (4.36x)    39.3
 //
-// Backward (composed from the same op; C = op(A)·op(B)):
+// Backward (composed from the same op, same variant; C = op(A)·op(B)):
 //   tA=F tB=F: dA = dC·Bᵀ          dB = Aᵀ·dC
 //   tA=F tB=T: dA = dC·B           dB = dCᵀ·A
 //   tA=T tB=F: dA = B·dCᵀ          dB = A·dC
 //   tA=T tB=T: dA = Bᵀ·dCᵀ         dB = dCᵀ·Aᵀ
-// With a shared 2-D b the batch is summed: folded into the product's K when a is untransposed, else a batched
-// product followed by sum over the batch axis.
+// A shared 2-D operand's gradient is summed over the batch: folded into the product's K when b is shared and a
+// untransposed (one [K, batch·M] x [batch·M, N] product), else a batched product then sum over the batch axis.
 import { ceilDiv, defineKernel, defineOp, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
 import { sum } from './reduce.js';
 
 type F64 = ref.F64;
 
-export const MATMUL_VARIANTS = ['naive', 'smem4x4', 'reg4x4', 'reg8x8', 'reg8x16', 'reg16x16'] as const;
+export const MATMUL_VARIANTS = ['naive', 'smem4x4', 'reg4x4', 'reg8x8', 'reg8x16'] as const;
 export type MatmulVariant = (typeof MATMUL_VARIANTS)[number];
 
 export interface MatmulOptions {
@@ -71,7 +92,6 @@ const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number
   reg4x4: [4, 4],
   reg8x8: [8, 8],
   reg8x16: [8, 16],
-  reg16x16: [16, 16],
 };
 
 function specTag(s: Spec): string {
@@ -97,8 +117,9 @@ function bindings(s: Spec): string {
 
 // ------------------------------------------------------------------ reg kernels: the WGSL generator
 /**
- * A register-tiled kernel: thread (x, y) of workgroup (wx, wy, batch) owns rows row0..row0+TM-1 and columns
- * col0..col0+TN-1 of C. The K loop reads, per 4 k: A as TM vec4s (along K, or 4 k x TM/4 vec4s along M when
+ * A register-tiled kernel: thread li of workgroup (x, y, z) sits at column li % wx, row li / wx of the
+ * workgroup's wx x 64/wx grid of threads and owns rows row0..row0+TM-1 and columns col0..col0+TN-1 of C for
+ * batch entry z / splits. The K loop reads, per 4 k: A as TM vec4s (along K, or 4 k x TM/4 vec4s along M when
  * transposed), B as TN vec4s likewise, then does 4·TM·TN scalar FMAs in k order.
  */
 function regWgsl(TM: number, TN: number, s: Spec): string {
@@ -333,13 +354,12 @@ function kernelFor(variant: MatmulVariant, s: Spec): Kernel {
   return k;
 }
 
-/** The default variant for a problem, from the measurements in the header. */
-export function pickVariant(M: number, N: number, K: number, batch = 1): MatmulVariant {
-  void K;
-  void batch;
-  // Small outputs: a 16x16 thread tile would leave most of the 2 cores idle; 8x8 keeps enough threads.
-  if (M * N <= 64 * 64) return 'reg8x8';
-  return 'reg8x16';
+/** The default variant for a problem (per batch entry: M x N), from the measurements in the header. */
+export function pickVariant(M: number, N: number): MatmulVariant {
+  // Small outputs (attention's 50x50 scores per batch entry): 8x8 leaves the fewest idle threads at the edges.
+  // Everything else measured (cubes, the Linear shapes and their weight gradients, scores against all items):
+  // 8x16 is best or within noise of the best.
+  return M * N <= 64 * 64 ? 'reg8x8' : 'reg8x16';
 }
 
 interface Dims {
@@ -380,12 +400,11 @@ function region(t: Tensor, byteOffset: number, byteLength: number): Bindable {
   return { buffer: t.buffer, byteOffset, byteLength, dtype: 'f32' };
 }
 
-
-// Split-K: a product with fewer than SPLIT_THREADS threads of work (a weight gradient such as
+// Split-K: a product with fewer than splitThreads threads of work (a weight gradient such as
 // [12800, 64]ᵀ x [12800, 256]: 64 threads = one workgroup = one of llvmpipe's cores) is cut along K into
-// slices of at least SPLIT_MIN_K, computed side by side and added up by a reduction (fixed order: deterministic).
-const SPLIT_THREADS = 256;
-const SPLIT_MIN_K = 256;
+// slices of at least splitMinK, computed side by side and added up by a reduction (fixed order: deterministic).
+// Mutable for benchmarks.
+export const MATMUL_TUNING = { splitThreads: 2048, splitMinK: 256 };
 
 /** C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). */
 function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant): Tensor {
@@ -413,7 +432,8 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   const maxBind = limits.maxStorageBufferBindingSize;
   const threads = batch * ceilDiv(M, TM) * ceilDiv(N, TN);
   let splits = 1;
-  if (reg && threads < SPLIT_THREADS && K >= 2 * SPLIT_MIN_K) splits = Math.min(ceilDiv(SPLIT_THREADS, threads), Math.floor(K / SPLIT_MIN_K));
+  const { splitThreads, splitMinK } = MATMUL_TUNING;
+  if (reg && threads < splitThreads && K >= 2 * splitMinK) splits = Math.min(ceilDiv(splitThreads, threads), Math.floor(K / splitMinK));
   const kChunk = splits > 1 ? ceilDiv(ceilDiv(K, splits), 4) * 4 : K; // a multiple of 4 (vec4 loads along K)
   splits = kChunk ? ceilDiv(K, kChunk) : 1;
   const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
@@ -490,7 +510,7 @@ const matmulOp = defineOp<Attrs>({
     if (ctx.recording) ctx.save(a!, b!);
     if (d.M === 0 || d.N === 0) return Tensor.empty(d.outShape); // [..., M, N], no elements
     if (d.K === 0) return zeros(d.outShape); // [..., M, N]
-    return launch(a!, b!, d, transA, transB, variant ?? pickVariant(d.M, d.N, d.K, d.batch)); // [..., M, N]
+    return launch(a!, b!, d, transA, transB, variant ?? pickVariant(d.M, d.N)); // [..., M, N]
   },
   backward(ctx, gy) {
     const [a, b] = ctx.saved as [Tensor, Tensor];

@@ -15,27 +15,44 @@
 //   score, or an equal score and a smaller id); the answer is ranked even when it is itself excluded; -1 when
 //   answer[b] is outside [0, V).
 //
-// Kernels:
-//   topk_exclude_bits   history CSR -> bit set hist [B, ceil(V/32)] u32. One thread per user (it alone writes its
-//                       row, so no atomics). Global excludeIds are a [ceil(V/32)] bit set built on the host.
-//   topk_{dot|euclid}_k{K}
-//                       One thread per (user, chunk of items); the items of a chunk are scored in increasing id
-//                       order, 4 per step (one load of the query element serves 4 table rows; the table rows
-//                       are the same for every thread of a workgroup, so they are broadcast/cached reads), and
-//                       kept in a private sorted top-K list (insertion, rarely taken once the list is full). The
-//                       score matrix is never written. The answer's score is computed by the same 4-wide step
-//                       on its aligned tile, so it is bit-identical to the score the scan sees.
-//                       Work: B*V*D multiply-adds (x3 for euclid's two tables); reads B*D + C*V*D per workgroup
-//                       (table rows from cache), writes B*C*K*2 + B*C.
-//   topk_merge          C > 1 chunks: merges each user's C sorted lists (one thread per user) and sums the
-//                       partial ranks. Skipped when C = 1.
-// Variants (chosen by bench/topk.bench.ts): chunks C (more threads for a real GPU; on llvmpipe 1-2 keep the
-// insertion work lowest) and the workgroup size (override WG).
-import { ceilDiv, defineKernel, ref, rt, Tensor, type Kernel } from '../engine/index.js';
+// Strategy: the [Bb, V] scores of a block of users go to a GPU scratch buffer that is never read back (at most
+// 16M floats: users are processed in blocks of a multiple of 64), then one thread per (user, chunk of items)
+// selects the top-K from it. Only [B, K] ids/scores and [B] ranks ever leave the GPU.
+//   Scores, dot:     this engine's matmul (query [Bb, D] x table [V, D]^T; register-tiled, vec4 loads).
+//   Scores, euclid:  topk_euclid_scores_v{W}: a register tile of 8 users x 8 items per thread, rows read as
+//                    vecW<f32> (W = widest of 4, 2, 1 dividing D), differences taken before squaring (no
+//                    |u|^2 - 2u.X + |X|^2 cancellation). Reads each u/m row ceil(V/64) times and each X/Q row
+//                    ceil(Bb/64) times (from cache), writes Bb*V.
+//   topk_exclude_bits    history CSR -> bit set hist [B, ceil(V/32)] u32. One thread per user (it alone writes its
+//                        row: no atomics). The global excludeIds bit set [ceil(V/32)] is built on the host.
+//   topk_select_k{K}     thread (user b, chunk c) reads its scores in increasing id order (one f32 load per item;
+//                        the bit words once per 32 items), counts the candidates before the answer, and keeps the
+//                        K best in an unordered buffer with its current worst entry: an item that beats the worst
+//                        replaces it, then one straight-line pass over the K slots finds the new worst (no loop,
+//                        constant indices). The buffer is sorted once at the end (odd-even transposition). The
+//                        answer's score is read from the same scratch, so the rank is consistent with the order.
+//                        Reads Bb*V scores + Bb*ceil(V/32) words, writes Bb*C*(2K + 1).
+//   topk_merge           C > 1: merges each user's C sorted lists (one thread per user), sums the partial ranks.
+// Why scratch and not scoring inside the selection thread (the first version, measured on llvmpipe here,
+// B=256 V=12103 D=64 K=20, interleaved runs on a loaded machine): a thread scoring its own user against 8 items
+// per step issues 9 vector loads per 32 products, the matmul's 16x16 register tile 32 per 1024, and on llvmpipe
+// every storage load is a per-lane scalar loop whatever the address pattern. In-kernel scan 110-245 ms vs the
+// matmul alone 18-62 ms; the selection pass over the scratch adds ~4 ms (K=1) to ~35 ms (K=50). Selection by a
+// sorted list with a straight-line insertion pass was 2-3x slower at K=50 than the replace-the-worst buffer.
+// On a real GPU this is the usual GEMM + top-k selection; the scratch costs Bb*V*8 bytes of traffic.
+// llvmpipe caps the loop iterations of one invocation at 65,535 across all its loops (gallivm's
+// LP_MAX_TGSI_LOOP_ITERATIONS) and silently stops the loops there: a selection chunk is at most
+// 60,000 - 2K - K^2/2 items (more chunks otherwise; see maxChunkItems), and no kernel here loops per insertion.
+// Variants (bench/topk.bench.ts): chunks C (default 1 on a CPU adapter, more threads on a GPU) and the select
+// workgroup size (override WG).
+import { ceilDiv, defineKernel, noGrad, ref, rt, Tensor, type Kernel } from '../engine/index.js';
+import { matmul } from './matmul.js';
 
 type F64 = ref.F64;
 const MAX_K = 128;
 const MAX_CHUNKS = 64;
+/** Scratch scores per block of users (floats): 64 MB (the storage binding cap here is 128 MB). */
+const SCRATCH_FLOATS = 1 << 24;
 
 const BETTER = /* wgsl */ `
 // (s, i) comes before (t, j): higher score, then smaller id. NaN never comes before anything.
@@ -43,159 +60,184 @@ fn better(s: f32, i: u32, t: f32, j: u32) -> bool { return s > t || (s == t && i
 
 export type TopkMode = 'dot' | 'euclid';
 
-/** WGSL of `score_tile(b, i0) -> array<vec4<f32>, T/4>`: the scores of items i0 .. i0+T-1 for user b. */
-function scoreFn(mode: TopkMode, tile: number): string {
-  const q = tile / 4;
-  const G = Array.from({ length: q }, (_, g) => g);
-  const rows = Array.from({ length: tile }, (_, t) => `  let r${t} = min(i0 + ${t}u, last) * p.D;`).join('\n');
-  const vecOf = (tbl: string, g: number, d: string): string => `vec4<f32>(${[0, 1, 2, 3].map((j) => `${tbl}[r${4 * g + j} + ${d}]`).join(', ')})`;
-  // One d step; the d loop runs 4 steps per iteration (llvmpipe's loop budget, see the header).
-  const step =
-    mode === 'dot'
-      ? (d: string): string => `    { let x = query[qb + ${d}];\n${G.map((g) => `      acc${g} = acc${g} + x * ${vecOf('table', g, d)};`).join('\n')} }`
-      : (d: string): string =>
-          `    { let uu = u[qb + ${d}];\n      let mm = m[qb + ${d}];\n` +
-          G.map((g) => `      let dl${g} = uu - ${vecOf('X', g, d)};\n      let ds${g} = mm - ${vecOf('Q', g, d)};\n      sl${g} = sl${g} + dl${g} * dl${g};\n      ss${g} = ss${g} + ds${g} * ds${g};`).join('\n') +
-          ' }';
-  const init = mode === 'dot' ? G.map((g) => `  var acc${g} = vec4<f32>(0.0);`).join('\n') : G.map((g) => `  var sl${g} = vec4<f32>(0.0);\n  var ss${g} = vec4<f32>(0.0);`).join('\n');
-  const result = mode === 'dot' ? G.map((g) => `acc${g}`).join(', ') : G.map((g) => `-(p.alpha * sl${g} + (1.0 - p.alpha) * ss${g})`).join(', ');
-  return `// Scores of items i0 .. i0+${tile - 1} (rows past V-1 repeat the last row; the caller ignores them). The table
-// addresses are the same for every thread of a workgroup (uniform loads); the query element is loaded once
-// per d for ${tile} items.
-fn score_tile(b: u32, i0: u32) -> array<vec4<f32>, ${q}> {
-  let last = p.V - 1u;
-${rows}
-  let qb = b * p.D;
-${init}
-  let D4 = p.D & ~3u;
-  for (var d = 0u; d < D4; d = d + 4u) {
-${[0, 1, 2, 3].map((j) => step(j ? `d + ${j}u` : 'd')).join('\n')}
-  }
-  for (var d = D4; d < p.D; d = d + 1u) {
-${step('d')}
-  }
-  return array<vec4<f32>, ${q}>(${result});
-}`;
+/** Widest vector width (4, 2, 1) dividing D: rows are read as vecW<f32> (fewer, wider loads). */
+export function vecWidth(D: number): 1 | 2 | 4 {
+  return D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1;
 }
 
-/** Scan-kernel variants (bench/topk.bench.ts): items scored per step. */
-export const TOPK_TILES = [4, 8] as const;
-export type TopkTile = (typeof TOPK_TILES)[number];
-const DEFAULT_TILE: TopkTile = 8;
+const vecType = (w: number): string => (w === 1 ? 'f32' : `vec${w}<f32>`);
 
-/**
- * Longest chunk (items) one scan thread may take: llvmpipe stops every loop of an invocation once the loops
- * together have run 65,535 iterations (gallivm's LP_MAX_TGSI_LOOP_ITERATIONS, shared by all loops) and the
- * results are silently truncated. A thread runs 2K (list init and write-out) + (chunk/tile + 1) * (D/4 + 3)
- * iterations; keep that under 60,000.
- */
-export function maxChunkItems(D: number, K: number, tile: number): number {
-  const perTile = Math.floor(D / 4) + (D % 4) + 1;
-  return Math.max(0, Math.floor((60000 - 2 * K) / perTile) - 1) * tile;
-}
+// ------------------------------------------------------------------ euclid scores into the scratch
+const TU = 8; // users per thread
+const TI = 8; // items per thread (8 x 8: 128 accumulators; measured against 4x4, 4x8, 8x4, 16x8, 8x16)
+const EWX = 8; // threads across items
+const EWY = 8; // threads across users
 
-const scanKernels = new Map<string, Kernel>();
-function scanKernel(mode: TopkMode, K: number, tile: TopkTile): Kernel {
-  const name = tile === DEFAULT_TILE ? `topk_${mode}_k${K}` : `topk_${mode}_k${K}_t${tile}`;
-  let k = scanKernels.get(name);
+const euclidKernels = new Map<number, Kernel>();
+function euclidScoresKernel(w: number): Kernel {
+  let k = euclidKernels.get(w);
   if (k) return k;
-  const inputs =
-    mode === 'dot'
-      ? `@group(0) @binding(1) var<storage, read> query: array<f32>;   // [B, D]
-@group(0) @binding(2) var<storage, read> table: array<f32>;   // [V, D]`
-      : `@group(0) @binding(1) var<storage, read> u: array<f32>;       // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<f32>;       // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<f32>;       // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<f32>;       // [V, D]`;
-  // Insertion of (cs, ci) into the sorted list as straight-line compare-and-swap steps (a bubble pass): no
-  // loop (llvmpipe's loop budget), constant indices (the list stays in registers), no divergent branches.
-  const insert = Array.from(
-    { length: K },
-    (_, r) =>
-      `  { let os = ts[${r}]; let oi = ti[${r}]; let bt = better(cs, ci, os, oi);\n    ts[${r}] = select(os, cs, bt); ti[${r}] = select(oi, ci, bt); cs = select(cs, os, bt); ci = select(ci, oi, bt); }`,
-  ).join('\n');
-  const slots = Array.from({ length: tile }, (_, t) => `    consider(st[${t >> 2}][${t & 3}], i0 + ${t}u, end, hb);`).join('\n');
+  const vt = vecType(w);
+  const U = Array.from({ length: TU }, (_, j) => j);
+  const I = Array.from({ length: TI }, (_, j) => j);
+  const sq = (x: string): string => (w === 1 ? `${x} * ${x}` : `dot(${x}, ${x})`);
   k = defineKernel({
-    name,
+    name: `topk_euclid_scores_v${w}`,
     wgsl: /* wgsl */ `
-// Top-${K} of ${mode} scores per (user b, chunk c of items), plus the partial rank of the answer.
-// Thread (b, c) scans items [c*chunk, min(V, (c+1)*chunk)) in increasing order, ${tile} per step.
+// S[b - b0, i] = -(alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2) for users b0 .. b0+Bb-1.
+// Each thread: ${TU} users x ${TI} items in registers; rows as ${vt} (DW = D / ${w}). Edge rows are clamped on
+// load and skipped on store.
+struct Params { Bb: u32, b0: u32, V: u32, DW: u32, alpha: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> u: array<${vt}>;         // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<${vt}>;         // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<${vt}>;         // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<${vt}>;         // [V, D]
+@group(0) @binding(5) var<storage, read_write> S: array<f32>;     // [Bb, V] scratch
+@compute @workgroup_size(${EWX}, ${EWY})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let bl0 = (wid.y * ${EWY}u + lid.y) * ${TU}u; // first local user
+  let i0 = (wid.x * ${EWX}u + lid.x) * ${TI}u;  // first item
+${U.map((j) => `  let ub${j} = (p.b0 + min(bl0 + ${j}u, p.Bb - 1u)) * p.DW;`).join('\n')}
+${I.map((j) => `  let xr${j} = min(i0 + ${j}u, p.V - 1u) * p.DW;`).join('\n')}
+${U.map((a) => I.map((b) => `  var l${a}_${b} = 0.0;
+  var s${a}_${b} = 0.0;`).join('\n')).join('\n')}
+  for (var d = 0u; d < p.DW; d = d + 1u) {
+${U.map((j) => `    let u${j} = u[ub${j} + d];\n    let m${j} = m[ub${j} + d];`).join('\n')}
+${I.map((b) => `    { let x = X[xr${b} + d];
+      let q = Q[xr${b} + d];
+${U.map((a) => `      let dl${a} = u${a} - x;
+      let ds${a} = m${a} - q;
+      l${a}_${b} = l${a}_${b} + ${sq(`dl${a}`)};
+      s${a}_${b} = s${a}_${b} + ${sq(`ds${a}`)};`).join('\n')} }`).join('\n')}
+  }
+${U.map((a) => `  if (bl0 + ${a}u < p.Bb) {
+${I.map((b) => `    if (i0 + ${b}u < p.V) { S[(bl0 + ${a}u) * p.V + i0 + ${b}u] = -(p.alpha * l${a}_${b} + (1.0 - p.alpha) * s${a}_${b}); }`).join('\n')}
+  }`).join('\n')}
+}`,
+    grid: ({ Bb, V }) => [ceilDiv(V!, EWX * TI), ceilDiv(Bb!, EWY * TU)],
+    minSizes: ({ Bb, V }) => ({ S: Bb! * V! }),
+  });
+  euclidKernels.set(w, k);
+  return k;
+}
+
+// ------------------------------------------------------------------ selection
+/**
+ * Longest chunk (items) one select thread may scan: llvmpipe stops all loops of an invocation after 65,535
+ * iterations in total (see the header). A thread loops once per item, 2K times (list init, write-out) and
+ * K^2/2 times (the final sort).
+ */
+export function maxChunkItems(K: number): number {
+  return 60000 - 2 * K - Math.ceil((K * K) / 2);
+}
+
+const selectKernels = new Map<number, Kernel>();
+function selectKernel(K: number): Kernel {
+  let k = selectKernels.get(K);
+  if (k) return k;
+  // After a replacement: find the new worst entry (the one that comes last in the order) with straight-line
+  // compares at constant indices (no loop: llvmpipe's loop budget).
+  const worst = Array.from(
+    { length: K - 1 },
+    (_, j) => `        { let s = ts[${j + 1}]; let id = ti[${j + 1}]; let wr = better(ws, wi, s, id); ws = select(ws, s, wr); wi = select(wi, id, wr); wk = select(wk, ${j + 1}u, wr); }`,
+  ).join('\n');
+  k = defineKernel({
+    name: `topk_select_k${K}`,
+    wgsl: /* wgsl */ `
+// Top-${K} of the scratch scores per (user b of the block, chunk c of items), plus the partial rank of the answer.
+// Thread (b, c) reads items [c*chunk, min(V, (c+1)*chunk)) in increasing order.
 const K = ${K}u;
 override WG: u32 = 64u;
-struct Params { B: u32, V: u32, D: u32, W: u32, C: u32, chunk: u32, alpha: f32, ninf: f32, has_hist: u32, zero_hist: u32, has_answer: u32 }
+struct Params { Bb: u32, b0: u32, V: u32, W: u32, C: u32, chunk: u32, ninf: f32, has_hist: u32, zero_hist: u32, has_answer: u32, direct: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-${inputs}
-@group(0) @binding(5) var<storage, read> hist: array<u32>;         // [B, W] history bit sets ([1] if none)
-@group(0) @binding(6) var<storage, read> glob: array<u32>;         // [W] globally excluded ids
-@group(0) @binding(7) var<storage, read> answer: array<i32>;       // [B] ([1] if none)
-@group(0) @binding(8) var<storage, read_write> out_s: array<f32>;  // [B, C, K]
-@group(0) @binding(9) var<storage, read_write> out_i: array<i32>;  // [B, C, K]
-@group(0) @binding(10) var<storage, read_write> out_r: array<i32>; // [B, C]
-var<private> ts: array<f32, K>;   // this thread's top-K scores, best first
-var<private> ti: array<u32, K>;   // their ids (0xffffffff = empty slot)
-var<private> sa: f32;             // the answer's score
-var<private> ia: u32;             // the answer's id (0xffffffff = no answer)
-var<private> cnt: u32;            // candidates before the answer
+@group(0) @binding(1) var<storage, read> S: array<f32>;            // [Bb, V] scratch scores
+@group(0) @binding(2) var<storage, read> hist: array<u32>;         // [B, W] history bit sets ([1] if none)
+@group(0) @binding(3) var<storage, read> glob: array<u32>;         // [W] globally excluded ids
+@group(0) @binding(4) var<storage, read> answer: array<i32>;       // [B] ([1] if none)
+@group(0) @binding(5) var<storage, read_write> out_s: array<f32>;  // direct: [B, K] (rows b0..); else [Bb, C, K]
+@group(0) @binding(6) var<storage, read_write> out_i: array<i32>;  // same layout as out_s
+@group(0) @binding(7) var<storage, read_write> out_r: array<i32>;  // direct: [B]; else [Bb, C]
 ${BETTER}
-${scoreFn(mode, tile)}
 fn bit(words: u32, i: u32) -> u32 { return (words >> (i & 31u)) & 1u; }
-fn consider(s0: f32, i: u32, end: u32, hb: u32) {
-  if (i >= end) { return; }
-  let w = i >> 5u;
-  if (bit(glob[w], i) != 0u) { return; }
-  var cs = s0;
-  if (p.has_hist != 0u && bit(hist[hb + w], i) != 0u) {
-    if (p.zero_hist == 0u) { return; }
-    cs = 0.0;
-  }
-  if (better(cs, i, sa, ia)) { cnt = cnt + 1u; }
-  if (!better(cs, i, ts[K - 1u], ti[K - 1u])) { return; }
-  var ci = i;
-${insert}
-}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  // No early return: threads past B compute user B-1 and skip the writes, so control flow (and the table
-  // addresses) stay uniform across the workgroup.
-  let b0 = wid.x * WG + lid.x;
-  let b = min(b0, p.B - 1u);
+  // No early return: threads past the block read its last user and skip the writes (uniform control flow).
+  let bl0 = wid.x * WG + lid.x;
+  let bl = min(bl0, p.Bb - 1u);
+  let b = p.b0 + bl;
   let c = wid.y;
-  for (var r = 0u; r < K; r = r + 1u) { ts[r] = p.ninf; ti[r] = 0xffffffffu; }
+  let row = bl * p.V;
   let hb = b * p.W;
-  // The answer's score, from the same step the scan uses on the answer's aligned tile (bit-identical).
-  ia = 0xffffffffu;
-  sa = 0.0;
-  cnt = 0u;
+  var ts: array<f32, K>;   // the K best so far, unordered (sorted at the end)
+  var ti: array<u32, K>;   // their ids (0xffffffff = empty slot)
+  for (var r = 0u; r < K; r = r + 1u) { ts[r] = p.ninf; ti[r] = 0xffffffffu; }
+  var ws = p.ninf;         // the worst of them (the one a better item replaces)
+  var wi = 0xffffffffu;
+  var wk = 0u;             // its slot
+  var sa = 0.0;
+  var ia = 0xffffffffu;
   if (p.has_answer != 0u) {
     let a = answer[b];
     if (a >= 0 && u32(a) < p.V) {
       ia = u32(a);
-      let t0 = ia & ~${tile - 1}u;
-      let st = score_tile(b, t0);
-      let k = ia - t0;
-      sa = st[k >> 2u][k & 3u];
+      sa = S[row + ia];
       if (p.has_hist != 0u && p.zero_hist != 0u && bit(hist[hb + (ia >> 5u)], ia) != 0u) { sa = 0.0; }
     }
   }
+  var cnt = 0u;
   let start = c * p.chunk;
   let end = min(p.V, start + p.chunk);
-  for (var i0 = start; i0 < end; i0 = i0 + ${tile}u) {
-    let st = score_tile(b, i0);
-${slots}
+  var gw = 0u;
+  var hw = 0u;
+  for (var i = start; i < end; i = i + 1u) {
+    if (i == start || (i & 31u) == 0u) {
+      gw = glob[i >> 5u];
+      hw = select(0u, hist[hb + (i >> 5u)], p.has_hist != 0u);
+    }
+    if (bit(gw, i) != 0u) { continue; }
+    var cs = S[row + i];
+    if (bit(hw, i) != 0u) {
+      if (p.zero_hist == 0u) { continue; }
+      cs = 0.0;
+    }
+    if (better(cs, i, sa, ia)) { cnt = cnt + 1u; }
+    if (better(cs, i, ws, wi)) {
+      ts[wk] = cs;
+      ti[wk] = i;
+      ws = ts[0];
+      wi = ti[0];
+      wk = 0u;
+${worst}
+    }
   }
-  if (b0 < p.B) {
-    let o = (b * p.C + c) * K;
+  // Sort the K entries best first: odd-even transposition sort, K passes (K^2/2 loop iterations).
+  for (var ps = 0u; ps < K; ps = ps + 1u) {
+    for (var j = ps & 1u; j + 1u < K; j = j + 2u) {
+      let s0 = ts[j];
+      let i0 = ti[j];
+      let s1 = ts[j + 1u];
+      let i1 = ti[j + 1u];
+      let sw = better(s1, i1, s0, i0);
+      ts[j] = select(s0, s1, sw);
+      ti[j] = select(i0, i1, sw);
+      ts[j + 1u] = select(s1, s0, sw);
+      ti[j + 1u] = select(i1, i0, sw);
+    }
+  }
+  if (bl0 < p.Bb) {
+    let o = select((bl * p.C + c) * K, b * K, p.direct != 0u);
     for (var r = 0u; r < K; r = r + 1u) {
       out_s[o + r] = ts[r];
       out_i[o + r] = bitcast<i32>(ti[r]);
     }
-    out_r[b * p.C + c] = select(-1, i32(cnt), ia != 0xffffffffu);
+    out_r[select(bl * p.C + c, b, p.direct != 0u)] = select(-1, i32(cnt), ia != 0xffffffffu);
   }
 }`,
-    grid: ({ B, C }, [wg]) => [ceilDiv(B!, wg), C!],
-    minSizes: ({ B, C, W }) => ({ glob: W!, out_s: B! * C! * K, out_i: B! * C! * K, out_r: B! * C! }),
+    grid: ({ Bb, C }, [wg]) => [ceilDiv(Bb!, wg), C!],
+    minSizes: ({ Bb, V, W }) => ({ S: Bb! * V!, glob: W! }),
   });
-  scanKernels.set(name, k);
+  selectKernels.set(K, k);
   return k;
 }
 
@@ -203,13 +245,13 @@ const mergeKernel = defineKernel({
   name: 'topk_merge',
   wgsl: /* wgsl */ `
 // Merge each user's C sorted top-K lists into one; rank = sum of the partial ranks (-1 stays -1).
-// One thread per user; C <= ${MAX_CHUNKS}.
-struct Params { B: u32, C: u32, K: u32, ninf: f32 }
+// One thread per user of the block (B here = the block's users); C <= ${MAX_CHUNKS}.
+struct Params { B: u32, C: u32, K: u32, b0: u32, ninf: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> in_s: array<f32>;         // [B, C, K]
-@group(0) @binding(2) var<storage, read> in_i: array<i32>;         // [B, C, K]
-@group(0) @binding(3) var<storage, read> in_r: array<i32>;         // [B, C]
-@group(0) @binding(4) var<storage, read_write> out_s: array<f32>;  // [B, K]
+@group(0) @binding(1) var<storage, read> in_s: array<f32>;         // [Bb, C, K] (users b0 .. b0+Bb-1)
+@group(0) @binding(2) var<storage, read> in_i: array<i32>;         // [Bb, C, K]
+@group(0) @binding(3) var<storage, read> in_r: array<i32>;         // [Bb, C]
+@group(0) @binding(4) var<storage, read_write> out_s: array<f32>;  // [B, K] (rows b0 ..)
 @group(0) @binding(5) var<storage, read_write> out_i: array<i32>;  // [B, K]
 @group(0) @binding(6) var<storage, read_write> out_r: array<i32>;  // [B]
 ${BETTER}
@@ -230,8 +272,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       let i = bitcast<u32>(in_i[o]);
       if (!found || better(s, i, bs, bi)) { found = true; bc = c; bs = s; bi = i; }
     }
-    out_s[b * p.K + r] = bs;
-    out_i[b * p.K + r] = bitcast<i32>(bi);
+    out_s[(p.b0 + b) * p.K + r] = bs;
+    out_i[(p.b0 + b) * p.K + r] = bitcast<i32>(bi);
     pos[bc] = pos[bc] + 1u;
   }
   var rank = 0;
@@ -240,10 +282,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     if (v < 0) { rank = -1; break; }
     rank = rank + v;
   }
-  out_r[b] = rank;
+  out_r[p.b0 + b] = rank;
 }`,
   grid: ({ B }) => [ceilDiv(B!, 64)],
-  minSizes: ({ B, C, K }) => ({ in_s: B! * C! * K!, in_i: B! * C! * K!, in_r: B! * C!, out_s: B! * K!, out_i: B! * K!, out_r: B! }),
+  minSizes: ({ B, C, K, b0 }) => ({ in_s: B! * C! * K!, in_i: B! * C! * K!, in_r: B! * C!, out_s: (b0! + B!) * K!, out_i: (b0! + B!) * K! }),
 });
 
 const bitsKernel = defineKernel({
@@ -276,6 +318,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 
 type IntArray = Int32Array | Uint32Array | readonly number[];
 
+
 export interface TopkOptions {
   /** 'dot' (S3-Rec) or 'euclid' (AttRec); must match the query/table forms. */
   mode: TopkMode;
@@ -296,10 +339,10 @@ export interface TopkOptions {
   answer?: Tensor | IntArray;
   /** Item chunks per user (parallelism; default from the adapter, see defaultChunks). */
   chunks?: number;
-  /** Workgroup size of the scan kernel (default 64). */
+  /** Workgroup size of the select kernel (default 64). */
   workgroupSize?: number;
-  /** Items scored per step of the scan kernel (variant; default 8). */
-  tile?: TopkTile;
+  /** Users per scratch block (default: as many as fit 16M scores, a multiple of 64). */
+  blockUsers?: number;
 }
 
 export interface TopkResult {
@@ -312,9 +355,9 @@ export interface TopkResult {
 }
 
 /**
- * Item chunks per user: enough (user, chunk) threads to fill the device, but chunks of at least 4K items so
- * the private top-K insertions stay rare. A CPU adapter (llvmpipe) runs 8-lane SIMD per core and is full with
- * a few hundred threads.
+ * Item chunks per user for the selection: enough (user, chunk) threads to fill the device, but chunks of at
+ * least 4K items so the top-K insertions stay rare. A CPU adapter (llvmpipe) runs 8-lane SIMD per core and is
+ * full with a few hundred threads.
  */
 export function defaultChunks(B: number, V: number, K: number, cpu: boolean): number {
   const targetThreads = cpu ? 256 : 16384;
@@ -349,17 +392,16 @@ export function topkScores(opts: TopkOptions): TopkResult {
   const { mode, k: K } = opts;
   const q = opts.query;
   const tb = opts.table;
-  const bind: Record<string, Tensor> = {};
   let B: number;
   let D: number;
   let V: number;
+  let inputs: Tensor[];
   if (mode === 'dot') {
     if (!(q instanceof Tensor) || !(tb instanceof Tensor)) throw new Error(`topk: mode 'dot' takes query: Tensor [B, D] and table: Tensor [V, D]`);
     if (q.ndim !== 2 || tb.ndim !== 2 || q.shape[1] !== tb.shape[1]) throw new Error(`topk: query ${q.describe()} and table ${tb.describe()} must be [B, D] and [V, D]`);
     [B, D] = q.shape as [number, number];
     V = tb.shape[0]!;
-    bind.query = q;
-    bind.table = tb;
+    inputs = [q, tb];
   } else if (mode === 'euclid') {
     if (q instanceof Tensor || tb instanceof Tensor) throw new Error(`topk: mode 'euclid' takes query: { u, m } and table: { X, Q }`);
     const { u, m } = q;
@@ -369,23 +411,24 @@ export function topkScores(opts: TopkOptions): TopkResult {
     }
     [B, D] = u.shape as [number, number];
     V = X.shape[0]!;
-    Object.assign(bind, { u, m, X, Q });
+    inputs = [u, m, X, Q];
   } else throw new Error(`topk: unknown mode '${String(mode)}'`);
-  for (const [n, t] of Object.entries(bind)) if (t.dtype !== 'f32') throw new Error(`topk: ${n} must be f32, got ${t.describe()}`);
+  for (const t of inputs) if (t.dtype !== 'f32') throw new Error(`topk: inputs must be f32, got ${t.describe()}`);
   if (!Number.isInteger(K) || K < 1 || K > MAX_K) throw new Error(`topk: k = ${K} must be an integer in [1, ${MAX_K}]`);
   if (B === 0 || D === 0 || V === 0) throw new Error(`topk: empty input (B=${B}, D=${D}, V=${V})`);
+  if (V > SCRATCH_FLOATS / 64) throw new Error(`topk: V = ${V} is over ${SCRATCH_FLOATS / 64} (64 users' scores must fit one scratch binding)`);
   const lengthOf = (x: IntArray | Tensor): number => (x instanceof Tensor ? x.size : x.length);
   if (opts.exclude && lengthOf(opts.exclude.offsets) !== B + 1) throw new Error(`topk: exclude.offsets has ${lengthOf(opts.exclude.offsets)} entries, needs B + 1 = ${B + 1}`);
   if (opts.answer !== undefined && lengthOf(opts.answer) !== B) throw new Error(`topk: answer has ${lengthOf(opts.answer)} entries, needs B = ${B}`);
-  const tile = opts.tile ?? DEFAULT_TILE;
-  if (!TOPK_TILES.includes(tile)) throw new Error(`topk: tile = ${tile} must be one of ${TOPK_TILES.join(', ')}`);
-  const maxChunk = maxChunkItems(D, K, tile);
-  const minC = maxChunk > 0 ? Math.ceil(V / maxChunk) : Infinity;
-  if (minC > MAX_CHUNKS) throw new Error(`topk: D = ${D} and V = ${V} need more than ${MAX_CHUNKS} item chunks under llvmpipe's loop budget`);
+  const minC = Math.ceil(V / maxChunkItems(K));
   const C0 = Math.max(opts.chunks ?? defaultChunks(B, V, K, isCpuAdapter()), minC);
   if (!Number.isInteger(C0) || C0 < 1 || C0 > MAX_CHUNKS) throw new Error(`topk: chunks = ${C0} must be an integer in [1, ${MAX_CHUNKS}]`);
-  const chunk = Math.ceil(Math.ceil(V / C0) / tile) * tile; // a multiple of the tile: tiles stay aligned
+  const chunk = Math.ceil(V / C0);
   const C = Math.ceil(V / chunk);
+  // Users per block: the block's [Bb, V] scratch stays within one binding.
+  const maxBb = Math.floor(SCRATCH_FLOATS / V / 64) * 64;
+  const Bb = Math.min(B, maxBb, opts.blockUsers ?? maxBb);
+  if (!Number.isInteger(Bb) || Bb < 1) throw new Error(`topk: blockUsers = ${opts.blockUsers} must be a positive integer`);
   const W = ceilDiv(V, 32);
   const owned: Tensor[] = [];
   const own = <T extends Tensor>(t: T): T => (owned.push(t), t);
@@ -414,35 +457,58 @@ export function topkScores(opts: TopkOptions): TopkResult {
     const ids = Tensor.empty([B, K], 'i32'); // [B, K]
     const scores = Tensor.empty([B, K]); // [B, K]
     const rank = opts.answer !== undefined ? Tensor.empty([B], 'i32') : null; // [B]
-    const single = C === 1;
-    const outS = single ? scores : own(Tensor.empty([B, C, K])); // [B, C, K]
-    const outI = single ? ids : own(Tensor.empty([B, C, K], 'i32')); // [B, C, K]
-    const outR = single && rank ? rank : own(Tensor.empty([B, C], 'i32')); // [B, C]
-    scanKernel(mode, K, tile).run(
-      { ...bind, hist, glob, answer, out_s: outS, out_i: outI, out_r: outR },
-      {
-        B,
-        V,
-        D,
-        W,
-        C,
-        chunk,
-        alpha: opts.alpha ?? 0.2,
-        ninf: -Infinity,
-        has_hist: opts.exclude ? 1 : 0,
-        zero_hist: opts.historyMode === 'zero' ? 1 : 0,
-        has_answer: rank ? 1 : 0,
-      },
-      opts.workgroupSize ? { overrides: { WG: opts.workgroupSize } } : {},
-    );
-    if (!single) {
-      const r = rank ?? own(Tensor.empty([B], 'i32')); // [B] unused
-      mergeKernel.run({ in_s: outS, in_i: outI, in_r: outR, out_s: scores, out_i: ids, out_r: r }, { B, C, K, ninf: -Infinity });
+    const rankOut = rank ?? own(Tensor.empty([B], 'i32')); // [B]
+    const direct = C === 1;
+    const partS = direct ? null : own(Tensor.empty([Bb, C, K])); // [Bb, C, K]
+    const partI = direct ? null : own(Tensor.empty([Bb, C, K], 'i32')); // [Bb, C, K]
+    const partR = direct ? null : own(Tensor.empty([Bb, C], 'i32')); // [Bb, C]
+    const w = vecWidth(D);
+    for (let b0 = 0; b0 < B; b0 += Bb) {
+      const nb = Math.min(Bb, B - b0);
+      const S = blockScores(mode, inputs, b0, nb, B, D, V, w, opts.alpha ?? 0.2); // [nb, V] scratch
+      selectKernel(K).run(
+        { S, hist, glob, answer, out_s: partS ?? scores, out_i: partI ?? ids, out_r: partR ?? rankOut },
+        {
+          Bb: nb,
+          b0,
+          V,
+          W,
+          C,
+          chunk,
+          ninf: -Infinity,
+          has_hist: opts.exclude ? 1 : 0,
+          zero_hist: opts.historyMode === 'zero' ? 1 : 0,
+          has_answer: rank ? 1 : 0,
+          direct: direct ? 1 : 0,
+        },
+        opts.workgroupSize ? { overrides: { WG: opts.workgroupSize } } : {},
+      );
+      S.dispose();
+      if (!direct) mergeKernel.run({ in_s: partS!, in_i: partI!, in_r: partR!, out_s: scores, out_i: ids, out_r: rankOut }, { B: nb, C, K, b0, ninf: -Infinity });
     }
     return { ids, scores, rank };
   } finally {
     for (const t of owned) t.dispose();
   }
+}
+
+/** Scores of users b0 .. b0+nb-1 against every item: a [nb, V] scratch tensor. */
+function blockScores(mode: TopkMode, inputs: Tensor[], b0: number, nb: number, B: number, D: number, V: number, w: number, alpha: number): Tensor {
+  if (mode === 'dot') {
+    const [q, table] = inputs as [Tensor, Tensor];
+    return noGrad(() => {
+      if (nb === B) return matmul(q, table, { transB: true }); // [B, V]
+      const qb = Tensor.empty([nb, D]); // [nb, D]: the block's query rows
+      rt().queue.copy(q.buffer, q.byteOffset + b0 * D * 4, qb.buffer, 0, nb * D * 4);
+      const S = matmul(qb, table, { transB: true }); // [nb, V]
+      qb.dispose();
+      return S;
+    });
+  }
+  const [u, m, X, Q] = inputs as [Tensor, Tensor, Tensor, Tensor];
+  const S = Tensor.empty([nb, V]); // [nb, V]
+  euclidScoresKernel(w).run({ u, m, X, Q, S }, { Bb: nb, b0, V, DW: D / w, alpha });
+  return S;
 }
 
 // ------------------------------------------------------------------ float64 reference

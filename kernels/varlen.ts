@@ -207,7 +207,7 @@ export function lastRows(x: Tensor, pb: PackedBatch): Tensor {
 
 // ------------------------------------------------------------------ float64 reference
 /** out[m] = index[m] >= 0 ? x[index[m]] : 0, rows of C. */
-export function refGatherRows(x: F64, index: ArrayLike<number>, outShape: number[]): F64 {
+export function refInjectiveGather(x: F64, index: ArrayLike<number>, outShape: number[]): F64 {
   const C = x.shape[x.shape.length - 1]!;
   const out = new Float64Array(index.length * C);
   for (let m = 0; m < index.length; m++) {

@@ -14,7 +14,7 @@ import {
   refAttentionVarlenGrad,
   type AttentionOptions,
 } from '../kernels/attention_masked.js';
-import { lastRows, packBatch, packRows, planPack, refGatherRows, unpackRows } from '../kernels/varlen.js';
+import { lastRows, packBatch, packRows, planPack, refInjectiveGather, unpackRows } from '../kernels/varlen.js';
 import { checkOp, describeGpu, expectClose, upload, type F64 } from './harness.js';
 
 /** Left-padded ids [B, L]: sequence b has lens[b] real ids (1..9) in the last slots. */
@@ -251,11 +251,11 @@ describeGpu('attention_varlen', () => {
       const vk = reshape(packRows(xk, pb), [pb.T, H, D]);
       const vv = reshape(packRows(xv, pb), [pb.T, H, D]);
       const vo = attentionVarlen(vq, vk, vv, pb, opts); // [T, H, D]
-      const gyPacked = refGatherRows({ data: Float64Array.from(gyPad), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H, D]);
+      const gyPacked = refInjectiveGather({ data: Float64Array.from(gyPad), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H, D]);
       backward(vo, upload(gyPacked));
       // compare on real rows: padded output rows at padIndex vs varlen rows
       const real = (a: Float32Array): Float64Array =>
-        refGatherRows({ data: Float64Array.from(a), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H * D]).data;
+        refInjectiveGather({ data: Float64Array.from(a), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H * D]).data;
       const tol = { atol: 1e-5, rtol: 1e-4 };
       expectClose(`varlen fwd ${JSON.stringify(opts)}`, await vo.toArray(), real(fromBHLD(await po.toArray())), tol);
       // gradients: the varlen path's packRows backward scatters into [B, L, H*D] (zeros on pads)
@@ -272,6 +272,16 @@ describeGpu('attention_varlen', () => {
     }
     pb.dispose();
     await sync();
+  });
+
+  it('an all-padding batch packs to T = 0 tokens and attends to nothing', async () => {
+    const pb = packBatch([0, 0, 0, 0, 0, 0], 2, 3);
+    expect(pb.T).toBe(0);
+    const z = Tensor.empty([0, 2, 4]); // [T = 0, H, D]
+    const out = noGrad(() => attentionVarlen(z, z, z, pb, FT));
+    expect(out.shape).toEqual([0, 2, 4]);
+    for (const t of [out, z]) t.dispose();
+    pb.dispose();
   });
 
   it('pack / unpack / last rows and their gradients', async () => {
@@ -296,8 +306,8 @@ describeGpu('attention_varlen', () => {
       name: 'varlen last rows',
       inputs: [{ shape: [pb.T, C] }],
       run: ([x]) => lastRows(x!, pb),
-      ref: ([x]) => refGatherRows(x!, pb.plan.last, [B, C]),
-      refGrad: (_xs, gy) => [refGatherRows(gy, pb.plan.lastInverse, [pb.T, C])],
+      ref: ([x]) => refInjectiveGather(x!, pb.plan.last, [B, C]),
+      refGrad: (_xs, gy) => [refInjectiveGather(gy, pb.plan.lastInverse, [pb.T, C])],
     });
     expect(() => planPack([0, 1, 0, 2], 1, 4)).toThrow(/left padding/);
     pb.dispose();

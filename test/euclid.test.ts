@@ -57,10 +57,12 @@ describeGpu('euclid_score', () => {
     await run({ B: 5, N: 3, D: 11, V: 7, alpha: 0 });
     await run({ B: 5, N: 3, D: 11, V: 7, alpha: 1 });
   });
-  it('gradient subsets (only X; only u and m; only Q)', async () => {
-    await run({ B: 11, N: 3, D: 17, V: 23, grads: [false, false, true, false] });
-    await run({ B: 11, N: 3, D: 17, V: 23, grads: [true, true, false, false] });
-    await run({ B: 11, N: 3, D: 17, V: 23, grads: [false, true, false, true] });
+  it('gradient subsets (only X; only u and m; only m and Q) at each vector width (D = 17, 18, 20)', async () => {
+    for (const D of [17, 18, 20]) {
+      await run({ B: 11, N: 3, D, V: 23, grads: [false, false, true, false] });
+      await run({ B: 11, N: 3, D, V: 23, grads: [true, true, false, false] });
+      await run({ B: 11, N: 3, D, V: 23, grads: [false, true, false, true] });
+    }
   });
   it('magnitudes +-1000 (B=17, N=3, D=150, V=31)', () =>
     run({

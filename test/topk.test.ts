@@ -211,12 +211,12 @@ describeGpu('topk', () => {
     await compare('answers (tensors)', d, { k: 5, alpha: 0.5, exclude: hist, excludeIds: [0], answer: ans, excludeAsTensors: true });
   });
 
-  it('chunked scans + merge give the same result for every chunk count (1, 2, 3, 7, 64) and tile (4, 8)', async () => {
+  it('chunked selection + merge give the same result for every chunk count (1, 2, 3, 7, 64)', async () => {
     const B = 31;
     const V = 257;
     const d = makeData('dot', B, V, 6, 18, { ints: 1, dupRows: true });
     const base: Extra = { k: 9, exclude: makeHistory(B, V, 19, 40), excludeIds: [0], answer: answers(B, V, 20) };
-    for (const chunks of [1, 2, 3, 7, 64]) for (const tile of [4, 8] as const) await compare(`chunks=${chunks} tile=${tile}`, d, { ...base, chunks, tile });
+    for (const chunks of [1, 2, 3, 7, 64]) await compare(`chunks=${chunks}`, d, { ...base, chunks });
   });
 
   it('users around the workgroup size (B = 63, 64, 65) and workgroup sizes 32 / 64 / 128', async () => {
@@ -243,14 +243,20 @@ describeGpu('topk', () => {
     await compare('ML-100k', dm, { k: 50, alpha: 0.2, excludeIds: [0], exclude: makeHistory(7, 1683, 44, 200), answer: answers(7, 1683, 45) }, 1e-6);
   });
 
-  it("long scans stay inside llvmpipe's loop budget (65,535 loop iterations per invocation)", async () => {
-    // One chunk of 1683 items at D=150 with 4 items per step once ran ~64K d-loop iterations, and llvmpipe
-    // silently cut the loops short (items past ~1584 were never seen).
-    const d1 = makeData('euclid', 64, 1683, 150, 50, { range: 0.1 });
-    await compare('ML-100k one chunk tile 4', d1, { k: 50, alpha: 0.2, chunks: 1, tile: 4, answer: answers(64, 1683, 51) }, 1e-5);
-    // D=150 over 12,103 items needs 2 chunks even when 1 is asked for.
-    const d2 = makeData('euclid', 3, 12103, 150, 52, { range: 0.1 });
-    await compare('V=12103 D=150', d2, { k: 50, alpha: 0.2, chunks: 1, answer: answers(3, 12103, 53) }, 1e-5);
+  it('users in several scratch blocks (B = 67, 16 per block; dot and euclid, chunked too)', async () => {
+    for (const mode of ['dot', 'euclid'] as const) {
+      const d = makeData(mode, 67, 131, mode === 'dot' ? 12 : 6, 60, { ints: 2, dupRows: true });
+      const x: Extra = { k: 7, alpha: 0.5, exclude: makeHistory(67, 131, 61, 20), excludeIds: [0], answer: answers(67, 131, 62), blockUsers: 16 };
+      await compare(`${mode} blocks`, d, x);
+      await compare(`${mode} blocks chunked`, d, { ...x, chunks: 3 });
+    }
+  });
+
+  it("long catalogues stay inside llvmpipe's loop budget (65,535 loop iterations per invocation)", async () => {
+    // llvmpipe silently stops an invocation's loops after 65,535 iterations in total: one selection chunk of
+    // 70,001 items would lose its tail, so the op splits it (2 chunks here although 1 is asked for).
+    const d = makeData('dot', 3, 70001, 1, 63, { ints: 1000 });
+    await compare('V=70001', d, { k: 5, chunks: 1, answer: [70000, 1, 65000], excludeIds: [0] });
   });
 
   it('rejects bad arguments', () => {
