@@ -19,7 +19,7 @@
 // 16M floats: users are processed in blocks of a multiple of 64), then one thread per (user, chunk of items)
 // selects the top-K from it. Only [B, K] ids/scores and [B] ranks ever leave the GPU.
 //   Scores, dot:     this engine's matmul (query [Bb, D] x table [V, D]^T; register-tiled, vec4 loads).
-//   Scores, euclid:  topk_euclid_scores_v{W}: a register tile of 8 users x 8 items per thread, rows read as
+//   Scores, euclid:  topk_euclid_scores[_vecW]: a register tile of 8 users x 8 items per thread, rows read as
 //                    vecW<f32> (W = widest of 4, 2, 1 dividing D), differences taken before squaring (no
 //                    |u|^2 - 2u.X + |X|^2 cancellation). Reads each u/m row ceil(V/64) times and each X/Q row
 //                    ceil(Bb/64) times (from cache), writes Bb*V.
@@ -66,6 +66,8 @@ export function vecWidth(D: number): 1 | 2 | 4 {
 }
 
 const vecType = (w: number): string => (w === 1 ? 'f32' : `vec${w}<f32>`);
+/** Generated WGSL: one line (or block) per index. */
+const lines = (xs: number[], f: (x: number) => string): string => xs.map(f).join('\n');
 
 // ------------------------------------------------------------------ euclid scores into the scratch
 const TU = 8; // users per thread
@@ -82,7 +84,7 @@ function euclidScoresKernel(w: number): Kernel {
   const I = Array.from({ length: TI }, (_, j) => j);
   const sq = (x: string): string => (w === 1 ? `${x} * ${x}` : `dot(${x}, ${x})`);
   k = defineKernel({
-    name: `topk_euclid_scores_v${w}`,
+    name: `topk_euclid_scores${w === 1 ? "" : `_vec${w}`}`,
     wgsl: /* wgsl */ `
 // S[b - b0, i] = -(alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2) for users b0 .. b0+Bb-1.
 // Each thread: ${TU} users x ${TI} items in registers; rows as ${vt} (DW = D / ${w}). Edge rows are clamped on
@@ -98,22 +100,14 @@ struct Params { Bb: u32, b0: u32, V: u32, DW: u32, alpha: f32 }
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let bl0 = (wid.y * ${EWY}u + lid.y) * ${TU}u; // first local user
   let i0 = (wid.x * ${EWX}u + lid.x) * ${TI}u;  // first item
-${U.map((j) => `  let ub${j} = (p.b0 + min(bl0 + ${j}u, p.Bb - 1u)) * p.DW;`).join('\n')}
-${I.map((j) => `  let xr${j} = min(i0 + ${j}u, p.V - 1u) * p.DW;`).join('\n')}
-${U.map((a) => I.map((b) => `  var l${a}_${b} = 0.0;
-  var s${a}_${b} = 0.0;`).join('\n')).join('\n')}
+${lines(U, (j) => `  let ub${j} = (p.b0 + min(bl0 + ${j}u, p.Bb - 1u)) * p.DW;`)}
+${lines(I, (j) => `  let xr${j} = min(i0 + ${j}u, p.V - 1u) * p.DW;`)}
+${lines(U, (a) => lines(I, (b) => `  var l${a}_${b} = 0.0;\n  var s${a}_${b} = 0.0;`))}
   for (var d = 0u; d < p.DW; d = d + 1u) {
-${U.map((j) => `    let u${j} = u[ub${j} + d];\n    let m${j} = m[ub${j} + d];`).join('\n')}
-${I.map((b) => `    { let x = X[xr${b} + d];
-      let q = Q[xr${b} + d];
-${U.map((a) => `      let dl${a} = u${a} - x;
-      let ds${a} = m${a} - q;
-      l${a}_${b} = l${a}_${b} + ${sq(`dl${a}`)};
-      s${a}_${b} = s${a}_${b} + ${sq(`ds${a}`)};`).join('\n')} }`).join('\n')}
+${lines(U, (j) => `    let u${j} = u[ub${j} + d];\n    let m${j} = m[ub${j} + d];`)}
+${lines(I, (b) => `    { let x = X[xr${b} + d];\n      let q = Q[xr${b} + d];\n` + lines(U, (a) => `      let dl${a} = u${a} - x;\n      let ds${a} = m${a} - q;\n      l${a}_${b} = l${a}_${b} + ${sq(`dl${a}`)};\n      s${a}_${b} = s${a}_${b} + ${sq(`ds${a}`)};`) + ' }')}
   }
-${U.map((a) => `  if (bl0 + ${a}u < p.Bb) {
-${I.map((b) => `    if (i0 + ${b}u < p.V) { S[(bl0 + ${a}u) * p.V + i0 + ${b}u] = -(p.alpha * l${a}_${b} + (1.0 - p.alpha) * s${a}_${b}); }`).join('\n')}
-  }`).join('\n')}
+${lines(U, (a) => `  if (bl0 + ${a}u < p.Bb) {\n` + lines(I, (b) => `    if (i0 + ${b}u < p.V) { S[(bl0 + ${a}u) * p.V + i0 + ${b}u] = -(p.alpha * l${a}_${b} + (1.0 - p.alpha) * s${a}_${b}); }`) + '\n  }')}
 }`,
     grid: ({ Bb, V }) => [ceilDiv(V!, EWX * TI), ceilDiv(Bb!, EWY * TU)],
     minSizes: ({ Bb, V }) => ({ S: Bb! * V! }),
