@@ -80,29 +80,34 @@ function colKernel(kind: ReduceKind): Kernel {
     foldable: true,
     wgsl: /* wgsl */ `
 // out[o, i] = ${kind} over r of x[o, r, i]. One thread per output.${kind === 'max' ? ' idx = first argmax.' : ''}
-struct Params { outer: u32, R: u32, inner: u32 }
+// The axis may be cut into C chunks of \`chunk\` (the last one shorter): then out is [outer, C, inner] partial sums
+// (llvmpipe silently ends any loop after 65,535 iterations, so a serial loop must stay shorter than that).
+struct Params { outer: u32, R: u32, inner: u32, chunk: u32, C: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [outer, R, inner]
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [outer, inner]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [outer, C, inner]
 ${kind === 'max' ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer, inner]' : ''}
 @compute @workgroup_size(${COL_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let t = (wid.x + wid.y * nwg.x) * ${COL_WG}u + lid.x;
-  if (t >= p.outer * p.inner) { return; }
-  let o = t / p.inner;
+  if (t >= p.outer * p.C * p.inner) { return; }
   let i = t % p.inner;
-  var base = o * p.R * p.inner + i;
+  let c = (t / p.inner) % p.C;
+  let o = t / (p.inner * p.C);
+  let r0 = c * p.chunk;
+  let r1 = min(p.R, r0 + p.chunk);
+  var base = (o * p.R + r0) * p.inner + i;
   var acc = x[base];
   var arg = 0u;
-  for (var r = 1u; r < p.R; r = r + 1u) {
+  for (var r = 1u; r < r1 - r0; r = r + 1u) {
     let v = x[base + r * p.inner];
     ${kind === 'max' ? 'if (v > acc) { acc = v; arg = r; }' : 'acc = acc + v;'}
   }
   out[t] = acc;
   ${kind === 'max' ? 'idx[t] = arg;' : ''}
 }`,
-    grid: ({ outer, inner }) => [ceilDiv(outer! * inner!, COL_WG)],
-    minSizes: ({ outer, R, inner }) => ({ x: outer! * R! * inner!, out: outer! * inner! }),
+    grid: ({ outer, inner, C }) => [ceilDiv(outer! * C! * inner!, COL_WG)],
+    minSizes: ({ outer, R, inner, C }) => ({ x: outer! * R! * inner!, out: outer! * C! * inner! }),
   });
   kernels.set(key, k);
   return k;
@@ -125,22 +130,19 @@ function sumRaw(x: Tensor, outer: number, R: number, inner: number): Tensor {
   const outputs = outer * inner;
   if (R === 0) throw new Error('sum: cannot reduce an axis of length 0');
   if (R === 1) return x.view([outputs]);
-  // Few outputs and a long axis: split R into C equal chunks first (pass 1 -> [outer, C, inner]); C is a
-  // divisor of R near the target so the chunks tile R exactly (a prime R takes the single pass).
-  if (outputs < 2048 && R > 256) {
-    const target = Math.min(Math.ceil(R / 64), Math.max(2, Math.ceil(8192 / outputs)));
-    let C = 0;
-    for (let d = 0; d <= target && !C; d++) {
-      if (target - d >= 2 && R % (target - d) === 0) C = target - d;
-      else if (R % (target + d) === 0 && target + d < R) C = target + d;
-    }
-    if (C >= 2) {
-      const part = Tensor.empty([outer * C * inner]); // [outer, C, inner]
-      runSum(x, part, outer * C, R / C, inner);
-      const out = sumRaw(part, outer, C, inner);
-      if (out !== part) part.dispose();
-      return out;
-    }
+  // Few outputs facing a long axis, or an axis longer than a serial loop may run on llvmpipe: pass 1 sums
+  // chunks of the axis into [outer, C, inner] (fixed order: deterministic), then the partials are reduced.
+  const rowPath = useRowKernel(outer, R, inner);
+  const limit = rowPath ? MAX_LOOP * ROW_WG : MAX_LOOP;
+  if ((outputs < 2048 && R > 256 && !rowPath) || R > limit) {
+    const target = Math.max(Math.ceil(R / MAX_LOOP), Math.min(Math.ceil(R / 64), Math.max(2, Math.ceil(8192 / outputs))));
+    const chunk = Math.ceil(R / target);
+    const C = Math.ceil(R / chunk);
+    const part = Tensor.empty([outer * C * inner]); // [outer, C, inner]
+    colKernel('sum').run({ x, out: part }, { outer, R, inner, chunk, C });
+    const out = sumRaw(part, outer, C, inner);
+    if (out !== part) part.dispose();
+    return out;
   }
   return singlePass(x, outer, R, inner);
 }
@@ -161,8 +163,11 @@ function useRowKernel(outer: number, R: number, inner: number): boolean {
 
 function runSum(x: Tensor, out: Tensor, outer: number, R: number, inner: number): void {
   if (useRowKernel(outer, R, inner)) rowKernel('sum').run({ x, out }, { outer, R });
-  else colKernel('sum').run({ x, out }, { outer, R, inner });
+  else colKernel('sum').run({ x, out }, { outer, R, inner, chunk: R, C: 1 });
 }
+
+/** Mesa llvmpipe ends any shader loop after 65,535 iterations without an error; serial loops stay below this. */
+const MAX_LOOP = 32768;
 
 function reducedShape(shape: Shape, axis: number, keepdim: boolean): number[] {
   return keepdim ? shape.map((d, i) => (i === axis ? 1 : d)) : shape.filter((_, i) => i !== axis);
@@ -221,8 +226,13 @@ const maxOp = defineOp<{ axis: number; keepdim: boolean }>({
     const [o, R, i] = split3(x!.shape, a);
     const out = Tensor.empty([o * i]); // [outer, inner]
     const idx = Tensor.empty([o * i], 'u32'); // argmax along the axis
-    if (useRowKernel(o, R, i)) rowKernel('max').run({ x: x!, out, idx }, { outer: o, R });
-    else colKernel('max').run({ x: x!, out, idx }, { outer: o, R, inner: i });
+    if (useRowKernel(o, R, i)) {
+      if (R > MAX_LOOP * ROW_WG) throw new Error(`max: an axis of ${R} elements is too long for one pass (at most ${MAX_LOOP * ROW_WG})`);
+      rowKernel('max').run({ x: x!, out, idx }, { outer: o, R });
+    } else {
+      if (R > MAX_LOOP) throw new Error(`max: an axis of ${R} elements with inner size ${i} is too long for one pass (at most ${MAX_LOOP}); move the axis last`);
+      colKernel('max').run({ x: x!, out, idx }, { outer: o, R, inner: i, chunk: R, C: 1 });
+    }
     ctx.save(idx);
     ctx.extra.dims = [o, R, i];
     ctx.extra.inShape = x!.shape;

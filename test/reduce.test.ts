@@ -16,6 +16,7 @@ const SHAPES: Array<[number[], number | null]> = [
   [[1031, 64], 0], // prime R with few outputs: single pass
   [[4, 100003], 1], // long rows
   [[100003], null],
+  [[100003, 3], 0], // llvmpipe stops any loop after 65,535 iterations: long serial loops must be chunked
 ];
 
 describeGpu('reductions', () => {

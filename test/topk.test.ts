@@ -1,6 +1,7 @@
 // topk: full-catalogue top-K (dot and euclid) against the float64 reference: ties (smaller id first),
 // exclusions (history CSR + global ids), the S3-Rec 'zero' history mode, K = 1, K > #candidates, prime V,
-// the answer's rank, chunked scans + merge, and large magnitudes (tolerance-aware: near-ties may swap).
+// the answer's rank, chunked selection + merge, users in several scratch blocks, llvmpipe's loop budget, and
+// large magnitudes (tolerance-aware: near-ties may swap).
 import { expect, it } from 'vitest';
 import { ref, Tensor } from '../engine/index.js';
 import { refTopkScores, topkScores, type RefTopkResult, type TopkOptions } from '../kernels/topk.js';
