@@ -229,58 +229,6 @@ const composedForward =
     return matmul(pd, v); // [B, H, L, D]
   };
 
-/**
- * tfjs-core's Node bundle registers no gradients (the `@tensorflow/tfjs` union package does, from its ESM tree).
- * Register tfjs's own gradient definitions (tfjs-core/src/gradients/*_grad.ts, transcribed) for the kernels this
- * composition uses, when missing: BatchMatMul, Multiply, Add (with broadcast reduction), Softmax.
- */
-function ensureTfjsGrads(tf: Tfjs): void {
-  const reduceTo = (dy: TfT, shape: readonly number[]): TfT => {
-    const axes: number[] = [];
-    const off = dy.rank - shape.length;
-    for (let i = 0; i < dy.rank; i++) if (i < off || (shape[i - off] === 1 && dy.shape[i] !== 1)) axes.push(i);
-    return axes.length ? tf.reshape(tf.sum(dy, axes), [...shape]) : dy;
-  };
-  const reg = (kernelName: string, cfg: Omit<Parameters<Tfjs['registerGradient']>[0], 'kernelName'>): void => {
-    if (!tf.getGradient(kernelName)) tf.registerGradient({ kernelName, ...cfg });
-  };
-  reg('BatchMatMul', {
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved, attrs) => {
-      const [a, b] = saved as [TfT, TfT];
-      const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
-      const g = dy as TfT;
-      if (!transposeA && !transposeB) return { a: () => tf.matMul(g, b, false, true), b: () => tf.matMul(a, g, true, false) };
-      if (!transposeA && transposeB) return { a: () => tf.matMul(g, b, false, false), b: () => tf.matMul(g, a, true, false) };
-      if (transposeA && !transposeB) return { a: () => tf.matMul(b, g, false, true), b: () => tf.matMul(a, g, false, false) };
-      return { a: () => tf.matMul(b, g, true, true), b: () => tf.matMul(g, a, true, true) };
-    },
-  });
-  reg('Multiply', {
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved) => {
-      const [a, b] = saved as [TfT, TfT];
-      return { a: () => reduceTo(tf.mul(dy as TfT, tf.cast(b, 'float32')), a.shape), b: () => reduceTo(tf.mul(dy as TfT, tf.cast(a, 'float32')), b.shape) };
-    },
-  });
-  reg('Add', {
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved) => {
-      const [a, b] = saved as [TfT, TfT];
-      return { a: () => reduceTo(dy as TfT, a.shape), b: () => reduceTo(dy as TfT, b.shape) };
-    },
-  });
-  reg('Softmax', {
-    outputsToSave: [true],
-    gradFunc: (dy, saved, attrs) => {
-      const [y] = saved as [TfT];
-      const { dim } = attrs as { dim: number };
-      const yg = tf.mul(dy as TfT, y);
-      return { logits: () => tf.sub(yg, tf.mul(tf.sum(yg, [dim], true), y)) };
-    },
-  });
-}
-
 function tfjsCase(c: Cfg): BenchCase {
   return {
     name: c.fwdOnly ? 'attention.tfjs_fwd' : 'attention.tfjs',
@@ -289,7 +237,6 @@ function tfjsCase(c: Cfg): BenchCase {
     bytes: bytes(c),
     async setup(): Promise<BenchInstance> {
       const tf = await getTfjs();
-      ensureTfjsGrads(tf);
       const h = host(c);
       const shape = [c.B, c.H, c.L, c.D] as [number, number, number, number];
       const [q, k, v, gy] = [h.q, h.k, h.v, h.gy].map((x) => tf.tensor4d(Float32Array.from(x.data), shape)) as [TfT, TfT, TfT, TfT];

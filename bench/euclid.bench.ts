@@ -125,70 +125,6 @@ function composed(u: Tensor, m: Tensor, X: Tensor, Q: Tensor, idx: Tensor): Tens
 
 type TfT = ReturnType<Tfjs['tensor']>;
 
-/**
- * tfjs-core's Node bundle registers no gradients (the `@tensorflow/tfjs` union package does, from its ESM tree).
- * Register tfjs's own definitions (tfjs-core/src/gradients/*_grad.ts, transcribed) for the kernels this
- * composition uses, when missing: GatherV2 (axis 0: unsortedSegmentSum), ExpandDims, Sub, Square, Sum,
- * Multiply, Add.
- */
-function ensureTfjsGrads(tf: Tfjs): void {
-  const reduceTo = (dy: TfT, shape: readonly number[]): TfT => {
-    const axes: number[] = [];
-    const off = dy.rank - shape.length;
-    for (let i = 0; i < dy.rank; i++) if (i < off || (shape[i - off] === 1 && dy.shape[i] !== 1)) axes.push(i);
-    return axes.length ? tf.reshape(tf.sum(dy, axes), [...shape]) : dy;
-  };
-  const reg = (kernelName: string, cfg: Omit<Parameters<Tfjs['registerGradient']>[0], 'kernelName'>): void => {
-    if (!tf.getGradient(kernelName)) tf.registerGradient({ kernelName, ...cfg });
-  };
-  reg('GatherV2', {
-    inputsToSave: ['x', 'indices'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, indices] = saved as [TfT, TfT];
-      const { axis, batchDims } = attrs as { axis: number; batchDims: number };
-      if (axis !== 0 || batchDims !== 0) throw new Error('euclid.tfjs: only the axis-0 gather gradient is transcribed');
-      return {
-        x: () => tf.unsortedSegmentSum(tf.reshape(dy as TfT, [indices.size, ...x.shape.slice(1)]), tf.reshape(indices, [indices.size]), x.shape[0]!),
-        indices: () => indices,
-      };
-    },
-  });
-  reg('ExpandDims', { inputsToSave: ['input'], gradFunc: (dy, saved) => ({ input: () => tf.reshape(dy as TfT, (saved[0] as TfT).shape) }) });
-  reg('Sub', {
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved) => {
-      const [a, b] = saved as [TfT, TfT];
-      return { a: () => reduceTo(dy as TfT, a.shape), b: () => tf.neg(reduceTo(dy as TfT, b.shape)) };
-    },
-  });
-  reg('Square', { inputsToSave: ['x'], gradFunc: (dy, saved) => ({ x: () => tf.mul(dy as TfT, tf.mul(tf.cast(saved[0] as TfT, 'float32'), 2)) }) });
-  reg('Sum', {
-    inputsToSave: ['x'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x] = saved as [TfT];
-      const shape = x.shape.slice();
-      const axes = ([] as number[]).concat((attrs as { axis: number | number[] }).axis).map((a) => (a < 0 ? a + x.rank : a));
-      for (const a of axes) shape[a] = 1;
-      const derX = tf.mul(tf.reshape(dy as TfT, shape), tf.ones(x.shape, 'float32'));
-      return { x: () => derX };
-    },
-  });
-  reg('Multiply', {
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved) => {
-      const [a, b] = saved as [TfT, TfT];
-      return { a: () => reduceTo(tf.mul(dy as TfT, tf.cast(b, 'float32')), a.shape), b: () => reduceTo(tf.mul(dy as TfT, tf.cast(a, 'float32')), b.shape) };
-    },
-  });
-  reg('Add', {
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved) => {
-      const [a, b] = saved as [TfT, TfT];
-      return { a: () => reduceTo(dy as TfT, a.shape), b: () => reduceTo(dy as TfT, b.shape) };
-    },
-  });
-}
-
 function tfjsCase(s: Shape): BenchCase {
   return {
     name: 'euclid.tfjs',
@@ -197,7 +133,6 @@ function tfjsCase(s: Shape): BenchCase {
     bytes: bytes(s),
     async setup(): Promise<BenchInstance> {
       const tf = await getTfjs();
-      ensureTfjsGrads(tf);
       const h = hostData(s);
       const [u, m, X, Q] = h.xs.map((x) => tf.tensor2d(Float32Array.from(x.data), x.shape as [number, number])) as [TfT, TfT, TfT, TfT];
       const idx = tf.tensor2d(Int32Array.from(h.idx.data), h.idx.shape as [number, number], 'int32'); // [B, N]

@@ -29,7 +29,6 @@
 //   multilabel      55.8         286.6            2370.8      2307.7    42.5x / 41.4x (all rows 8.3x / 8.1x)
 // In the compositions most time goes to reduce_sum_rows over [N*C, 64] and to the broadcast mul / broadcast_to
 // kernels of the backward; the fused kernels are bound by the random row gathers from the [V, D] table.
-import { createRequire } from 'node:module';
 import { backward, ref, reshape, Tensor } from '../engine/index.js';
 import { add, log, mul, neg, sigmoid, sub } from '../kernels/elementwise.js';
 import { infonce, refInfonce, refInfonceGrad } from '../kernels/infonce.js';
@@ -311,26 +310,6 @@ const composed: Record<Family, EngineLoss> = {
 // ------------------------------------------------------------------ tfjs rows
 type TfT = ReturnType<Tfjs['tensor']>;
 
-/**
- * tfjs-core's Node bundle registers no gradients (the union package @tensorflow/tfjs imports
- * dist/register_all_gradients, an ESM file with extensionless imports that Node cannot load). Bundle it with
- * esbuild (tsx's own dependency) and run it once: the kernel and gradient registries live on globalThis, and
- * tfjs tensors pass instanceof across bundle copies, so the gradients land in the registry getTfjs() uses.
- */
-async function ensureTfjsGradients(tf: Tfjs): Promise<void> {
-  const g = globalThis as { __seqrecTfjsGradients?: Promise<void> };
-  g.__seqrecTfjsGradients ??= (async () => {
-    const req = createRequire(import.meta.url);
-    const { build } = (await import('esbuild')) as typeof import('esbuild');
-    const out = await build({ entryPoints: [req.resolve('@tensorflow/tfjs-core/dist/register_all_gradients.js')], bundle: true, write: false, format: 'cjs', platform: 'node', logLevel: 'silent' });
-    new Function('require', 'module', 'exports', out.outputFiles[0]!.text)(req, { exports: {} }, {});
-    const probe = tf.grads((x: TfT) => tf.sum(tf.mul(x, x)))([tf.scalar(3)])[0]!;
-    if ((await probe.data())[0] !== 6) throw new Error('tfjs peer: gradient registration failed');
-    probe.dispose();
-  })();
-  return g.__seqrecTfjsGradients;
-}
-
 function tfjsCase(family: Family): BenchCase {
   const h0 = host(family);
   return {
@@ -340,7 +319,6 @@ function tfjsCase(family: Family): BenchCase {
     bytes: h0.bytes,
     async setup(): Promise<BenchInstance> {
       const tf = await getTfjs();
-      await ensureTfjsGradients(tf);
       const h = host(family);
       const { N, C } = h.dims;
       const [pa, pt] = h.params.map((p) => tf.tensor2d(Float32Array.from(p.data), p.shape as [number, number])) as [TfT, TfT];

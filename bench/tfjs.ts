@@ -4,10 +4,15 @@
 //   `new WebGPUBackend(device, adapterInfo)`; tfjs's own factory needs navigator.gpu, which Node 20 lacks, and the
 //   constructor checks for it (a stub is provided for the duration of that call only).
 // - WEBGPU_CPU_FORWARD=false: otherwise tfjs computes small tensors on the CPU (ENVIRONMENT.md).
+// - Gradients: tfjs-core's Node bundle registers none (the union package @tensorflow/tfjs imports
+//   dist/register_all_gradients, an ESM tree with extensionless imports Node cannot load). load() bundles that file
+//   with esbuild (the bundler tsx runs on, so present wherever the benches run) and evaluates it once: the kernel
+//   and gradient registries live on globalThis, so tfjs's own gradient definitions land in this tfjs's registry.
 // - tfjs batches its commands (WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE): tfjsSync() submits them and waits on the
 //   shared queue, so a timed tfjs run is GPU-synchronised exactly like ours.
 import type * as TF from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { createRequire } from 'node:module';
 import { getGpu, initGpu } from '../engine/index.js';
 
 export type Tfjs = typeof TF;
@@ -31,8 +36,28 @@ async function load(): Promise<Tfjs> {
   tf.registerBackend('webgpu', () => withNavigatorGpu(() => new Backend(device, info)));
   if (!(await tf.setBackend('webgpu'))) throw new Error('tfjs peer: tf.setBackend("webgpu") failed');
   await tf.ready();
+  await registerAllGradients(tf);
   loaded = tf;
   return tf;
+}
+
+async function registerAllGradients(tf: Tfjs): Promise<void> {
+  if (tf.getGradient('BatchMatMul')) return;
+  const req = createRequire(import.meta.url);
+  const { build } = (await import('esbuild')) as typeof import('esbuild');
+  const out = await build({
+    entryPoints: [req.resolve('@tensorflow/tfjs-core/dist/register_all_gradients.js')],
+    bundle: true,
+    write: false,
+    format: 'cjs',
+    platform: 'node',
+    logLevel: 'silent',
+  });
+  new Function('require', 'module', 'exports', out.outputFiles[0]!.text)(req, { exports: {} }, {});
+  const probe = tf.grads((x: TF.Tensor) => tf.sum(tf.mul(x, x)))([tf.scalar(3)])[0]!;
+  const v = (await probe.data())[0];
+  probe.dispose();
+  if (v !== 6) throw new Error(`tfjs peer: gradient registration failed (d/dx x^2 at 3 gave ${v})`);
 }
 
 /**
