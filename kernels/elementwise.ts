@@ -16,11 +16,11 @@ import {
   type Kernel,
   type Shape,
 } from '../engine/index.js';
-import { broadcastPattern, sumTo } from './reduce.js';
+import { broadcastPattern, broadcastStrides, MAX_BCAST_DIMS, padDims, sumTo } from './reduce.js';
 
 type F64 = ref.F64;
 const WG = 256;
-const MAX_DIMS = 8;
+const MAX_DIMS = MAX_BCAST_DIMS;
 
 const LINEAR = 'let i = (wid.x + wid.y * nwg.x) * WG + lid.x;';
 const ENTRY = '@compute @workgroup_size(WG)\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)';
@@ -116,24 +116,6 @@ ${ENTRY} {
   return k;
 }
 
-/** Strides of `shape` broadcast into `out` (0 on broadcast dims), padded to MAX_DIMS. */
-function bcastStrides(shape: Shape, out: Shape): number[] {
-  const s = new Array<number>(MAX_DIMS).fill(0);
-  let acc = 1;
-  for (let d = out.length - 1; d >= 0; d--) {
-    const sd = d - (out.length - shape.length);
-    if (sd < 0) continue;
-    const dim = shape[sd]!;
-    s[d] = dim === 1 ? 0 : acc;
-    acc *= dim;
-  }
-  return s;
-}
-
-function pad8(xs: readonly number[]): number[] {
-  return [...xs, ...new Array<number>(MAX_DIMS - xs.length).fill(1)];
-}
-
 /** Run a binary row with broadcasting; returns a new tensor (no autograd). */
 function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
   if (a.dtype !== 'f32') throw new Error(`${row.name}: ${a.describe()} is not f32`);
@@ -166,7 +148,7 @@ function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
 }
 
 function bcastParams(out: Shape, a: Shape, b: Shape): Record<string, number | number[]> {
-  return { n: numelOf(out), ndim: out.length, shape: pad8(out), sa: bcastStrides(a, out), sb: bcastStrides(b, out) };
+  return { n: numelOf(out), ndim: out.length, shape: padDims(out), sa: broadcastStrides(a, out), sb: broadcastStrides(b, out) };
 }
 
 function numelOf(s: Shape): number {

@@ -28,12 +28,12 @@
 //   row losses and the count of counted rows (tree, deterministic). Backward is one thread per logit:
 //   reads z once, writes dz once (no softmax tensor is kept).
 import { ceilDiv, defineKernel, defineOp, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
-import { sum, sumTo } from './reduce.js';
+import { broadcastStrides, MAX_BCAST_DIMS, padDims, sum, sumTo } from './reduce.js';
 import { rowProgram, runRow, type RowOptions } from './softmax.js';
 
 type F64 = ref.F64;
 const WG = 256;
-const MAX_DIMS = 8;
+const MAX_DIMS = MAX_BCAST_DIMS;
 const ENTRY =
   '@compute @workgroup_size(256)\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)';
 const LINEAR = 'let i = (wid.x + wid.y * nwg.x) * 256u + lid.x;';
@@ -42,21 +42,6 @@ export type LossReduction = 'mean' | 'sum' | 'none';
 type CondDType = 'u32' | 'i32';
 
 // ------------------------------------------------------------------ broadcasting helpers
-/** Strides of `shape` broadcast into `out` (0 on broadcast dims), padded to MAX_DIMS. */
-function stridesInto(shape: Shape, out: Shape): number[] {
-  const s = new Array<number>(MAX_DIMS).fill(0);
-  let acc = 1;
-  for (let d = out.length - 1; d >= 0; d--) {
-    const sd = d - (out.length - shape.length);
-    if (sd < 0) continue;
-    const dim = shape[sd]!;
-    s[d] = dim === 1 ? 0 : acc;
-    acc *= dim;
-  }
-  return s;
-}
-
-const pad = (xs: readonly number[]): number[] => [...xs, ...new Array<number>(MAX_DIMS - xs.length).fill(1)];
 
 function broadcast(op: string, ...shapes: Shape[]): number[] {
   let out: number[] = [];
@@ -142,7 +127,7 @@ const whereOp = defineOp<{ shape: number[] }>({
     if (n) {
       whereKernel(condDType('where', cond!), false).run(
         { cond: cond!, A: a!, B: b!, out },
-        { n, ndim: shape.length, shape: pad(shape), sc: stridesInto(cond!.shape, shape), sa: stridesInto(a!.shape, shape), sb: stridesInto(b!.shape, shape) },
+        { n, ndim: shape.length, shape: padDims(shape), sc: broadcastStrides(cond!.shape, shape), sa: broadcastStrides(a!.shape, shape), sb: broadcastStrides(b!.shape, shape) },
       );
     }
     ctx.save(cond!);
@@ -158,7 +143,7 @@ const whereOp = defineOp<{ shape: number[] }>({
       if (full.size) {
         whereKernel(condDType('where', cond), true).run(
           { cond, gy, out: full },
-          { n: full.size, ndim: shape.length, take, shape: pad(shape), sc: stridesInto(cond.shape, shape) },
+          { n: full.size, ndim: shape.length, take, shape: padDims(shape), sc: broadcastStrides(cond.shape, shape) },
         );
       }
       const g = sumTo(full, to); // [...to]

@@ -312,8 +312,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   grid: ({ n }) => [ceilDiv(n!, 256)],
 });
 
-function stridesInto(shape: Shape, out: Shape): number[] {
-  const s = new Array<number>(8).fill(0);
+/** Most dims a broadcasting kernel takes (the uniform holds two vec4s per shape). */
+export const MAX_BCAST_DIMS = 8;
+
+/** Strides of `shape` broadcast into `out` (0 on broadcast dims), padded to MAX_BCAST_DIMS. */
+export function broadcastStrides(shape: Shape, out: Shape): number[] {
+  const s = new Array<number>(MAX_BCAST_DIMS).fill(0);
   let acc = 1;
   for (let d = out.length - 1; d >= 0; d--) {
     const sd = d - (out.length - shape.length);
@@ -323,6 +327,11 @@ function stridesInto(shape: Shape, out: Shape): number[] {
     acc *= dim;
   }
   return s;
+}
+
+/** A shape padded with 1s to MAX_BCAST_DIMS (for the kernels' shape uniforms). */
+export function padDims(shape: Shape): number[] {
+  return [...shape, ...new Array<number>(MAX_BCAST_DIMS - shape.length).fill(1)];
 }
 
 /**
@@ -355,7 +364,7 @@ function broadcastRaw(x: Tensor, shape: Shape, scale = 1): Tensor {
     const fast = broadcastPattern(x.shape, shape);
     bcastKernel.run(
       { x, out },
-      { n, ndim: shape.length, scale, ...fast, shape: [...shape, ...new Array<number>(8 - shape.length).fill(1)], sx: stridesInto(x.shape, shape) },
+      { n, ndim: shape.length, scale, ...fast, shape: padDims(shape), sx: broadcastStrides(x.shape, shape) },
     );
   }
   return out;
