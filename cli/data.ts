@@ -11,7 +11,7 @@
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import {
-  DataError, attrecSplitStats, fileExists, formatStats, generateSampleNegatives, interactionStats, loadAttRecSplit,
+  DataError, attrecSplitStats, fileExists, pathExists, formatStats, generateSampleNegatives, interactionStats, loadAttRecSplit,
   loadInteractionLog, loadS3RecDataset, loadS3RecSequences, s3recStats, writeSampleFile,
 } from '../models/data/index.js';
 import type { DatasetFormat, DatasetStats } from '../models/data/index.js';
@@ -155,15 +155,6 @@ async function genSampleCommand(args: readonly string[], io: DataCommandIO): Pro
   await writeSampleFile(out, seqs.userIds, negatives, { count, force });
   io.out(`wrote ${out}: ${seqs.userIds.length} users x ${count} negatives (seed ${seed})`);
   return 0;
-}
-
-async function pathExists(p: string): Promise<boolean> {
-  try {
-    await fsp.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -242,8 +242,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log('sampled protocol: answer + 99 negatives; full@K: all items ranked on the GPU, history excluded\n');
     console.log(formatMetricsTable(rows, { title: 'model' }));
   }
-  opt.dispose?.();
-  model.dispose?.();
+  opt.dispose();
+  model.dispose();
   lossSum.dispose();
   await destroyGpu();
   return 0;

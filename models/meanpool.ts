@@ -27,11 +27,9 @@ export class MeanPoolRec extends Module {
    * -> user states [B, D].
    */
   forward(ids: Tensor, mask: Tensor, count: Tensor, hostIds?: Int32Array): Tensor {
-    const [B, L] = ids.shape as [number, number];
     const e = embedding(this.itemEmbeddings, ids, { paddingIdx: 0, ...(hostIds ? { hostIds } : {}) }); // [B, L, D]
     const masked = mul(e, mask); // [B, L, D]
     const pooled = sum(masked, 1); // [B, D]
-    void L;
     return div(pooled, count); // [B, D]
   }
 

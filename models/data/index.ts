@@ -1,7 +1,7 @@
 // Public API of the data layer (loaders, splits, sampling, batching, metrics, stats). See docs/DATA.md.
 
 export { DataError, isDataError, parseNonNegInt } from './errors.js';
-export { assertReadableFile, fileExists, forEachLine, readTextFile, writeFileAtomic } from './io.js';
+export { assertReadableFile, fileExists, pathExists, forEachLine, readTextFile, writeFileAtomic } from './io.js';
 export type { S3RecSequences, ItemAttributes, S3RecDataset, SequenceLoadOptions, AttributeLoadOptions, S3RecDatasetOptions } from './s3rec.js';
 export { loadS3RecSequences, loadItemAttributes, loadS3RecSample, loadS3RecDataset } from './s3rec.js';
 export type { InteractionLogOptions, SequenceDataset, AttRecSplit } from './interactions.js';

@@ -122,7 +122,8 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
   }
 }
 
-async function pathExists(p: string): Promise<boolean> {
+/** Whether anything (file, folder, link) exists at `p`. */
+export async function pathExists(p: string): Promise<boolean> {
   try {
     await fsp.lstat(p);
     return true;
