@@ -5,7 +5,11 @@ const USAGE = `usage: seqrec <command> [options]
 
 commands:
   info [--json]                 WebGPU adapter, backend, feature level, limits and features
-  demo [options]                train and evaluate a small next-item model on the bundled sample data
+  demo [options]                S3-Rec (pretrained and SASRec mode) and AttRec on the bundled sample data
+  finetune [options]            fine-tune S3-Rec (from a pretrained checkpoint, or SASRec mode without one)
+  pretrain [options]            S3-Rec self-supervised pretraining (AAP, MIP, MAP, SP)
+  train --model attrec [...]    train and evaluate AttRec
+  eval --model s3rec|attrec     evaluate a checkpoint
   data <stats|gen-sample|help>  dataset statistics and 99-negative sample files (seqrec data help)
   help                          this text
 
@@ -30,6 +34,24 @@ async function info(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** The value of --model (or --model=...), if any. */
+function modelArg(argv: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--model') return argv[i + 1];
+    if (argv[i]!.startsWith('--model=')) return argv[i]!.slice(8);
+  }
+  return undefined;
+}
+
+function withoutModel(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--model') i++;
+    else if (!argv[i]!.startsWith('--model=')) out.push(argv[i]!);
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
@@ -38,6 +60,36 @@ export async function main(argv: string[]): Promise<number> {
     case 'demo': {
       const { runDemo } = await import('./demo.js');
       return runDemo(rest);
+    }
+    case 'finetune': {
+      const { runFinetune } = await import('./s3rec.js');
+      return runFinetune(rest);
+    }
+    case 'pretrain': {
+      const { runPretrain } = await import('./s3rec.js');
+      return runPretrain(rest);
+    }
+    case 'train': {
+      const model = modelArg(rest);
+      if (model !== 'attrec') {
+        console.error(model === 's3rec' ? 'seqrec train: S3-Rec trains with `seqrec pretrain` and `seqrec finetune`' : `seqrec train: --model attrec is required (got ${model ?? 'none'})`);
+        return 2;
+      }
+      const { runAttRecTrain } = await import('./attrec.js');
+      return runAttRecTrain(withoutModel(rest));
+    }
+    case 'eval': {
+      const model = modelArg(rest) ?? 's3rec';
+      if (model === 's3rec') {
+        const { runEval } = await import('./s3rec.js');
+        return runEval(withoutModel(rest));
+      }
+      if (model === 'attrec') {
+        const { runAttRecEval } = await import('./attrec.js');
+        return runAttRecEval(withoutModel(rest));
+      }
+      console.error(`seqrec eval: --model must be s3rec or attrec, got '${model}'`);
+      return 2;
     }
     case 'data': {
       const { runDataCommand } = await import('./data.js');
@@ -61,9 +113,9 @@ main(process.argv.slice(2)).then(
   },
   (e: unknown) => {
     const msg = e instanceof Error ? e.message : String(e);
-    console.error(`seqrec: ${msg}`);
+    console.error(msg.startsWith('seqrec') ? msg : `seqrec: ${msg}`);
     if (/No WebGPU adapter/.test(msg) && !msg.includes(INSTALL_HINT)) console.error(INSTALL_HINT);
     if (process.env.DEBUG && e instanceof Error && e.stack) console.error(e.stack);
-    process.exitCode = 1;
+    process.exitCode = (e as { exitCode?: number }).exitCode ?? 1;
   },
 );

@@ -10,5 +10,6 @@ export { Tensor, Storage, scope, keep, untracked, numel, shapeStr, sameShape, re
 export { full, zeros, ones, randn, rand, truncatedNormal, randomFill, fillInPlace, clone, copyInto, accumulateInPlace, type RandOptions } from './builtins.js';
 export { defineOp, backward, noGrad, isGradEnabled, freeGraph, reshape, BackwardNotSupported, type Op, type OpDef, type OpContext, type GraphNode } from './autograd.js';
 export { manualSeed, nextRng, rngState, setRngState, rngU32, rngUniform, pcgHash, RNG_WGSL } from './rng.js';
+export { profileKernels, formatProfile, type Profile, type ProfileRow } from './profile.js';
 export * as ref from './ref.js';
 export * from './safetensors.js';

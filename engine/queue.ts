@@ -31,6 +31,10 @@ export class Queue {
   private errors: Error[] = [];
   private syncChain: Promise<void> = Promise.resolve();
   readonly stats: DispatchStats = { dispatches: 0, submits: 0, readbacks: 0 };
+  /** Set by engine/profile.ts: sees every dispatch as it is recorded (the profiler replays them one by one). */
+  /** While set (profiling), uniform chunks are kept here instead of returning to the pool. */
+  retainUniforms: GPUBuffer[] | null = null;
+  onDispatch: ((name: string, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: readonly [number, number, number]) => void) | null = null;
 
   constructor(
     private readonly device: GPUDevice,
@@ -90,7 +94,8 @@ export class Queue {
         await this.device.queue.onSubmittedWorkDone();
         if (err) this.errors.push(new Error(`kernel ${name}: ${err.message}`));
       });
-    } else if (this.inBatch >= flags.flushEvery || this.pool.pendingBytes > PENDING_FLUSH_BYTES) this.flush();
+    } else if (this.onDispatch) this.onDispatch(name, pipeline, bindGroup, grid);
+    if (!flags.sync && (this.inBatch >= flags.flushEvery || this.pool.pendingBytes > PENDING_FLUSH_BYTES)) this.flush();
   }
 
   /** Buffer-to-buffer copy inside the batch (ends the open compute pass). */
@@ -126,7 +131,10 @@ export class Queue {
       this.stats.submits++;
     }
     if (flags.debug >= 1 && !flags.sync) log(`flush: ${this.inBatch} dispatches`);
-    for (const c of this.chunks) this.pool.release(c.buffer);
+    for (const c of this.chunks) {
+      if (this.retainUniforms) this.retainUniforms.push(c.buffer);
+      else this.pool.release(c.buffer);
+    }
     this.chunks = [];
     this.encoder = null;
     this.inBatch = 0;
