@@ -86,6 +86,8 @@ interface Spec {
   vA: boolean;
   vB: boolean;
   vC: boolean;
+  /** Epilogue: c = acc + bias[col] (reg kernels; the fused Linear). */
+  bias?: boolean;
 }
 
 const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number]> = {
@@ -95,7 +97,7 @@ const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number
 };
 
 function specTag(s: Spec): string {
-  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? 'b4' : 'b1'}${s.vC ? 'c4' : 'c1'}`;
+  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? 'b4' : 'b1'}${s.vC ? 'c4' : 'c1'}${s.bias ? '.bias' : ''}`;
 }
 
 const PARAMS = /* wgsl */ `
@@ -112,7 +114,10 @@ function bindings(s: Spec): string {
   return `
 @group(0) @binding(1) var<storage, read> a: array<${t(s.vA)}>;        // ${s.tA ? '[batch | 1, K, M]' : '[batch | 1, M, K]'}
 @group(0) @binding(2) var<storage, read> b: array<${t(s.vB)}>;        // ${s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]'}
-@group(0) @binding(3) var<storage, read_write> c: array<${t(s.vC)}>;  // [batch, M, N]`;
+@group(0) @binding(3) var<storage, read_write> c: array<${t(s.vC)}>;  // [batch, M, N]${
+    s.bias ? `
+@group(0) @binding(4) var<storage, read> bias: array<f32>;        // [N], added to every row of C` : ''
+  }`;
 }
 
 // ------------------------------------------------------------------ reg kernels: the WGSL generator
@@ -228,6 +233,11 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
   }
 
   e(`  let cBase = wid.z * p.strideC;`);
+  if (s.bias) {
+    // Fused Linear: add the bias in registers before the store (columns clamped like the loads).
+    e(`  ${jj.map((j) => `let bb${j} = bias[min(col0 + ${j}u, p.N - 1u)];`).join(' ')}`);
+    for (const i of ii) e(`  ${jj.map((j) => `acc${i}_${j} = acc${i}_${j} + bb${j};`).join(' ')}`);
+  }
   for (const i of ii) {
     e(`  if (row0 + ${i}u < p.M) {`);
     if (s.vC) {
@@ -348,6 +358,7 @@ function kernelFor(variant: MatmulVariant, s: Spec): Kernel {
       a: ((strideA ? batch! : 1) * M! * K!) / (s.vA ? 4 : 1),
       b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1),
       c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
+      ...(s.bias ? { bias: N! } : {}),
     }),
   });
   kernels.set(name, k);
@@ -407,7 +418,7 @@ function region(t: Tensor, byteOffset: number, byteLength: number): Bindable {
 export const MATMUL_TUNING = { splitThreads: 2048, splitMinK: 256 };
 
 /** C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). */
-function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant): Tensor {
+function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant, bias: Tensor | null = null): Tensor {
   let { batch, M } = d;
   const { N, K, sharedA, sharedB } = d;
   // A shared weight with an untransposed a: fold the batch into M (one [batch·M, K] product).
@@ -423,7 +434,9 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
     vA: reg && (tA ? M : K) % 4 === 0,
     vB: reg && (tB ? K : N) % 4 === 0,
     vC: reg && N % 4 === 0,
+    ...(bias ? { bias: true } : {}),
   };
+  if (bias && !reg) throw new Error(`matmul: the bias epilogue needs a register-tiled variant, not ${variant}`);
   const k = kernelFor(variant, s);
   const [TM, TN] = reg ? TILES[variant] : [1, 1];
   // Reg kernels: 64 threads arranged so that one workgroup row spans N if it can (N = 64 with TN = 16: wx = 4).
@@ -433,13 +446,13 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   const threads = batch * ceilDiv(M, TM) * ceilDiv(N, TN);
   let splits = 1;
   const { splitThreads, splitMinK } = MATMUL_TUNING;
-  if (reg && threads < splitThreads && K >= 2 * splitMinK) splits = Math.min(ceilDiv(splitThreads, threads), Math.floor(K / splitMinK));
+  if (reg && !bias && threads < splitThreads && K >= 2 * splitMinK) splits = Math.min(ceilDiv(splitThreads, threads), Math.floor(K / splitMinK));
   const kChunk = splits > 1 ? ceilDiv(ceilDiv(K, splits), 4) * 4 : K; // a multiple of 4 (vec4 loads along K)
   splits = kChunk ? ceilDiv(K, kChunk) : 1;
   const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
   const call = (aB: Bindable, cB: Bindable, m: number): void => {
     k.run(
-      { a: aB, b, c: cB },
+      bias ? { a: aB, b, c: cB, bias } : { a: aB, b, c: cB },
       {
         M: m,
         N,
@@ -550,6 +563,51 @@ const matmulOp = defineOp<Attrs>({
  */
 export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
   return matmulOp.apply([a, b], { transA: opts.transA ?? false, transB: opts.transB ?? false, variant: opts.variant });
+}
+
+// ------------------------------------------------------------------ linear: x Wᵀ + b with the bias fused
+const linearOp = defineOp<Record<string, never>>({
+  name: 'linear',
+  forward(ctx, [x, w, b]) {
+    const inF = w!.shape[1]!;
+    const outF = w!.shape[0]!;
+    if (w!.ndim !== 2 || b!.ndim !== 1 || b!.shape[0] !== outF || x!.ndim < 1 || x!.shape[x!.ndim - 1] !== inF) {
+      throw new Error(`linear: x ${x!.describe()}, weight ${w!.describe()} [out, in], bias ${b!.describe()} [out] do not fit`);
+    }
+    const rows = x!.size / Math.max(1, inF);
+    const x2 = x!.view([rows, inF]); // [rows, in]
+    if (ctx.recording) ctx.save(x2, w!);
+    const outShape = [...x!.shape.slice(0, -1), outF];
+    let y: Tensor;
+    if (rows === 0 || outF === 0) y = Tensor.empty([rows, outF]);
+    else if (inF === 0) y = zeros([rows, outF]);
+    else y = launch(x2, w!, dims(x2, w!, false, true), false, true, pickVariant(rows, outF), b!); // [rows, out]
+    x2.dispose();
+    const out = y.view(outShape); // [..., out]
+    y.dispose();
+    return out;
+  },
+  backward(ctx, gy) {
+    const [x2, w] = ctx.saved as [Tensor, Tensor];
+    const [rows, outF] = [x2.shape[0]!, w.shape[0]!];
+    const g2 = gy.view([rows, outF]); // [rows, out]
+    const gx = ctx.needsGrad[0] ? matmulOp.apply([g2, w], { transA: false, transB: false, variant: undefined }) : null; // [rows, in]
+    const gw = ctx.needsGrad[1] ? matmulOp.apply([g2, x2], { transA: true, transB: false, variant: undefined }) : null; // [out, in]
+    const gb = ctx.needsGrad[2] ? sum(g2, 0) : null; // [out]
+    g2.dispose();
+    let gxo: Tensor | null = null;
+    if (gx) {
+      gxo = gx.view([...gy.shape.slice(0, -1), x2.shape[1]!]); // [..., in]
+      gx.dispose();
+    }
+    return [gxo, gw, gb];
+  },
+});
+
+/** y = x Wᵀ + b (torch.nn.Linear): x [..., in], weight [out, in], bias [out] -> [..., out]; the bias add is fused
+ * into the matmul's store (one kernel instead of a matmul and a broadcast add). */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor): Tensor {
+  return linearOp.apply([x, weight, bias], {});
 }
 
 // ------------------------------------------------------------------ float64 reference

@@ -9,7 +9,7 @@
 // Layers call the op library (kernels/): Linear = matmul(x, W, {transB}) + b with W [out, in] (PyTorch layout).
 import { copyInto, fillInPlace, keep, reshape, Tensor, type Shape } from '../engine/index.js';
 import { StateDictError, type TensorData } from '../engine/safetensors.js';
-import { add, dropout, embedding, layerNorm, matmul, type EmbeddingOptions } from '../kernels/index.js';
+import { dropout, embedding, layerNorm, linear, matmul, type EmbeddingOptions } from '../kernels/index.js';
 import { fillRow_, normal_, ones_, uniform_, zeros_ } from './init.js';
 
 export type StateDictInput = Map<string, Tensor | TensorData> | Record<string, Tensor | TensorData>;
@@ -225,10 +225,10 @@ export class Linear extends Module {
   forward(x: Tensor): Tensor {
     const inF = this.inFeatures;
     if (x.shape[x.ndim - 1] !== inF) throw new Error(`Linear(${inF}, ${this.outFeatures}): input ${x.describe()} does not end in ${inF}`);
+    if (this.bias) return linear(x, this.weight, this.bias); // [..., out], bias fused into the matmul
     const lead: Shape = x.shape.slice(0, -1);
     const x2 = x.ndim === 2 ? x : reshape(x, [-1, inF]); // [N, in]
-    let y = matmul(x2, this.weight, { transB: true }); // [N, out]
-    if (this.bias) y = add(y, this.bias); // [N, out]
+    const y = matmul(x2, this.weight, { transB: true }); // [N, out]
     return x.ndim === 2 ? y : reshape(y, [...lead, this.outFeatures]); // [..., out]
   }
 }

@@ -30,7 +30,7 @@
 import { noGrad, reshape, scope, Tensor, type Shape } from '../engine/index.js';
 import {
   add, attentionMasked, attentionVarlen, bceNegSampling, embedding, gelu, lastRows, multiLabelBce, mul, packBatch,
-  pairwiseSigmoidLoss, pairwiseSigmoidLossIds, permute, relu, slice, sum, csrTargets, type PackedBatch,
+  matmul, pairwiseSigmoidLoss, pairwiseSigmoidLossIds, permute, relu, slice, csrTargets, type PackedBatch,
 } from '../kernels/index.js';
 import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from './nn.js';
 import { normal_, zeros_, ones_ } from './init.js';
@@ -118,8 +118,11 @@ class SelfAttention extends Module {
     this.outDropout = this.registerModule('out_dropout', new Dropout(cfg.hiddenDropoutProb));
   }
 
-  /** x [N, H] (N = T packed tokens or B*L padded slots) -> [N, H]. */
-  forward(x: Tensor, ctx: EncoderContext): Tensor {
+  /**
+   * x [N, H] (N = T packed tokens or B*L padded slots) -> [N, H]; with `pick` (the read-out of the last layer at
+   * evaluation), the rows after the attention are reduced to pick's rows: -> [B, H].
+   */
+  forward(x: Tensor, ctx: EncoderContext, pick?: (t: Tensor) => Tensor): Tensor {
     const { hiddenSize: H, numAttentionHeads: nh } = this.cfg;
     const dh = H / nh;
     const N = x.shape[0]!;
@@ -141,6 +144,10 @@ class SelfAttention extends Module {
       const heads = (t: Tensor): Tensor => permute(reshape(t, [B, L, nh, dh]), [0, 2, 1, 3]); // [B, nh, L, dh]
       const o = attentionMasked(heads(q), heads(k), heads(v), ctx.ids!, opts); // [B, nh, L, dh]
       c = reshape(permute(o, [0, 2, 1, 3]), [N, H]); // [B*L, H]
+    }
+    if (pick) {
+      c = pick(c); // [B, H]
+      x = pick(x); // [B, H]
     }
     const h = this.outDropout.forward(this.dense.forward(c)); // [N, H]
     return this.norm.forward(add(h, x)); // [N, H]
@@ -177,8 +184,8 @@ class Layer extends Module {
     this.attention = this.registerModule('attention', new SelfAttention(cfg));
     this.intermediate = this.registerModule('intermediate', new Intermediate(cfg));
   }
-  forward(x: Tensor, ctx: EncoderContext): Tensor {
-    return this.intermediate.forward(this.attention.forward(x, ctx)); // [N, H]
+  forward(x: Tensor, ctx: EncoderContext, pick?: (t: Tensor) => Tensor): Tensor {
+    return this.intermediate.forward(this.attention.forward(x, ctx, pick)); // [N, H] ([B, H] with pick)
   }
 }
 
@@ -188,9 +195,11 @@ class Encoder extends Module {
     super();
     this.layer = this.registerModule('layer', new ModuleList(Array.from({ length: cfg.numHiddenLayers }, () => new Layer(cfg))));
   }
-  forward(x: Tensor, ctx: EncoderContext): Tensor {
+  /** x [N, H] -> [N, H]; with `pick`, the last layer computes only pick's rows after its attention -> [B, H]. */
+  forward(x: Tensor, ctx: EncoderContext, pick?: (t: Tensor) => Tensor): Tensor {
     let h = x;
-    for (const l of this.layer) h = l.forward(h, ctx); // [N, H]
+    const n = this.layer.length;
+    for (let i = 0; i < n; i++) h = this.layer.at(i).forward(h, ctx, i === n - 1 ? pick : undefined); // [N, H]
     return h;
   }
 }
@@ -305,9 +314,10 @@ export class S3RecModel extends Module {
 
   /**
    * The encoder over a prepared batch: `causal` (fine-tuning, eval; fill -10000) or bidirectional (pretraining;
-   * fill -1e8). Returns the rows [N, H]: the T packed tokens (varlen) or all B*L slots (padded).
+   * fill -1e8). Returns the rows [N, H]: the T packed tokens (varlen) or all B*L slots (padded); with
+   * readoutOnly, only the read-out rows [B, H] (slot L-1 of each sequence).
    */
-  encode(eb: EncoderBatch, causal: boolean): Tensor {
+  encode(eb: EncoderBatch, causal: boolean, o: { readoutOnly?: boolean } = {}): Tensor {
     const N = eb.rowIds.length;
     const ids = Tensor.from(eb.rowIds.length ? eb.rowIds : new Int32Array(1), [Math.max(1, N)], 'i32'); // [N]
     const pos = Tensor.from(eb.rowPos.length ? eb.rowPos : new Int32Array(1), [Math.max(1, N)], 'i32'); // [N]
@@ -318,7 +328,10 @@ export class S3RecModel extends Module {
     ids.dispose();
     pos.dispose();
     const x = this.embDropout.forward(this.norm.forward(e)); // [N, H]
-    return this.itemEncoder.forward(x, { causal, packed: eb.packed, ids: eb.idsTensor, B: eb.B, L: eb.L }); // [N, H]
+    const ctx: EncoderContext = { causal, packed: eb.packed, ids: eb.idsTensor, B: eb.B, L: eb.L };
+    if (o.readoutOnly && this.cfg.numHiddenLayers > 0) return this.itemEncoder.forward(x, ctx, (t) => this.lastRows(eb, t)); // [B, H]
+    const h = this.itemEncoder.forward(x, ctx); // [N, H]
+    return o.readoutOnly ? this.lastRows(eb, h) : h; // [B, H] or [N, H]
   }
 
   /** The read-out rows (slot L-1 of each sequence) of encoder rows [N, H] -> [B, H]. */
@@ -347,7 +360,9 @@ export class S3RecModel extends Module {
 
   /** Eval user states: causal encoder, read-out at slot L-1 -> [B, H]. Run under noGrad. */
   userStates(eb: EncoderBatch): Tensor {
-    return scope(() => this.lastRows(eb, this.encode(eb, true))); // [B, H]
+    // Only the read-out rows are needed after the last layer's attention: its out-projection and FFN run on B
+    // rows instead of N (every op there is per row, so the values are those of the full pass).
+    return scope(() => this.encode(eb, true, { readoutOnly: true })); // [B, H]
   }
 
   /**
@@ -441,8 +456,8 @@ export function scoreCandidates(model: S3RecModel, h: Tensor, cands: Tensor): Te
       const [B, H] = h.shape as [number, number];
       const C = cands.shape[1]!;
       const e = embedding(model.itemEmbeddings.weight, cands); // [B, C, H]
-      const hv = reshape(h, [B, 1, H] as Shape); // [B, 1, H]
-      return sum(mul(e, hv), 2); // [B, C]
+      const hv = reshape(h, [B, H, 1] as Shape); // [B, H, 1]
+      return reshape(matmul(e, hv), [B, C]); // [B, C]: one batched product (no [B, C, H] temporary)
     }),
   );
 }

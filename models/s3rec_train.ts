@@ -22,7 +22,7 @@ import {
 } from './data/index.js';
 import { Adam } from './optim.js';
 import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, type EpochRecord, type RunState, type TrainHooks } from './run.js';
-import { encoderBatch, scoreCandidates, S3RecModel, type EncoderBatch, type EncoderPath } from './s3rec.js';
+import { encoderBatch, scoreCandidates, S3RecModel, type EncoderBatch, type EncoderPath, type S3RecConfig } from './s3rec.js';
 
 export type Protocol = 'sampled' | 'full';
 export type FullSemantics = 'official' | 'corrected';
@@ -68,6 +68,7 @@ export async function evaluateS3Rec(model: S3RecModel, ds: S3RecDataset, stage: 
     }
   };
   let done = 0;
+  o.hooks?.onProgress?.({ phase: stage, epoch: 0, epochs: 0, step: 0, steps, samples: 0 });
   try {
     for (const idx of batchIndices(users, bs)) {
       const B = idx.length;
@@ -230,6 +231,7 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
         model.train();
         lossSum.write(new Float32Array([0]));
         let step = 0;
+        hooks.onProgress?.({ phase: 'train', epoch, epochs: o.epochs, step: 0, steps, samples: 0 });
         const batches = prefetch(
           batchIndices(epochOrder(users, o.seed, epoch), o.batchSize),
           (idx) => {
@@ -262,7 +264,7 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
           state.best = score;
           state.bestEpoch = epoch;
           state.bad = 0;
-          if (run) await run.saveBest(model, { epoch: String(epoch), dataset: ds.name, [`valid_${o.protocol === 'sampled' ? 'MRR' : 'NDCG@20'}`]: String(score) });
+          if (run) await run.saveBest(model, { best_epoch: String(epoch), dataset: ds.name, [`valid_${o.protocol === 'sampled' ? 'MRR' : 'NDCG@20'}`]: String(score) });
           else bestWeights = await snapshot(model);
         } else if (++state.bad >= o.patience) state.stopped = true;
         const rec: FinetuneEpoch = {
@@ -354,4 +356,53 @@ export function popularityS3Rec(ds: S3RecDataset, stage: EvalStage, protocol: Pr
   const m = acc.means();
   const keys = protocol === 'sampled' ? SAMPLED_KEYS : FULL_KEYS;
   return Object.fromEntries(keys.map((k) => [k, m[k] ?? 0]));
+}
+
+// ------------------------------------------------------------------------------------------------ checkpoints
+/**
+ * The model configuration a checkpoint with the official tensor names implies: itemSize and hiddenSize from
+ * item_embeddings, attributeSize from attribute_embeddings, maxSeqLength from position_embeddings, the layer count
+ * from item_encoder.layer.{i}. (Heads cannot be read from the shapes: they come from `overrides`, default 2.)
+ */
+export function configFromTensors(shapes: ReadonlyMap<string, readonly number[]>, file: string): Pick<S3RecConfig, 'itemSize' | 'attributeSize' | 'hiddenSize' | 'maxSeqLength' | 'numHiddenLayers'> {
+  const need = (name: string): readonly number[] => {
+    const s = shapes.get(name);
+    if (!s || s.length !== 2) throw new Error(`${file}: not an S3-Rec checkpoint (no 2-D '${name}')`);
+    return s;
+  };
+  const [itemSize, hiddenSize] = need('item_embeddings.weight') as [number, number];
+  const [attributeSize] = need('attribute_embeddings.weight') as [number];
+  const [maxSeqLength] = need('position_embeddings.weight') as [number];
+  let layers = 0;
+  for (const k of shapes.keys()) {
+    const m = /^item_encoder\.layer\.(\d+)\./.exec(k);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  return { itemSize, attributeSize, hiddenSize, maxSeqLength, numHiddenLayers: layers };
+}
+
+/**
+ * A model holding a checkpoint's weights (official names; strict: every model tensor present, nothing extra
+ * besides optimizer state). The configuration comes from the tensor shapes, then `overrides` (heads, dropout,
+ * activation); a dataset, when given, must match its itemSize (and attributeSize).
+ */
+export async function loadS3RecModel(file: string, overrides: Partial<S3RecConfig> = {}, ds?: S3RecDataset): Promise<S3RecModel> {
+  const { readSafetensors, applyCheckpoint } = await import('../engine/index.js');
+  const f = await readSafetensors(file);
+  const shapes = new Map([...f.tensors].filter(([k]) => !k.startsWith('optimizer.')).map(([k, t]) => [k, t.shape] as const));
+  const c = configFromTensors(shapes, file);
+  if (ds && c.itemSize !== ds.itemSize) {
+    throw new Error(`${file}: item_embeddings has ${c.itemSize} rows but dataset ${ds.name} needs ${ds.itemSize} (max item ${ds.maxItem} + 2): the checkpoint was trained on other data`);
+  }
+  if (ds && c.attributeSize !== ds.attributes.attributeSize) {
+    throw new Error(`${file}: attribute_embeddings has ${c.attributeSize} rows but dataset ${ds.name} has attribute_size ${ds.attributes.attributeSize}`);
+  }
+  const model = new S3RecModel({ ...overrides, ...c });
+  try {
+    applyCheckpoint(f, { model }, file);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
 }
