@@ -17,6 +17,11 @@ Environment variables are listed in the README (DEBUG, SYNC, POOL, FLUSH_EVERY, 
 
 async function info(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
+  const bad = argv.find((a) => a !== '--json');
+  if (bad !== undefined) {
+    console.error(`seqrec info: unknown option '${bad}' (usage: seqrec info [--json])`);
+    return 2;
+  }
   const gpu = await initGpu();
   const i = gpu.info;
   if (json) {
@@ -66,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
       return runFinetune(rest);
     }
     case 'pretrain': {
-      const { runPretrain } = await import('./s3rec.js');
+      const { runPretrain } = await import('./s3rec_pretrain.js');
       return runPretrain(rest);
     }
     case 'train': {

@@ -3,6 +3,8 @@
 // build_topo), walks it in reverse, asserts every gradient's shape, accumulates, and frees each node's saved
 // tensors as soon as the node is done.
 import { accumulateInPlace, addSame, ones } from './builtins.js';
+import { checkFinite } from './checks.js';
+import { flags } from './env.js';
 import { sameShape, shapeStr, Tensor, untracked, type Shape } from './tensor.js';
 
 export class BackwardNotSupported extends Error {
@@ -72,6 +74,7 @@ export interface GraphNode {
 }
 
 let gradEnabled = true;
+let opCalls = 0;
 
 export function isGradEnabled(): boolean {
   return gradEnabled;
@@ -108,6 +111,7 @@ export function defineOp<A = Record<string, never>>(def: OpDef<A>): Op<A> {
       const recording = needsGrad.some(Boolean);
       const ctx = new Ctx<A>(def.name, attrs, needsGrad, recording);
       const out = def.forward(ctx, inputs, attrs);
+      if (flags.checkFinite && out.dtype === 'f32') checkFinite({ output: out }, `op ${def.name} (call #${++opCalls})`);
       if (recording) {
         out.requiresGrad = true;
         out.node = { op: def as OpDef<unknown>, inputs: [...inputs], ctx: ctx as Ctx<unknown> };
@@ -175,6 +179,13 @@ export function backward(root: Tensor, gradOutput?: Tensor): void {
         if (!gy) continue;
         if (!node.op.backward) throw new BackwardNotSupported(node.op.name);
         const gin = node.op.backward(node.ctx, gy);
+        if (flags.checkFinite) {
+          const gs: Record<string, Tensor> = {};
+          gin.forEach((g, i) => {
+            if (g && !g.disposed && g.dtype === 'f32') gs[`grad[${i}]`] = g;
+          });
+          checkFinite(gs, `op ${node.op.name}.backward`);
+        }
         if (gin.length !== node.inputs.length) throw new Error(`${node.op.name}: backward returned ${gin.length} gradients for ${node.inputs.length} inputs`);
         const seen = new Set<Tensor>();
         for (let i = 0; i < gin.length; i++) {

@@ -1,6 +1,6 @@
 // The few kernels the engine itself needs: fill, random init, gradient accumulation, copy.
 // Everything else lives in kernels/.
-import { ceilDiv, defineKernel, type Kernel } from './kernel.js';
+import { ceilDiv, defineKernel, loopCost, type Kernel } from './kernel.js';
 import { nextRng, RNG_WGSL } from './rng.js';
 import { Tensor, type DType, type Shape } from './tensor.js';
 import { rt } from './runtime.js';
@@ -94,6 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
   grid: ({ n }) => [ceilDiv(n!, WG)],
   minSizes: ({ n }) => ({ out: n! }),
+  loopTrips: loopCost(17), // at most 16 redraws
 });
 
 export interface RandOptions {

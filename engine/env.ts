@@ -39,7 +39,28 @@ export const flags = {
   dawnFlags: getenv('DAWN_FLAGS').split(',').map((s) => s.trim()).filter(Boolean),
   /** Force a backend: 'default' | 'opengles' | 'vulkan' | ... (SEQREC_BACKEND). */
   backend: getenv('SEQREC_BACKEND'),
+  /**
+   * Range-check lookup ids on the GPU (embedding, candidate lists): a bad id is reported at the next sync /
+   * readback as an Error naming the op, the position and the value. CHECK_IDS=0 turns it off.
+   */
+  checkIds: getenv('CHECK_IDS', '1') !== '0',
+  /** Debug: check every op's f32 output for NaN/Inf; the next sync / readback names the first op that made one. */
+  checkFinite: getenv('CHECK_FINITE') === '1',
+  /**
+   * Loop budget of one shader invocation (LOOP_BUDGET=n, or 'inf'); null: from the adapter (65,535 on Mesa
+   * llvmpipe / lavapipe / softpipe, unbounded elsewhere). Tests set a small one to exercise the chunked paths.
+   */
+  loopBudget: readLoopBudget(),
 };
+
+function readLoopBudget(): number | null {
+  const v = getenv('LOOP_BUDGET');
+  if (v === '') return null;
+  if (/^(inf|infinity)$/i.test(v)) return Infinity;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`environment variable LOOP_BUDGET='${v}' is not a positive integer (or 'inf')`);
+  return n;
+}
 
 export function debugKernel(name: string, level: number): boolean {
   if (flags.debug < level) return false;

@@ -172,6 +172,7 @@ async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backe
  * is handed in.
  */
 export async function initGpu(opts: InitOptions = {}): Promise<Gpu> {
+  if (current && lostDevices.has(current.device)) await destroyGpu(); // a lost device is replaced, not reused
   if (current && (!opts.device || opts.device === current.device)) return current;
   if (current) await destroyGpu();
   if (opts.device) {
@@ -200,8 +201,11 @@ export async function initGpu(opts: InitOptions = {}): Promise<Gpu> {
   return finishInit(current);
 }
 
+const lostDevices = new WeakSet<GPUDevice>();
+
 function finishInit(g: Gpu): Gpu {
   g.device.lost.then((info) => {
+    lostDevices.add(g.device);
     if (current?.device === g.device && info.reason !== 'destroyed') log(`device lost: ${info.message}`);
   });
   g.device.addEventListener('uncapturederror', (ev) => {
@@ -232,7 +236,7 @@ export async function destroyGpu(): Promise<void> {
   for (const fn of onDestroy) fn();
   current = null;
   if (ownsDevice) {
-    await g.device.queue.onSubmittedWorkDone();
+    if (!lostDevices.has(g.device)) await Promise.race([g.device.queue.onSubmittedWorkDone(), g.device.lost]);
     g.device.destroy();
   }
 }

@@ -33,6 +33,14 @@ export interface KernelSpec {
   minSizes?: (params: Record<string, number>) => Record<string, number>;
   /** Default override constants (merged over the WGSL defaults). */
   overrides?: Record<string, number>;
+  /**
+   * Worst-case loop cost of ONE invocation, in the units of llvmpipe's loop budget (see loopCost below): a
+   * number for loops bounded by constants, or a function of the params and the override constants (WGSL
+   * defaults merged in). Mesa llvmpipe gives an invocation 65,535 loop iterations shared by ALL its loops
+   * (nested and sequential) and silently exits them past that; run() refuses a dispatch whose declared cost is
+   * over loopBudget(), naming the kernel. Every kernel with a loop declares this; launchers chunk to stay under.
+   */
+  loopTrips?: number | ((params: Record<string, number>, overrides: Record<string, number>) => number);
 }
 
 interface Compiled {
@@ -43,6 +51,67 @@ interface Compiled {
 
 export interface RunOptions {
   overrides?: Record<string, number>;
+  /** This dispatch's worst-case loop cost, when the launcher knows it better than the spec (replaces loopTrips). */
+  loopTrips?: number;
+}
+
+// ------------------------------------------------------------------ the loop budget
+/**
+ * Loop cost of a loop that runs n iterations, each costing `body` (the cost of the loops inside it): llvmpipe
+ * decrements one per-invocation counter at every loop-header evaluation (n iterations cost n + 1; measured: a
+ * nested pair costs one more), so n * (body + 1) + 2 is a safe upper bound. Sequential loops add up.
+ */
+export function loopCost(n: number, body = 0): number {
+  return Math.max(0, n) * (body + 1) + 2;
+}
+
+/** The largest n with loopCost(n, body) + fixed <= budget (Infinity for an unbounded budget; may be 0). */
+export function maxLoopIterations(budget: number, body = 0, fixed = 0): number {
+  if (!Number.isFinite(budget)) return Infinity;
+  return Math.max(0, Math.floor((budget - fixed - 2) / (body + 1)));
+}
+
+/**
+ * Split [0, n) into ranges of at most `per` (Infinity: one range; [[0, 0]] when n = 0), one dispatch each: the
+ * chunked kernels carry their running state between dispatches in their outputs, in the same order as one
+ * dispatch would (bit-identical results).
+ */
+export function chunkRanges(n: number, per: number): Array<[number, number]> {
+  const step = Number.isFinite(per) ? Math.max(1, Math.floor(per)) : Math.max(n, 1);
+  const out: Array<[number, number]> = [];
+  for (let a = 0; a < n; a += step) out.push([a, Math.min(n, a + step)]);
+  if (!out.length) out.push([0, 0]);
+  return out;
+}
+
+/** Mesa's software rasterisers (llvmpipe; lavapipe and softpipe share gallivm's LP_MAX_TGSI_LOOP_ITERATIONS). */
+export const MESA_LOOP_BUDGET = 65535;
+
+/** The loop budget of an adapter described by these strings: 65,535 on Mesa llvmpipe/lavapipe/softpipe, else Infinity. */
+export function adapterLoopBudget(info: { vendor?: string; architecture?: string; device?: string; description?: string }): number {
+  const s = `${info.vendor ?? ''} ${info.architecture ?? ''} ${info.device ?? ''} ${info.description ?? ''}`.toLowerCase();
+  return /llvmpipe|lavapipe|softpipe/.test(s) ? MESA_LOOP_BUDGET : Infinity;
+}
+
+let budgetCache: { device: unknown; budget: number } | null = null;
+/**
+ * Loop iterations one invocation may run on the current device: `flags.loopBudget` (env LOOP_BUDGET) when set,
+ * else adapterLoopBudget(adapter info). Launchers size their chunks from it; Kernel.run() enforces it.
+ */
+export function loopBudget(): number {
+  if (flags.loopBudget !== null) return flags.loopBudget;
+  const g = rt().gpu;
+  if (budgetCache?.device !== g.device) budgetCache = { device: g.device, budget: adapterLoopBudget(g.info) };
+  return budgetCache.budget;
+}
+
+/** Every kernel defined so far (tests check that each looping one declares its loop cost). */
+export const definedKernels: Kernel[] = [];
+
+/** Whether a WGSL module has a loop statement. */
+export function wgslHasLoop(wgsl: string): boolean {
+  const code = wgsl.replace(/\/\/.*$/gm, '');
+  return /\b(for|while)\s*\(|\bloop\s*\{/.test(code);
 }
 
 export class Kernel {
@@ -57,6 +126,27 @@ export class Kernel {
   layout(): KernelLayout {
     if (!this.layoutCache) this.layoutCache = reflectKernel(this.spec.name, this.spec.wgsl, this.spec.entryPoint ?? 'main');
     return this.layoutCache;
+  }
+
+  /**
+   * The declared worst-case loop cost of one invocation for these params (undefined when the kernel declares
+   * none). `opts.loopTrips` replaces the spec's declaration.
+   */
+  loopTrips(params: Record<string, ParamValue>, opts: RunOptions = {}): number | undefined {
+    if (opts.loopTrips !== undefined) return opts.loopTrips;
+    const t = this.spec.loopTrips;
+    if (t === undefined || typeof t === 'number') return t;
+    const numeric: Record<string, number> = {};
+    for (const [k, v] of Object.entries(params)) if (typeof v === 'number' || typeof v === 'boolean') numeric[k] = Number(v);
+    const ov: Record<string, number> = {};
+    for (const [k, v] of Object.entries(this.layout().overrides)) if (Number.isFinite(v)) ov[k] = v;
+    return t(numeric, { ...ov, ...this.overrideValues(opts.overrides) });
+  }
+
+  /** Whether a dispatch with these params stays within the device's loop budget. */
+  fitsLoopBudget(params: Record<string, ParamValue>, opts: RunOptions = {}): boolean {
+    const t = this.loopTrips(params, opts);
+    return t === undefined || t <= loopBudget();
   }
 
   private overrideValues(extra?: Record<string, number>): Record<string, number> {
@@ -185,6 +275,17 @@ export class Kernel {
     if (debugKernel(this.name, 3)) log(`  ${this.name} bindings ${layout.storage.map((s) => `${s.name}:${bindings[s.name]!.byteLength}B`).join(' ')}`);
     const grid = this.fold(this.spec.grid(numeric, c.workgroupSize), r.device.limits.maxComputeWorkgroupsPerDimension);
     if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // nothing to do
+    const trips = this.loopTrips(params, opts);
+    if (trips !== undefined) {
+      const budget = loopBudget();
+      if (!(trips <= budget)) {
+        throw new Error(
+          `${this.name}: one invocation would run up to ${trips} loop iterations, over this adapter's loop budget of ${budget} ` +
+            '(Mesa llvmpipe silently ends every loop of an invocation past 65,535 iterations in all; LOOP_BUDGET overrides): the launcher must chunk this work',
+        );
+      }
+    }
+    r.queue.openScope(); // a bind-group validation error belongs to this batch
     const bindGroup = r.device.createBindGroup({ layout: c.bgl, entries, label: this.name });
     r.queue.dispatch(this.name, c.pipeline, bindGroup, grid);
   }
@@ -201,7 +302,9 @@ export class Kernel {
 }
 
 export function defineKernel(spec: KernelSpec): Kernel {
-  return new Kernel(spec);
+  const k = new Kernel(spec);
+  definedKernels.push(k);
+  return k;
 }
 
 export const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);

@@ -2,6 +2,11 @@
 // pass, uploads this batch's uniforms, submits, and hands pending releases back to the pool.
 // Uniforms: each dispatch gets its own slice of a per-batch uniform chunk (a single reused uniform buffer is a
 // known bug: queue.writeBuffer lands before the batch runs, so every dispatch would see the last value).
+// Errors: each batch runs inside one validation + one out-of-memory error scope (opened with the batch, closed
+// right after its submit; SYNC=1 makes every dispatch its own batch). A scope's error, an uncaptured error and a
+// lost device are thrown at the next sync()/readback as an Error naming the kernels of the failed batch.
+// Check flags (engine/checks.ts: ids out of range, non-finite values) are small GPU buffers written by check
+// kernels; a readback copies the dirty ones into the same staging buffer, so checking costs no extra map.
 import { flags, log, debugKernel } from './env.js';
 import type { BufferPool } from './pool.js';
 
@@ -17,6 +22,38 @@ interface UniformChunk {
   used: number;
 }
 
+/** A small GPU flag buffer written by check kernels, read (and reset) at the next sync/readback. */
+export interface FlagSource {
+  readonly buffer: GPUBuffer;
+  /** Byte size (a multiple of 4) of the flag words. */
+  readonly bytes: number;
+  /** Contents after a reset (written right after each read). */
+  readonly init: Uint32Array<ArrayBuffer>;
+  /** The error the read words report, or null. */
+  decode(words: Uint32Array): Error | null;
+  /** Called when the read is recorded (synchronously, before anything else can be recorded). */
+  onRead?(): void;
+}
+
+/** The GPU device was lost (destroyed, driver reset, out of memory): nothing more can run on it. */
+export class DeviceLostError extends Error {
+  constructor(readonly reason: string, detail: string) {
+    super(`GPU device lost (${reason}): ${detail || 'no message'}. Re-create it with initGpu() (after destroyGpu()).`);
+    this.name = 'DeviceLostError';
+  }
+}
+
+/** A WebGPU validation / out-of-memory / internal error of a submitted batch; `kernels` names its dispatches. */
+export class GpuError extends Error {
+  constructor(readonly kind: string, readonly kernels: readonly string[], detail: string) {
+    const where = kernels.length === 1 && !kernels[0]!.includes(' x') ? `kernel ${kernels[0]}` : `a batch with kernels [${kernels.join(', ') || 'none: copies / writes only'}]`;
+    super(`GPU ${kind} error in ${where}: ${detail}`);
+    this.name = 'GpuError';
+  }
+}
+
+const MAX_NAMES = 16;
+
 export interface DispatchStats {
   dispatches: number;
   submits: number;
@@ -30,6 +67,13 @@ export class Queue {
   private chunks: UniformChunk[] = [];
   private errors: Error[] = [];
   private syncChain: Promise<void> = Promise.resolve();
+  /** Error scopes of the open batch are pushed (validation inside out-of-memory). */
+  private scopeOpen = false;
+  /** Kernel names of the open batch (dispatch counts), for error messages. */
+  private batchNames = new Map<string, number>();
+  private dirtyFlags = new Set<FlagSource>();
+  private lostInfo: { reason: string; message: string } | null = null;
+  private readonly lostPromise: Promise<DeviceLostError>;
   readonly stats: DispatchStats = { dispatches: 0, submits: 0, readbacks: 0 };
   /** Set by engine/profile.ts: sees every dispatch as it is recorded (the profiler replays them one by one). */
   /** While set (profiling), uniform chunks are kept here instead of returning to the pool. */
@@ -39,9 +83,67 @@ export class Queue {
   constructor(
     private readonly device: GPUDevice,
     private readonly pool: BufferPool,
-  ) {}
+  ) {
+    this.lostPromise = device.lost.then((info) => {
+      this.lostInfo = { reason: info.reason ?? 'unknown', message: info.message };
+      return new DeviceLostError(this.lostInfo.reason, info.message);
+    });
+  }
+
+  /** The device-lost error once the device is gone (null while it works). */
+  get lost(): DeviceLostError | null {
+    return this.lostInfo ? new DeviceLostError(this.lostInfo.reason, this.lostInfo.message) : null;
+  }
+
+  private throwIfLost(): void {
+    const e = this.lost;
+    if (e) throw e;
+  }
+
+  /** Open the batch's error scopes (idempotent): called before the batch's first bind group / command. */
+  openScope(): void {
+    if (this.scopeOpen) return;
+    this.device.pushErrorScope('out-of-memory');
+    this.device.pushErrorScope('validation');
+    this.scopeOpen = true;
+  }
+
+  private closeScope(): void {
+    if (!this.scopeOpen) return;
+    this.scopeOpen = false;
+    const names = this.batchNamesList();
+    this.batchNames = new Map();
+    const pops = [this.device.popErrorScope(), this.device.popErrorScope()];
+    const check = Promise.all(pops.map((p) => p.catch(() => null))).then((errs) => {
+      for (const err of errs) if (err) this.errors.push(new GpuError(errorKind(err), names, err.message));
+    });
+    this.syncChain = Promise.all([this.syncChain, check]).then(() => undefined);
+  }
+
+  private batchNamesList(): string[] {
+    const out: string[] = [];
+    for (const [n, c] of this.batchNames) {
+      if (out.length === MAX_NAMES) {
+        out.push(`... ${this.batchNames.size - MAX_NAMES} more`);
+        break;
+      }
+      out.push(c > 1 ? `${n} x${c}` : n);
+    }
+    return out;
+  }
+
+  /** An error reported outside a batch scope (the device's uncapturederror event). */
+  pushUncaptured(err: GPUError): void {
+    this.errors.push(new GpuError(errorKind(err), this.batchNamesList(), err.message));
+  }
+
+  /** Mark a flag buffer as written by the open batch: it is read at the next sync/readback. */
+  markFlag(f: FlagSource): void {
+    this.dirtyFlags.add(f);
+  }
 
   private ensureEncoder(): GPUCommandEncoder {
+    this.openScope();
     if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: 'seqrec.batch' });
     return this.encoder;
   }
@@ -78,22 +180,20 @@ export class Queue {
   }
 
   dispatch(name: string, pipeline: GPUComputePipeline, bindGroup: GPUBindGroup, grid: readonly [number, number, number]): void {
-    if (flags.sync) this.device.pushErrorScope('validation');
+    this.throwIfLost();
     const pass = this.ensurePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(grid[0], grid[1], grid[2]);
     this.stats.dispatches++;
     this.inBatch++;
+    this.batchNames.set(name, (this.batchNames.get(name) ?? 0) + 1);
     if (debugKernel(name, 2)) log(`dispatch ${name} grid=[${grid.join(',')}]`);
     if (flags.sync) {
+      // Every dispatch is its own batch, so a failing kernel's error names it alone.
       this.flush();
-      const scope = this.device.popErrorScope();
-      this.syncChain = this.syncChain.then(async () => {
-        const err = await scope;
-        await this.device.queue.onSubmittedWorkDone();
-        if (err) this.errors.push(new Error(`kernel ${name}: ${err.message}`));
-      });
+      const done = this.device.queue.onSubmittedWorkDone();
+      this.syncChain = Promise.all([this.syncChain, done]).then(() => undefined);
     } else if (this.onDispatch) this.onDispatch(name, pipeline, bindGroup, grid);
     if (!flags.sync && (this.inBatch >= flags.flushEvery || this.pool.pendingBytes > PENDING_FLUSH_BYTES)) this.flush();
   }
@@ -121,6 +221,7 @@ export class Queue {
 
   flush(): void {
     if (!this.encoder && this.chunks.length === 0) {
+      this.closeScope(); // bind groups may have been created (and failed) without a dispatch
       this.pool.onSubmitted(); // nothing unsubmitted can use the pending buffers
       return;
     }
@@ -138,13 +239,24 @@ export class Queue {
     this.chunks = [];
     this.encoder = null;
     this.inBatch = 0;
+    this.closeScope();
     this.pool.onSubmitted();
+  }
+
+  /** Wait for p, or fail with the device-lost error if the device goes away first (no hang). */
+  private untilLost<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.lostPromise.then((e) => Promise.reject(e))]);
   }
 
   /** Flush and wait until the GPU has finished everything submitted; throws errors found along the way. */
   async sync(): Promise<void> {
+    this.throwIfLost();
+    if (this.dirtyFlags.size) {
+      await this.read(null, 0, 0);
+      return;
+    }
     this.flush();
-    await this.device.queue.onSubmittedWorkDone();
+    await this.untilLost(this.device.queue.onSubmittedWorkDone());
     await this.syncChain;
     this.throwPending();
   }
@@ -157,22 +269,63 @@ export class Queue {
     }
   }
 
-  /** Read `bytes` from `src` at `offset` (flushes the batch first). */
-  async read(src: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+  /**
+   * Read `bytes` from `src` at `offset` (flushes the batch first). The dirty check flags ride along in the same
+   * staging buffer; their errors (and the batch's GPU errors) are thrown after the data arrived.
+   */
+  async read(src: GPUBuffer | null, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.throwIfLost();
     const size = Math.ceil(bytes / 4) * 4;
-    const staging = this.pool.acquire(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'seqrec.readback');
-    this.copy(src, offset, staging, 0, size);
+    const fl = [...this.dirtyFlags];
+    this.dirtyFlags.clear();
+    let total = size;
+    for (const f of fl) total += f.bytes;
+    const staging = this.pool.acquire(Math.max(total, 4), GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'seqrec.readback');
+    if (src && size) this.copy(src, offset, staging, 0, size);
+    let at = size;
+    for (const f of fl) {
+      this.copy(f.buffer, 0, staging, at, f.bytes);
+      at += f.bytes;
+    }
     this.flush();
+    for (const f of fl) {
+      this.device.queue.writeBuffer(f.buffer, 0, f.init); // after the copy above (queue order)
+      f.onRead?.();
+    }
     this.stats.readbacks++;
+    let mapped = false;
     try {
-      await staging.mapAsync(GPUMapMode.READ, 0, size);
-      const out = staging.getMappedRange(0, size).slice(0, bytes);
+      await this.untilLost(staging.mapAsync(GPUMapMode.READ, 0, Math.max(total, 4)));
+      mapped = true;
+      const all = staging.getMappedRange(0, Math.max(total, 4));
+      const out = all.slice(0, bytes);
+      let pos = size;
+      for (const f of fl) {
+        const err = f.decode(new Uint32Array(all.slice(pos, pos + f.bytes)));
+        if (err) this.errors.push(err);
+        pos += f.bytes;
+      }
       staging.unmap();
+      mapped = false;
       return out;
+    } catch (e) {
+      const lost = this.lost;
+      if (lost) throw lost;
+      throw e;
     } finally {
-      this.pool.release(staging); // reusable after the next flush
-      await this.syncChain;
-      this.throwPending();
+      if (mapped) staging.unmap();
+      if (!this.lostInfo) {
+        this.pool.release(staging); // reusable after the next flush
+        await this.syncChain;
+        // GPU errors of the batches first (they make every later value meaningless), then the flags'.
+        this.errors.sort((a, b) => Number(b instanceof GpuError) - Number(a instanceof GpuError));
+        this.throwPending();
+      }
     }
   }
+}
+
+function errorKind(err: GPUError): string {
+  const n = err.constructor?.name ?? '';
+  return n === 'GPUOutOfMemoryError' ? 'out-of-memory' : n === 'GPUInternalError' ? 'internal' : 'validation';
 }

@@ -29,7 +29,11 @@ export function rt(): Runtime {
   const gpu = getGpu();
   if (!current || current.device !== gpu.device) {
     const pool = new BufferPool(gpu.device);
-    current = { gpu, device: gpu.device, pool, queue: new Queue(gpu.device, pool), pipelines: new Map() };
+    const queue = new Queue(gpu.device, pool);
+    current = { gpu, device: gpu.device, pool, queue, pipelines: new Map() };
+    // Errors outside a batch's scope (a write to a destroyed buffer, an allocation failure) are thrown at the next
+    // sync/readback too, not only printed.
+    gpu.device.addEventListener('uncapturederror', (ev) => queue.pushUncaptured((ev as GPUUncapturedErrorEvent).error));
   }
   return current;
 }

@@ -82,6 +82,17 @@ export class StateDictError extends Error {
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
+/**
+ * JSON.parse for untrusted text (file headers, checkpoint metadata): a `__proto__` key anywhere is refused, so a
+ * parsed object can never change a prototype when it is later copied or merged. Throws SyntaxError for bad JSON.
+ */
+export function parseJsonSafe(text: string): unknown {
+  return JSON.parse(text, (key, value: unknown) => {
+    if (key === '__proto__') throw new SyntaxError("the key '__proto__' is not allowed");
+    return value;
+  });
+}
+
 // ------------------------------------------------------------------------------------------------ parse
 /** Parse a safetensors image. `file` names it in error messages. Tensor data is copied (aligned, owned). */
 export function parseSafetensors(bytes: Uint8Array, file = '<bytes>'): SafetensorsFile {
@@ -98,7 +109,7 @@ export function parseSafetensors(bytes: Uint8Array, file = '<bytes>'): Safetenso
   }
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
+    header = parseJsonSafe(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)));
   } catch (e) {
     fail(`malformed header JSON (${e instanceof Error ? e.message : String(e)})`);
   }
@@ -133,6 +144,9 @@ export function parseSafetensors(bytes: Uint8Array, file = '<bytes>'): Safetenso
     if (end < begin) fail(`data_offsets [${begin}, ${end}] end before they begin`, name);
     if (end > dataLen) fail(`data_offsets [${begin}, ${end}] are out of range: the data section has ${dataLen} bytes (truncated file?)`, name);
     const want = numel(shp) * READ_DTYPES[dt as SafetensorsDType].bytes;
+    if (!Number.isSafeInteger(want)) {
+      fail(`shape ${shapeStr(shp)} of ${dt} needs ${want} bytes, more than the data section's ${dataLen} (corrupt shape)`, name);
+    }
     if (end - begin !== want) {
       fail(`data_offsets [${begin}, ${end}] hold ${end - begin} bytes, but ${dt} ${shapeStr(shp)} needs ${want}`, name);
     }
@@ -376,7 +390,7 @@ export function applyCheckpoint(f: SafetensorsFile, o: LoadCheckpointOptions, fi
     if (f.metadata.optimizer === undefined) throw new SafetensorsError(file, undefined, 'has no optimizer state (metadata "optimizer" is missing)');
     let meta: { kind: string; hyper: Record<string, number | boolean>; steps: Record<string, number> };
     try {
-      meta = JSON.parse(f.metadata.optimizer) as typeof meta;
+      meta = parseJsonSafe(f.metadata.optimizer) as typeof meta;
     } catch (e) {
       throw new SafetensorsError(file, undefined, `metadata "optimizer" is not valid JSON (${String(e)})`);
     }
@@ -386,7 +400,16 @@ export function applyCheckpoint(f: SafetensorsFile, o: LoadCheckpointOptions, fi
       throw wrap(file, e);
     }
   }
-  if (o.restoreRng && f.metadata.rng) setRngState(JSON.parse(f.metadata.rng) as { seed: number; offset: number });
+  if (o.restoreRng && f.metadata.rng) {
+    let st: { seed?: unknown; offset?: unknown };
+    try {
+      st = parseJsonSafe(f.metadata.rng) as typeof st;
+    } catch (e) {
+      throw new SafetensorsError(file, undefined, `metadata "rng" is not valid JSON (${String(e)})`);
+    }
+    if (!st || !Number.isSafeInteger(st.seed) || !Number.isSafeInteger(st.offset)) throw new SafetensorsError(file, undefined, `metadata "rng" is not {seed, offset} integers: ${f.metadata.rng}`);
+    setRngState(st as { seed: number; offset: number });
+  }
   const num = (k: string): number | undefined => (f.metadata[k] === undefined ? undefined : Number(f.metadata[k]));
   const r = (res ?? {}) as { missing?: string[]; unexpected?: string[] };
   return { step: num('step'), epoch: num('epoch'), metadata: f.metadata, missing: r.missing ?? [], unexpected: r.unexpected ?? [] };

@@ -70,6 +70,10 @@ import {
   rngUniform,
   Tensor,
   type Kernel,
+  loopBudget,
+  loopCost,
+  maxLoopIterations,
+  chunkRanges as ranges,
 } from '../engine/index.js';
 
 type F64 = ref.F64;
@@ -166,6 +170,8 @@ struct Params {
   p: f32,         // dropout probability
   keep: f32,      // 1/(1-p) (0 when p == 1)
   rng_base: u32,  // pcg_hash(seed + pcg_hash(offset)): rng_u32(seed, offset, i) = pcg_hash(i + rng_base)
+  j0: u32,        // this dispatch's range [j0, j1) of the other side's rows, relative to the group's first row:
+  j1: u32,        // [0, L) in one dispatch, or chunks of it (llvmpipe's loop budget), state carried in the outputs
 }
 @group(0) @binding(0) var<uniform> p: Params;`;
 
@@ -247,6 +253,7 @@ function bindings(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: b
   if (pass === 'fwd') {
     add('out', V, true, X);
     add('lse', 'f32', true, R);
+    add('lsum', 'f32', true, R + ' running softmax sums between key chunks (1-element dummy in one dispatch)');
   } else if (pass === 'bwd_q') {
     add('out', V, false, X);
     add('dout', V, false, X);
@@ -311,10 +318,14 @@ ${each((u) => `  let vis${u} = any_visible(x${u}, fv);
   ${forD((d) => `q${u}[${d}] = q[ra${u} + ${d}];`)}
   var m${u} = -3.0e38;
   var l${u} = 0.0;`)}
+  let last = p.j1 >= p.L;
+  if (p.j0 != 0u) {
+${each((u) => `    m${u} = lse[g.lb + x${u}]; l${u} = lsum[g.lb + x${u}]; ${forD((d) => `a${u}[${d}] = out[ra${u} + ${d}];`)}`)}
+  }
   var kr: array<${V}, ${NV}>;
   var vr: array<${V}, ${NV}>;
-  let jend = select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal});
-  for (var j = g.lo; j < jend; j++) {
+  let jend = min(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo + p.j1);
+  for (var j = g.lo + p.j0; j < jend; j++) {
     let ka = g.base + j * g.stride;
     ${forD((d) => `kr[${d}] = k[ka + ${d}];`)}
     let kpad = key_pad(g, j);
@@ -337,9 +348,15 @@ ${each((u) => `    ${score(`z${u}`, (d) => `q${u}[${d}]`, (d) => `kr[${d}]`, `x$
 ${each((u) => `      ${forD((d) => `a${u}[${d}] += w${u} * vr[${d}];`)}`)}
     }
   }
-${store((u) => `    let inv = 1.0 / l${u};
+${store((u) => `    if (!last) {
+      ${forD((d) => `out[ra${u} + ${d}] = a${u}[${d}];`)}
+      lse[g.lb + x${u}] = m${u};
+      lsum[g.lb + x${u}] = l${u};
+    } else {
+    let inv = 1.0 / l${u};
     ${forD((d) => `out[ra${u} + ${d}] = a${u}[${d}] * inv;`)}
-    lse[g.lb + x${u}] = m${u} + log(l${u});`)}
+    lse[g.lb + x${u}] = m${u} + log(l${u});
+    }`)}
 }`;
   }
   if (pass === 'bwd_q') {
@@ -353,11 +370,15 @@ ${each((u) => `  let vis${u} = any_visible(x${u}, fv);
   ${forD((d) => `q${u}[${d}] = q[ra${u} + ${d}]; o${u}[${d}] = dout[ra${u} + ${d}]; live${u} = live${u} || any(o${u}[${d}] != ${V}(0.0));`)}
   ${dotInto(`dl${u}`, (d) => `o${u}[${d}]`, (d) => `out[ra${u} + ${d}]`)}
   let li${u} = lse[g.lb + x${u}];`)}
+  let last = p.j1 >= p.L;
+  if (p.j0 != 0u) {
+${each((u) => `    ${forD((d) => `dq${u}[${d}] = dq[ra${u} + ${d}];`)}`)}
+  }
   var kr: array<${V}, ${NV}>;
   var vr: array<${V}, ${NV}>;
   // Rows with dO_i == 0 (pad positions of a real loss) have dS_i. == 0: a thread with no live row skips.
-  let jend = select(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo, !(${any((u) => `live${u}`)}));
-  for (var j = g.lo; j < jend; j++) {
+  let jend = min(select(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo, !(${any((u) => `live${u}`)})), g.lo + p.j1);
+  for (var j = g.lo + p.j0; j < jend; j++) {
     let ka = g.base + j * g.stride;
     ${forD((d) => `kr[${d}] = k[ka + ${d}];`)}
     let kpad = key_pad(g, j);
@@ -370,7 +391,8 @@ ${each((u) => `      ${dotInto(`da${u}`, (d) => `o${u}[${d}]`, (d) => `vr[${d}]`
       ${forD((d) => `dq${u}[${d}] += ds${u} * kr[${d}];`)}`)}
     }
   }
-${store((u) => `    ${forD((d) => `dq[ra${u} + ${d}] = dq${u}[${d}] * p.scale;`)}
+${store((u) => `    let sc${u} = select(1.0, p.scale, last);
+    ${forD((d) => `dq[ra${u} + ${d}] = dq${u}[${d}] * sc${u};`)}
     delta[g.lb + x${u}] = vec2<f32>(dl${u}, select(0.0, 1.0, live${u}));`)}
 }`;
   }
@@ -382,10 +404,15 @@ ${each((u) => `  let ra${u} = g.base + x${u} * g.stride;
   var dk${u}: array<${V}, ${NV}>;
   var dv${u}: array<${V}, ${NV}>;
   ${forD((d) => `k${u}[${d}] = k[ra${u} + ${d}]; v${u}[${d}] = v[ra${u} + ${d}];`)}`)}
+  let last = p.j1 >= p.L;
+  if (p.j0 != 0u) {
+${each((u) => `    ${forD((d) => `dk${u}[${d}] = dk[ra${u} + ${d}]; dv${u}[${d}] = dv[ra${u} + ${d}];`)}`)}
+  }
   var qr: array<${V}, ${NV}>;
   var orow: array<${V}, ${NV}>;
-  let ibeg = select(g.lo, g.x0, ${varlenCausal});
-  for (var i = ibeg; i < g.hi; i++) {
+  let ibeg = max(select(g.lo, g.x0, ${varlenCausal}), g.lo + p.j0);
+  let iend = min(g.hi, g.lo + p.j1);
+  for (var i = ibeg; i < iend; i++) {
     let dli = delta[g.lb + i];
     if (dli.y == 0.0) { continue; }             // dO_i == 0: row i contributes nothing
     let qa = g.base + i * g.stride;
@@ -403,7 +430,8 @@ ${each((u) => `      let mm${u} = mult(g, i, x${u});
       ${forD((d) => `dv${u}[${d}] += w${u} * orow[${d}]; dk${u}[${d}] += ds${u} * qr[${d}];`)}`)}
     }
   }
-${store((u) => `    ${forD((d) => `dk[ra${u} + ${d}] = dk${u}[${d}] * p.scale; dv[ra${u} + ${d}] = dv${u}[${d}];`)}`)}
+${store((u) => `    let sc${u} = select(1.0, p.scale, last);
+    ${forD((d) => `dk[ra${u} + ${d}] = dk${u}[${d}] * sc${u}; dv[ra${u} + ${d}] = dv${u}[${d}];`)}`)}
 }`;
 }
 
@@ -428,9 +456,36 @@ function attnKernel(mode: AttentionMode, pass: AttentionPass, D: number, R: numb
     wgsl,
     foldable: true,
     grid: ({ threads }) => [ceilDiv(threads!, WG)],
+    loopTrips: (prm) => attentionTrips(mode, pass, NV, R, prm),
   });
   kernelCache.set(name, k);
   return k;
+}
+
+/**
+ * Loop cost of one attention thread (llvmpipe's loop budget): first_valid (padded with ids: up to L keys), the
+ * loops over the other side's rows [j0, j1) and, for D > 32 (NV > UNROLL_D), the loops over d inside them.
+ */
+function attentionTrips(mode: AttentionMode, pass: AttentionPass, NV: number, R: number, prm: Record<string, number>): number {
+  const { fixed, perRow } = attentionCosts(mode, pass, NV, R, prm.L!, prm.has_ids!);
+  return fixed + loopCost(prm.j1! - prm.j0!, perRow);
+}
+
+function attentionCosts(mode: AttentionMode, pass: AttentionPass, NV: number, R: number, L: number, hasIds: number): { fixed: number; perRow: number } {
+  const dc = NV <= UNROLL_D ? 0 : loopCost(NV); // one loop over the row's NV slots (unrolled: none)
+  const fv = mode === 'padded' && hasIds ? loopCost(L) : 0;
+  if (pass === 'fwd') return { fixed: fv + 3 * R * dc, perRow: dc + R * 3 * dc + dc }; // q / state / out; k, score + rescale + accumulate, v
+  if (pass === 'bwd_q') return { fixed: fv + 4 * R * dc, perRow: dc + R * dc + dc + R * 2 * dc }; // q, dO, delta, state / dq; k, score, v, dA + dq
+  return { fixed: fv + 3 * R * dc, perRow: dc + R * dc + dc + R * 2 * dc }; // k, v, state / dk dv; q, score, dO, dA + dk dv
+}
+
+/** The most rows of the other side one dispatch may loop over (Infinity when the budget allows all). */
+function rowsPerDispatch(g: Geom, pass: AttentionPass, hasIds: boolean): number {
+  const budget = loopBudget();
+  if (!Number.isFinite(budget)) return Infinity;
+  const { NV } = vecOf(g.D);
+  const { fixed, perRow } = attentionCosts(g.mode, pass, NV, g.R, g.L, hasIds ? 1 : 0);
+  return Math.max(1, maxLoopIterations(budget, perRow, fixed));
 }
 
 /** The kernels' WGSL, for review and for the reflection test. */
@@ -459,6 +514,8 @@ interface Geom {
 
 function params(g: Geom, a: Resolved, hasIds: boolean): Record<string, number> {
   return {
+    j0: 0,
+    j1: g.L,
     threads: g.threads,
     L: g.L,
     H: g.H,
@@ -490,7 +547,15 @@ function runFwd(g: Geom, a: Resolved, q: Tensor, k: Tensor, v: Tensor, aux: Aux,
   const out = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
   const lse = Tensor.empty(g.rowShape); // [B, H, L] | [H, T]
   const zs = storeZ ? Tensor.empty([...g.rowShape, g.L]) : null; // [B, H, L, L] | [H, T, L]
-  if (g.threads > 0) attnKernel(g.mode, 'fwd', g.D, g.R, storeZ).run({ q, k, v, ...aux, out, lse, ...(zs ? { zs } : {}) }, params(g, a, hasIds));
+  if (g.threads > 0) {
+    // Keys [j0, j1) per dispatch: one dispatch unless a thread's key loop would pass the loop budget (D > 32
+    // loops over d per key); then the online-softmax state waits in out (unnormalised), lse (max) and lsum.
+    const chunks = ranges(g.L, rowsPerDispatch(g, 'fwd', hasIds));
+    const lsum = Tensor.empty(chunks.length > 1 ? g.rowShape : [1]); // [B, H, L] | [H, T] running sums, or a dummy
+    const kern = attnKernel(g.mode, 'fwd', g.D, g.R, storeZ);
+    for (const [j0, j1] of chunks) kern.run({ q, k, v, ...aux, out, lse, lsum, ...(zs ? { zs } : {}) }, { ...params(g, a, hasIds), j0, j1 });
+    lsum.dispose();
+  }
   return { out, lse, zs };
 }
 
@@ -510,13 +575,21 @@ function runBwd(
   const dq = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
   const delta = Tensor.empty([...g.rowShape, 2]); // [B, H, L, 2] | [H, T, 2]: (dO.O, dO != 0)
   // dq's kernel also produces delta, which dk/dv need: it always runs.
-  if (g.threads > 0) attnKernel(g.mode, 'bwd_q', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, out, dout, lse, dq, delta }, pr);
+  if (g.threads > 0) {
+    for (const [j0, j1] of ranges(g.L, rowsPerDispatch(g, 'bwd_q', hasIds))) {
+      attnKernel(g.mode, 'bwd_q', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, out, dout, lse, dq, delta }, { ...pr, j0, j1 });
+    }
+  }
   let dk: Tensor | null = null;
   let dv: Tensor | null = null;
   if (need[1] || need[2]) {
     dk = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
     dv = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
-    if (g.threads > 0) attnKernel(g.mode, 'bwd_kv', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, dout, lse, delta, dk, dv }, pr);
+    if (g.threads > 0) {
+      for (const [j0, j1] of ranges(g.L, rowsPerDispatch(g, 'bwd_kv', hasIds))) {
+        attnKernel(g.mode, 'bwd_kv', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, dout, lse, delta, dk, dv }, { ...pr, j0, j1 });
+      }
+    }
   }
   delta.dispose();
   let dqOut: Tensor | null = dq;

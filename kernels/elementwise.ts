@@ -8,6 +8,7 @@
 import {
   ceilDiv,
   defineKernel,
+  loopCost,
   defineOp,
   ref,
   sameShape,
@@ -111,6 +112,7 @@ ${ENTRY} {
 }`,
     grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
     minSizes: ({ n }) => ({ out: n! }),
+    loopTrips: loopCost(MAX_DIMS), // the general mode's loop over at most MAX_DIMS dims
   });
   binaryKernels.set(key, k);
   return k;

@@ -5,8 +5,9 @@
 //   - forward reads the row even for paddingIdx (official S3-Rec keeps a random pad row and adds it at pad
 //     slots, so the pad row is NOT zeroed here);
 //   - backward gives ZERO gradient to the paddingIdx row (its positions go to the inverse index's sink);
-//   - ids outside [0, V) (negative i32 included): the output row is 0 and no gradient flows (torch raises;
-//     a GPU kernel cannot, and clamping would silently train an unrelated row);
+//   - ids outside [0, V) (negative i32 included): the output row is 0 and no gradient flows, and the engine's
+//     GPU range check (engine/checks.ts, off with CHECK_IDS=0) throws `embedding: id 1000000 at position 3 is
+//     outside [0, 10)` at the next sync/readback (torch raises at once; a GPU kernel cannot);
 //   - ids never get gradients.
 // Forward: the index_select kernel of kernels/shape.ts (one thread per output element, vec4 when D % 4 == 0):
 //   reads N*D + N values, writes N*D (N = ids.size).
@@ -15,7 +16,7 @@
 //   ids tensor (radix sort, no readback), or on the host when the caller passes `hostIds` (the data loader has
 //   the batch's ids as an Int32Array; cheaper: no sort dispatches). Dense output: every row written.
 // Variants: see bench/embedding.bench.ts (embedding.fwd/.bwd at S3-Rec and AttRec shapes; GPU vs host index).
-import { defineOp, ref, shapeStr, Tensor } from '../engine/index.js';
+import { checkIds, defineOp, ref, shapeStr, Tensor } from '../engine/index.js';
 import { scatterAddRows } from './scatter.js';
 import { indexSelectInto } from './shape.js';
 
@@ -69,6 +70,7 @@ export function embedding(weight: Tensor, ids: Tensor, opts: EmbeddingOptions = 
     if (opts.hostIds.length !== ids.size) throw new Error(`embedding: hostIds has ${opts.hostIds.length} values, ids ${ids.describe()} has ${ids.size}`);
     hostIds = Int32Array.from(opts.hostIds); // a snapshot: the loader may reuse its array before backward
   }
+  checkIds(ids, V, 'embedding', 'id'); // thrown at the next sync/readback
   return embeddingOp.apply([weight, ids], { paddingIdx, hostIds });
 }
 

@@ -32,7 +32,7 @@
 // Measured (npm run bench -- euclid., llvmpipe, 2 shared cores, medians of interleaved runs, forward + backward
 // into u, m, X, Q): B=1000 N=3 D=150 V=1682: fused 9.6-11.1 ms, composed engine ops 56-58 ms (5.8-6.1x),
 // tfjs-webgpu 342-350 ms (31-36x); B=256 N=100: fused 25-28 ms, composed 248-449 ms, tfjs 484-930 ms.
-import { ceilDiv, defineKernel, defineOp, ref, shapeStr, Tensor, zeros, type Kernel, type Op } from '../engine/index.js';
+import { ceilDiv, checkIds, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, zeros, type Kernel, type Op } from '../engine/index.js';
 import { buildInverseIndex } from './scatter.js';
 
 type F64 = ref.F64;
@@ -94,6 +94,7 @@ ${ENTRY} {
   out[t] = p.alpha * sl + (1.0 - p.alpha) * ss;
 }`,
       grid: ({ P }) => [ceilDiv(P!, WG)],
+      loopTrips: ({ DW }) => loopCost(DW!),
     }),
     rows: defineKernel({
       name: `euclid_score_bwd_rows${sfx}`,
@@ -101,10 +102,11 @@ ${ENTRY} {
       wgsl: /* wgsl */ `
 // du[b, d] = cu * sum_n g[b, n] (u[b, d] - X[i, d]), dm[b, d] = cm * sum_n g[b, n] (m[b, d] - Q[i, d]),
 // cu = 2 alpha, cm = 2 (1 - alpha). One thread per (b, ${w} consecutive d), n in order. WANT_U/WANT_M = 0 skip a half.
+// Candidates [n0, n1) per dispatch (past llvmpipe's loop budget: several; the unscaled sums wait in du / dm).
 const WG = ${WG}u;
 override WANT_U: u32 = 1u;
 override WANT_M: u32 = 1u;
-struct Params { BDW: u32, N: u32, DW: u32, V: u32, cu: f32, cm: f32, nan: f32 }
+struct Params { BDW: u32, N: u32, DW: u32, V: u32, cu: f32, cm: f32, nan: f32, n0: u32, n1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
 @group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
@@ -123,7 +125,11 @@ ${ENTRY} {
   let mv = m[t];
   var gu = ${zero};
   var gm = ${zero};
-  for (var n = 0u; n < p.N; n = n + 1u) {
+  if (p.n0 != 0u) {
+    if (WANT_U != 0u) { gu = du[t]; }
+    if (WANT_M != 0u) { gm = dm[t]; }
+  }
+  for (var n = p.n0; n < p.n1; n = n + 1u) {
     let g = gy[b * p.N + n];
     let i = idx[b * p.N + n];
     if (i < 0 || u32(i) >= p.V) { gu = ${nanv}; gm = ${nanv}; continue; }
@@ -131,10 +137,12 @@ ${ENTRY} {
     if (WANT_U != 0u) { gu = gu + g * (uv - X[r]); }
     if (WANT_M != 0u) { gm = gm + g * (mv - Q[r]); }
   }
-  if (WANT_U != 0u) { du[t] = p.cu * gu; }
-  if (WANT_M != 0u) { dm[t] = p.cm * gm; }
+  let last = p.n1 == p.N;
+  if (WANT_U != 0u) { du[t] = select(gu, p.cu * gu, last); }
+  if (WANT_M != 0u) { dm[t] = select(gm, p.cm * gm, last); }
 }`,
       grid: ({ BDW }) => [ceilDiv(BDW!, WG)],
+      loopTrips: ({ n0, n1 }) => loopCost(n1! - n0!),
     }),
     table: defineKernel({
       name: `euclid_score_bwd_table${sfx}`,
@@ -142,11 +150,12 @@ ${ENTRY} {
       wgsl: /* wgsl */ `
 // dX[i, d] = cx * sum_{q in seg(i)} g[q] (X[i, d] - u[b(q), d]), dQ[i, d] = cq * sum g[q] (Q[i, d] - m[b(q), d]),
 // seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N. One thread per
-// (i, ${w} consecutive d).
+// (i, ${w} consecutive d). Piece [s0, s0 + len) of each segment per dispatch (a hot item can own every position,
+// past llvmpipe's loop budget): the unscaled sums of unfinished segments wait in dX / dQ.
 const WG = ${WG}u;
 override WANT_X: u32 = 1u;
 override WANT_Q: u32 = 1u;
-struct Params { VDW: u32, N: u32, DW: u32, cx: f32, cq: f32 }
+struct Params { VDW: u32, N: u32, DW: u32, cx: f32, cq: f32, s0: u32, len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
 @group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
@@ -166,18 +175,28 @@ ${ENTRY} {
   let qv = Q[t];
   var gx = ${zero};
   var gq = ${zero};
+  let a = offsets[i];
   let e = offsets[i + 1u];
-  for (var k = offsets[i]; k < e; k = k + 1u) {
+  let k0 = a + min(p.s0, e - a);
+  let k1 = k0 + min(p.len, e - k0);
+  if (p.s0 != 0u) {
+    if (k0 == k1) { return; }
+    if (WANT_X != 0u) { gx = dX[t]; }
+    if (WANT_Q != 0u) { gq = dQ[t]; }
+  }
+  for (var k = k0; k < k1; k = k + 1u) {
     let q = perm[k];
     let g = gy[q];
     let r = (q / p.N) * p.DW + d;
     if (WANT_X != 0u) { gx = gx + g * (xv - u[r]); }
     if (WANT_Q != 0u) { gq = gq + g * (qv - m[r]); }
   }
-  if (WANT_X != 0u) { dX[t] = p.cx * gx; }
-  if (WANT_Q != 0u) { dQ[t] = p.cq * gq; }
+  let last = k1 == e;
+  if (WANT_X != 0u) { dX[t] = select(gx, p.cx * gx, last); }
+  if (WANT_Q != 0u) { dQ[t] = select(gq, p.cq * gq, last); }
 }`,
       grid: ({ VDW }) => [ceilDiv(VDW!, WG)],
+      loopTrips: ({ len }) => loopCost(len!),
     }),
   };
   byWidth.set(w, ks);
@@ -233,11 +252,14 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
     if (needU || needM) {
       du = outOrScratch(needU, [B, D]); // [B, D]
       dm = outOrScratch(needM, [B, D]); // [B, D]
-      ks.rows.run(
-        { u, m, X, Q, idx, gy, du, dm },
-        { BDW: (B * D) / w, N, DW: D / w, V, cu: 2 * a, cm: 2 * (1 - a), nan: NaN },
-        { overrides: { WANT_U: needU ? 1 : 0, WANT_M: needM ? 1 : 0 } },
-      );
+      const per = Math.max(1, maxLoopIterations(loopBudget())); // candidates per dispatch
+      for (let n0 = 0; n0 < N; n0 += per) {
+        ks.rows.run(
+          { u, m, X, Q, idx, gy, du, dm },
+          { BDW: (B * D) / w, N, DW: D / w, V, cu: 2 * a, cm: 2 * (1 - a), nan: NaN, n0, n1: Math.min(N, n0 + per) },
+          { overrides: { WANT_U: needU ? 1 : 0, WANT_M: needM ? 1 : 0 } },
+        );
+      }
     }
     let dX: Tensor | null = null;
     let dQ: Tensor | null = null;
@@ -245,11 +267,16 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
       dX = outOrScratch(needX, [V, D]); // [V, D]
       dQ = outOrScratch(needQ, [V, D]); // [V, D]
       const csr = buildInverseIndex(idx, V); // offsets [V + 1], perm [B * N]
-      ks.table.run(
-        { u, m, X, Q, gy, offsets: csr.offsets, perm: csr.perm, dX, dQ },
-        { VDW: (V * D) / w, N, DW: D / w, cx: 2 * a, cq: 2 * (1 - a) },
-        { overrides: { WANT_X: needX ? 1 : 0, WANT_Q: needQ ? 1 : 0 } },
-      );
+      // A segment may hold all B*N positions: pieces of `len` positions per dispatch past the loop budget.
+      const P = B * N;
+      const len = Math.max(1, Math.min(P, maxLoopIterations(loopBudget())));
+      for (let s0 = 0; s0 < P; s0 += len) {
+        ks.table.run(
+          { u, m, X, Q, gy, offsets: csr.offsets, perm: csr.perm, dX, dQ },
+          { VDW: (V * D) / w, N, DW: D / w, cx: 2 * a, cq: 2 * (1 - a), s0, len },
+          { overrides: { WANT_X: needX ? 1 : 0, WANT_Q: needQ ? 1 : 0 } },
+        );
+      }
       csr.dispose();
     }
     const keepIf = (need: boolean, t: Tensor | null): Tensor | null => {
@@ -266,7 +293,9 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
  * u, m [B, D]; X, Q [V, D]; idx [B, N] i32 -> [B, N]. Smaller is better. Differentiable in u, m, X, Q.
  */
 export function euclidScore(u: Tensor, m: Tensor, X: Tensor, Q: Tensor, idx: Tensor, opts: { alpha?: number } = {}): Tensor {
-  return euclidScoreOp.apply([u, m, X, Q, idx], { alpha: opts.alpha ?? 0.2 });
+  const out = euclidScoreOp.apply([u, m, X, Q, idx], { alpha: opts.alpha ?? 0.2 });
+  checkIds(idx, X.shape[0]!, 'euclidScore', 'candidate id'); // thrown at the next sync/readback
+  return out;
 }
 
 // ------------------------------------------------------------------ float64 reference

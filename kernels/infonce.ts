@@ -33,7 +33,7 @@
 // Kernels are generated per row width D (`_d64`: D baked in as a WGSL const so rows live in registers; vec4
 //   loads when D % 4 == 0): infonce_fwd_dD, infonce_bwd_dD, rows_scatter_dD; infonce_dense_dk_v4 / _v1.
 // Other kernels: loss_reduce (one workgroup, fixed order: per-row losses -> scalar, and the denominator).
-import { ceilDiv, defineKernel, defineOp, ref, rt, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, chunkRanges as ranges, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, Tensor, type Kernel } from '../engine/index.js';
 import { buildInverseIndex } from './scatter.js';
 
 type F64 = ref.F64;
@@ -76,6 +76,22 @@ export function cachedKernel(name: string, make: () => Kernel): Kernel {
   return k;
 }
 
+// ------------------------------------------------------------------ loops and llvmpipe's loop budget
+/**
+ * Loops over a row's D4 storage elements are unrolled in the generated WGSL up to this length (Mesa unrolls
+ * such loops itself; written out, they cost nothing of llvmpipe's per-invocation loop budget for certain).
+ */
+export const UNROLL_D4 = 16;
+
+/** Statements `body(k)` for k in [0, n): unrolled (k a constant) when n <= UNROLL_D4, else a loop (`k` a var). */
+export function forD4(n: number, body: (k: string) => string, v = 'k'): string {
+  if (n <= UNROLL_D4) return Array.from({ length: n }, (_, j) => body(`${j}u`)).join(' ');
+  return `for (var ${v} = 0u; ${v} < ${n}u; ${v} = ${v} + 1u) { ${body(v)} }`;
+}
+
+/** Loop cost of forD4(n, body) whose body costs `body`. */
+export const d4Cost = (n: number, body = 0): number => (n <= UNROLL_D4 ? n * body : loopCost(n, body));
+
 // ------------------------------------------------------------------ loss_reduce
 const lossReduce = defineKernel({
   name: 'loss_reduce',
@@ -83,7 +99,9 @@ const lossReduce = defineKernel({
 // out[0] = sum(part) / den, den[0] = mean ? (sum(w) * scale, or 1 when sum(w) == 0) : 1.
 // part and w start at element offsets partOff / wOff of their buffers (they may be regions of one buffer).
 // One workgroup; thread t sums part[t], part[t + 256], ... then thread 0 adds the 256 partials in order.
-struct Params { nPart: u32, partOff: u32, nW: u32, wOff: u32, mean: u32, scale: f32 }
+// Elements [i0, i1) per dispatch: longer inputs than one invocation's loop budget take several dispatches, the
+// running sums carried in out[0] / den[0] until the last one (i1 >= max(nPart, nW)).
+struct Params { nPart: u32, partOff: u32, nW: u32, wOff: u32, mean: u32, scale: f32, i0: u32, i1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<f32>;       // [partOff + nPart] weighted loss partials
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // [wOff + nW] row weights
@@ -94,9 +112,11 @@ var<workgroup> sw: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) lid: vec3u) {
   var a = 0.0;
-  for (var i = lid.x; i < p.nPart; i = i + 256u) { a = a + part[p.partOff + i]; }
+  let ea = min(p.nPart, p.i1);
+  for (var i = p.i0 + lid.x; i < ea; i = i + 256u) { a = a + part[p.partOff + i]; }
   var b = 0.0;
-  for (var i = lid.x; i < p.nW; i = i + 256u) { b = b + w[p.wOff + i]; }
+  let eb = min(p.nW, p.i1);
+  for (var i = p.i0 + lid.x; i < eb; i = i + 256u) { b = b + w[p.wOff + i]; }
   sl[lid.x] = a;
   sw[lid.x] = b;
   workgroupBarrier();
@@ -104,6 +124,8 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
     var L = 0.0;
     var W = 0.0;
     for (var t = 0u; t < 256u; t = t + 1u) { L = L + sl[t]; W = W + sw[t]; }
+    if (p.i0 != 0u) { L = out[0] + L; W = den[0] + W; }
+    if (p.i1 < max(p.nPart, p.nW)) { out[0] = L; den[0] = W; return; }
     var d = 1.0;
     if (p.mean == 1u && W != 0.0) { d = W * p.scale; }
     out[0] = L / d;
@@ -112,6 +134,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
 }`,
   grid: () => [1],
   minSizes: ({ nPart, partOff, nW, wOff }) => ({ part: partOff! + nPart!, w: wOff! + nW!, out: 1, den: 1 }),
+  loopTrips: ({ i0, i1 }) => 2 * loopCost(ceilDiv(i1! - i0!, 256)) + loopCost(256),
 });
 
 /** A region [off, off + n) of a flat tensor, for reduceLoss. */
@@ -127,10 +150,13 @@ export function reduceLoss(part: Region, w: Region, mean: boolean, scale = 1): {
   const den = Tensor.empty([1]); // [1]
   const partOff = part.off ?? 0;
   const wOff = w.off ?? 0;
-  lossReduce.run(
-    { part: part.t, w: w.t, out: loss, den },
-    { nPart: part.n ?? part.t.size - partOff, partOff, nW: w.n ?? w.t.size - wOff, wOff, mean: mean ? 1 : 0, scale },
-  );
+  const nPart = part.n ?? part.t.size - partOff;
+  const nW = w.n ?? w.t.size - wOff;
+  // Elements per dispatch: 256 threads, two strided loops and the 256-step sum within the loop budget.
+  const per = maxLoopIterations(loopBudget(), 1, loopCost(256) + 2) * 256;
+  for (const [i0, i1] of ranges(Math.max(nPart, nW), per)) {
+    lossReduce.run({ part: part.t, w: w.t, out: loss, den }, { nPart, partOff, nW, wOff, mean: mean ? 1 : 0, scale, i0, i1 });
+  }
   return { loss, den };
 }
 
@@ -204,7 +230,9 @@ function scatterKernel(D: number): Kernel {
       wgsl: /* wgsl */ `
 // out[v] = sum over the entries e of segment v (ascending) of coef[e] * x[e / K]. One thread per table row,
 // the row accumulated in registers; every row is written (rows without entries get 0).
-struct Params { V: u32, K: u32 }
+// Piece [s0, s0 + len) of each segment per dispatch (a hot id can own every entry, more than one invocation's
+// loop budget): the first piece starts from 0, later ones continue from out[v] (same order: bit-identical).
+struct Params { V: u32, K: u32, s0: u32, len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> offsets: array<u32>;        // [V + 1]
 @group(0) @binding(2) var<storage, read> entries: array<u32>;        // [M]
@@ -215,17 +243,24 @@ ${dConsts(D)}
 ${ENTRY} {
   ${LINEAR}
   if (i >= p.V) { return; }
+  let a = offsets[i];
+  let b = offsets[i + 1u];
+  let j0 = a + min(p.s0, b - a);
+  let j1 = j0 + min(p.len, b - j0);
+  if (p.s0 != 0u && j0 == j1) { return; }
   var acc: array<${vt(l)}, D4>;
-  for (var j = offsets[i]; j < offsets[i + 1u]; j = j + 1u) {
+  if (p.s0 != 0u) { ${forD4(D / l, (k) => `acc[${k}] = out[i * D4 + ${k}];`)} }
+  for (var j = j0; j < j1; j = j + 1u) {
     let e = entries[j];
     let cf = coef[e];
     let xr = (e / p.K) * D4;
-    for (var k = 0u; k < D4; k = k + 1u) { acc[k] = acc[k] + cf * x[xr + k]; }
+    ${forD4(D / l, (k) => `acc[${k}] = acc[${k}] + cf * x[xr + ${k}];`)}
   }
-  for (var k = 0u; k < D4; k = k + 1u) { out[i * D4 + k] = acc[k]; }
+  ${forD4(D / l, (k) => `out[i * D4 + ${k}] = acc[${k}];`)}
 }`,
       grid: ({ V }) => [ceilDiv(V!, WG)],
       minSizes: ({ V }) => ({ offsets: V! + 1, out: V! * (D / l) }),
+      loopTrips: ({ len }) => 3 * d4Cost(D / l) + loopCost(len!, d4Cost(D / l)),
     }),
   );
 }
@@ -234,12 +269,20 @@ ${ENTRY} {
 export function scatterRows(index: RowIndex, coef: Tensor, x: Tensor, D: number): Tensor {
   if (coef.size < index.M || x.size < (index.M / index.K) * D) throw new Error(`scatterRows: coef ${coef.describe()} / x ${x.describe()} too small for ${index.M} entries`);
   const out = Tensor.empty([index.V, D]); // [V, D]
-  scatterKernel(D).run({ offsets: index.offsets, entries: index.entries, coef, x, out }, { V: index.V, K: index.K });
+  const d4 = D / lanesFor(D);
+  // A segment can hold every entry (a padding id repeated M times): pieces of `len` entries per dispatch.
+  const len = Math.min(index.M, maxLoopIterations(loopBudget(), d4Cost(d4), 3 * d4Cost(d4)));
+  for (const [s0, s1] of ranges(index.M, len)) {
+    scatterKernel(D).run({ offsets: index.offsets, entries: index.entries, coef, x, out }, { V: index.V, K: index.K, s0, len: Math.max(s1 - s0, 0) });
+  }
   return out;
 }
 
 // ------------------------------------------------------------------ infonce kernels
-const INFONCE_PARAMS = 'struct Params { N: u32, C: u32, V: u32, invTau: f32, dense: u32, hasPos: u32, hasMask: u32 }';
+// Candidates [c0, c1) per dispatch: more candidates than one invocation's loop budget allows (D = 150 rows loop
+// over D inside the candidate loop) take several dispatches; the online state (max, sum, positive logit; dq)
+// is carried in the outputs between them, in the same order as one dispatch (bit-identical).
+const INFONCE_PARAMS = 'struct Params { N: u32, C: u32, V: u32, invTau: f32, dense: u32, hasPos: u32, hasMask: u32, c0: u32, c1: u32 }';
 const INFONCE_FNS = (l: Lanes): string => /* wgsl */ `
 ${dotFn(l)}
 fn cand_id(n: u32, c: u32) -> u32 {
@@ -281,19 +324,21 @@ ${ENTRY} {
   rowW[i] = w;
   if (w == 0.0) { lse[i] = 0.0; lse[p.N + i] = 0.0; rowLoss[i] = 0.0; return; }
   var qr: array<${vt(l)}, D4>;
-  for (var k = 0u; k < D4; k = k + 1u) { qr[k] = q[i * D4 + k]; }
+  ${forD4(D / l, (k) => `qr[${k}] = q[i * D4 + ${k}];`)}
   let pc = pos_col(i);
   var m = -3.4028234663852886e38;
   var s = 0.0;
   var sp = 0.0;
-  for (var c = 0u; c < p.C; c = c + 1u) {
+  if (p.c0 != 0u) { m = lse[i]; s = lse[p.N + i]; sp = rowLoss[i]; }
+  for (var c = p.c0; c < p.c1; c = c + 1u) {
     let tr = cand_id(i, c) * D4;
     var a = 0.0;
-    for (var k = 0u; k < D4; k = k + 1u) { a = a + dotv(qr[k], table[tr + k]); }
+    ${forD4(D / l, (k) => `a = a + dotv(qr[${k}], table[tr + ${k}]);`)}
     let x = a * p.invTau;
     if (c == pc) { sp = x; }
     if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s = s + exp(x - m); }
   }
+  if (p.c1 < p.C) { lse[i] = m; lse[p.N + i] = s; rowLoss[i] = sp; return; }
   // lse is kept as (m, log s): m + log(s) would round log(s) to the ulp of m (0.5 at |m| ~ 4e6), which
   // breaks the probabilities of tied or near-tied logits at large magnitudes.
   let ls = log(s);
@@ -303,6 +348,7 @@ ${ENTRY} {
 }`,
       grid: ({ N }) => [ceilDiv(N!, WG)],
       minSizes: ({ N }) => ({ q: N! * (D / l), pos: N!, mask: N!, lse: 2 * N!, rowLoss: N!, rowW: N! }),
+      loopTrips: ({ c0, c1 }) => infonceFwdTrips(D, c1! - c0!),
     }),
   );
 }
@@ -336,29 +382,31 @@ ${ENTRY} {
   let w = saved[i];
   var acc: array<${vt(l)}, D4>;
   if (w == 0.0) {
-    for (var c = 0u; c < p.C; c = c + 1u) { coef[i * p.C + c] = 0.0; }
-    for (var k = 0u; k < D4; k = k + 1u) { dq[i * D4 + k] = acc[k]; }
+    for (var c = p.c0; c < p.c1; c = c + 1u) { coef[i * p.C + c] = 0.0; }
+    ${forD4(D / l, (k) => `dq[i * D4 + ${k}] = acc[${k}];`)}
     return;
   }
+  if (p.c0 != 0u) { ${forD4(D / l, (k) => `acc[${k}] = dq[i * D4 + ${k}];`)} }
   let g = gy[0] * w / saved[3u * p.N] * p.invTau;
   let pc = pos_col(i);
   let m = saved[p.N + i];
   let ls = saved[2u * p.N + i];
   var qr: array<${vt(l)}, D4>;
-  for (var k = 0u; k < D4; k = k + 1u) { qr[k] = q[i * D4 + k]; }
-  for (var c = 0u; c < p.C; c = c + 1u) {
+  ${forD4(D / l, (k) => `qr[${k}] = q[i * D4 + ${k}];`)}
+  for (var c = p.c0; c < p.c1; c = c + 1u) {
     let tr = cand_id(i, c) * D4;
     var row: array<${vt(l)}, D4>;
     var a = 0.0;
-    for (var k = 0u; k < D4; k = k + 1u) { row[k] = table[tr + k]; a = a + dotv(qr[k], row[k]); }
+    ${forD4(D / l, (k) => `row[${k}] = table[tr + ${k}]; a = a + dotv(qr[${k}], row[${k}]);`)}
     let cf = g * (exp((a * p.invTau - m) - ls) - select(0.0, 1.0, c == pc));
     coef[i * p.C + c] = cf;
-    for (var k = 0u; k < D4; k = k + 1u) { acc[k] = acc[k] + cf * row[k]; }
+    ${forD4(D / l, (k) => `acc[${k}] = acc[${k}] + cf * row[${k}];`)}
   }
-  for (var k = 0u; k < D4; k = k + 1u) { dq[i * D4 + k] = acc[k]; }
+  ${forD4(D / l, (k) => `dq[i * D4 + ${k}] = acc[${k}];`)}
 }`,
       grid: ({ N }) => [ceilDiv(N!, WG)],
       minSizes: ({ N, C }) => ({ q: N! * (D / l), pos: N!, saved: 3 * N! + 1, gy: 1, coef: N! * C!, dq: N! * (D / l) }),
+      loopTrips: ({ c0, c1 }) => infonceBwdTrips(D, c1! - c0!),
     }),
   );
 }
@@ -371,7 +419,8 @@ function infonceDenseDkKernel(l: Lanes): Kernel {
       foldable: true,
       wgsl: /* wgsl */ `
 // dcands[m, k] = sum_n coef[n, m] * q[n, k] (rows in ascending order). One thread per (candidate, chunk of D).
-struct Params { N: u32, M: u32, D4: u32 }
+// Rows [n0, n1) per dispatch (past the loop budget: several, continuing from dk; bit-identical).
+struct Params { N: u32, M: u32, D4: u32, n0: u32, n1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<${vt(l)}>;          // [N, D]
 @group(0) @binding(2) var<storage, read> coef: array<f32>;            // [N, M]
@@ -382,13 +431,34 @@ ${ENTRY} {
   let m = i / p.D4;
   let k = i % p.D4;
   var acc = ${vt(l)}(0.0);
-  for (var n = 0u; n < p.N; n = n + 1u) { acc = acc + coef[n * p.M + m] * q[n * p.D4 + k]; }
+  if (p.n0 != 0u) { acc = dk[i]; }
+  for (var n = p.n0; n < p.n1; n = n + 1u) { acc = acc + coef[n * p.M + m] * q[n * p.D4 + k]; }
   dk[i] = acc;
 }`,
       grid: ({ M, D4 }) => [ceilDiv(M! * D4!, WG)],
       minSizes: ({ N, M, D4 }) => ({ q: N! * D4!, coef: N! * M!, dk: M! * D4! }),
+      loopTrips: ({ n0, n1 }) => loopCost(n1! - n0!),
     }),
   );
+}
+
+/** Loop cost of the forward / backward kernels for `n` candidates of width D (the D4 loops nest in the candidate loop). */
+function infonceFwdTrips(D: number, n: number): number {
+  const d4 = D / lanesFor(D);
+  return d4Cost(d4) + loopCost(n, d4Cost(d4));
+}
+function infonceBwdTrips(D: number, n: number): number {
+  const d4 = D / lanesFor(D);
+  return Math.max(loopCost(n) + d4Cost(d4), 3 * d4Cost(d4) + loopCost(n, 2 * d4Cost(d4)));
+}
+/** The most candidates one dispatch may take under the loop budget (Infinity: no limit). */
+function candidatesPerDispatch(trips: (D: number, n: number) => number, D: number): number {
+  const budget = loopBudget();
+  if (!Number.isFinite(budget)) return Infinity;
+  const per = trips(D, 1) - trips(D, 0); // cost per candidate
+  let n = Math.max(1, Math.floor((budget - trips(D, 0)) / per));
+  while (n > 1 && trips(D, n) > budget) n--;
+  return n;
 }
 
 // ------------------------------------------------------------------ the op
@@ -433,7 +503,10 @@ const infonceOp = defineOp<InfonceAttrs>({
     const rowLoss = Tensor.empty([N]); // [N]
     const rowW = Tensor.empty([N]); // [N]
     // Absent optional inputs bind another read-only tensor of the right dtype (never read: hasPos/hasMask = 0).
-    infonceFwdKernel(D).run({ q, table, cand, pos: pos ?? cand, mask: mask ?? q, lse, rowLoss, rowW }, params);
+    const fwd = infonceFwdKernel(D);
+    for (const [c0, c1] of ranges(C, candidatesPerDispatch(infonceFwdTrips, D))) {
+      fwd.run({ q, table, cand, pos: pos ?? cand, mask: mask ?? q, lse, rowLoss, rowW }, { ...params, c0, c1 });
+    }
     const { loss, den } = reduceLoss({ t: rowLoss }, { t: rowW }, a.reduction === 'mean');
     rowLoss.dispose();
     if (ctx.recording) {
@@ -457,12 +530,17 @@ const infonceOp = defineOp<InfonceAttrs>({
     const coef = Tensor.empty([N, C]); // [N, C]
     const dq = Tensor.empty([N, D]); // [N, D] (written even when q needs no gradient: it costs one store per row)
     const params = { N, C, V, invTau: 1 / a.temperature, dense: a.dense ? 1 : 0, hasPos: a.hasPos ? 1 : 0, hasMask: a.hasMask ? 1 : 0 };
-    infonceBwdKernel(D).run({ q, table, cand, pos, saved, gy, coef, dq }, params);
+    const bwd = infonceBwdKernel(D);
+    for (const [c0, c1] of ranges(C, candidatesPerDispatch(infonceBwdTrips, D))) {
+      bwd.run({ q, table, cand, pos, saved, gy, coef, dq }, { ...params, c0, c1 });
+    }
     let dt: Tensor | null = null;
     if (ctx.needsGrad[1]) {
       if (a.dense) {
         dt = Tensor.empty([V, D]); // [M, D]
-        infonceDenseDkKernel(l).run({ q, coef, dk: dt }, { N, M: V, D4: D / l });
+        for (const [n0, n1] of ranges(N, maxLoopIterations(loopBudget()))) {
+          infonceDenseDkKernel(l).run({ q, coef, dk: dt }, { N, M: V, D4: D / l, n0, n1 });
+        }
       } else {
         const index = buildRowIndex(cand, null, C, V, saved);
         dt = scatterRows(index, coef, q, D); // [V, D]

@@ -25,7 +25,8 @@
 // no atomics. With one block the partials are the result (one dispatch). Traffic: reads x and gy 2x each,
 // writes dx, then 2 * blocks * D partials.
 // Variants: forward `row` / `wg` (rowConfig picks by adapter; bench rows layernorm.fwd_row / layernorm.fwd_wg).
-import { ceilDiv, defineKernel, defineOp, fillInPlace, ref, Tensor } from '../engine/index.js';
+import { ceilDiv, copyInto, defineKernel, defineOp, fillInPlace, loopCost, ref, Tensor } from '../engine/index.js';
+import { sumTo } from './reduce.js';
 import { rowProgram, runRow, type RowOptions } from './softmax.js';
 
 type F64 = ref.F64;
@@ -112,6 +113,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
 }`,
   grid: ({ rows }) => [ceilDiv(rows!, WG)],
+  // dx: two serial loops over C; partials: ceil(C / WG) columns x up to WG rows
+  loopTrips: ({ C, flags }) => (flags! & 1 ? 2 * loopCost(C!) : 0) + (flags! & 2 ? loopCost(ceilDiv(C!, WG), loopCost(WG)) : 0),
   minSizes: ({ rows, C, flags }) => ({
     x: rows! * C!,
     w: C!,
@@ -148,6 +151,69 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 }`,
   grid: ({ C }) => [ceilDiv(C!, 64)],
   minSizes: ({ blocks, C }) => ({ pw: blocks! * C!, pb: blocks! * C!, dw: C!, db: C! }),
+  loopTrips: ({ blocks }) => loopCost(blocks!),
+});
+
+// Long rows (the fused kernel's two serial loops over D per thread would pass llvmpipe's loop budget): dx as a
+// row program (thread or workgroup per row, chunked like softmax), the dw/db partials one thread per (block, c).
+const lnBwdDx = rowProgram(
+  {
+    name: 'layernorm_bwd_dx',
+    doc: '// dx = rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)) per row, xhat = (x - mean) * rstd (saved mean, rstd).',
+    decls: /* wgsl */ `struct Params { rows: u32, C: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;            // [rows, C]
+@group(0) @binding(2) var<storage, read> w: array<f32>;            // [C]
+@group(0) @binding(3) var<storage, read> gy: array<f32>;           // [rows, C]
+@group(0) @binding(4) var<storage, read> mean: array<f32>;         // [rows]
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;         // [rows]
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;     // [rows, C]`,
+    pre: 'let u = mean[row]; let r = rstd[row];',
+    passes: [
+      { op: 'sum', out: 'a', expr: 'gy[base + c] * w[c]', then: 'let am = a / f32(p.C);' },
+      { op: 'sum', out: 'bb', expr: '(gy[base + c] * w[c]) * ((x[base + c] - u) * r)', then: 'let bm = bb / f32(p.C);' },
+    ],
+    each: 'dx[base + c] = r * ((gy[base + c] * w[c]) - am - ((x[base + c] - u) * r) * bm);',
+  },
+  ({ rows, C }) => ({ x: rows! * C!, w: C!, gy: rows! * C!, mean: rows!, rstd: rows!, dx: rows! * C! }),
+);
+
+const lnPart = defineKernel({
+  name: 'layernorm_bwd_part',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// pw[blk, c] = sum over the block's rows of gy * xhat, pb[blk, c] = sum of gy (rows in order). One thread per
+// (block of ${WG} rows, column).
+const WG = ${WG}u;
+struct Params { rows: u32, C: u32, blocks: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;            // [rows, C]
+@group(0) @binding(2) var<storage, read> gy: array<f32>;           // [rows, C]
+@group(0) @binding(3) var<storage, read> mean: array<f32>;         // [rows]
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;         // [rows]
+@group(0) @binding(5) var<storage, read_write> pw: array<f32>;     // [blocks, C]
+@group(0) @binding(6) var<storage, read_write> pb: array<f32>;     // [blocks, C]
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = (wid.x + wid.y * nwg.x) * 64u + lid.x;
+  if (t >= p.blocks * p.C) { return; }
+  let blk = t / p.C;
+  let c = t - blk * p.C;
+  let r0 = blk * WG;
+  let r1 = min(r0 + WG, p.rows);
+  var sw = 0.0;
+  var sb = 0.0;
+  for (var rr = r0; rr < r1; rr = rr + 1u) {
+    let g = gy[rr * p.C + c];
+    sw = sw + g * ((x[rr * p.C + c] - mean[rr]) * rstd[rr]);
+    sb = sb + g;
+  }
+  pw[t] = sw;
+  pb[t] = sb;
+}`,
+  grid: ({ blocks, C }) => [ceilDiv(blocks! * C!, 64)],
+  minSizes: ({ rows, C, blocks }) => ({ x: rows! * C!, gy: rows! * C!, mean: rows!, rstd: rows!, pw: blocks! * C!, pb: blocks! * C! }),
+  loopTrips: loopCost(WG),
 });
 
 export interface LayerNormOptions extends RowOptions {
@@ -204,8 +270,27 @@ export function layerNormBackward(
   const pw = want.dwdb ? (direct ? dw! : Tensor.empty([blocks * D])) : Tensor.empty([1]); // [blocks, D]
   const pb = want.dwdb ? (direct ? db! : Tensor.empty([blocks * D])) : Tensor.empty([1]); // [blocks, D]
   const dxOut = dx ?? Tensor.empty([1]);
-  lnBwd.run({ x, w, gy, mean, rstd, dx: dxOut, pw, pb }, { rows, C: D, flags: (want.dx ? 1 : 0) | (want.dwdb ? 2 : 0) });
-  if (want.dwdb && !direct) lnDwDb.run({ pw, pb, dw: dw!, db: db! }, { blocks, C: D });
+  const flags = (want.dx ? 1 : 0) | (want.dwdb ? 2 : 0);
+  if (lnBwd.fitsLoopBudget({ rows, C: D, flags })) {
+    lnBwd.run({ x, w, gy, mean, rstd, dx: dxOut, pw, pb }, { rows, C: D, flags });
+  } else {
+    // Rows too long for one invocation's loop budget (llvmpipe: 65,535 iterations): split as above.
+    if (want.dx) runRow(lnBwdDx, rows, D, { x, w, gy, mean, rstd, dx: dxOut }, {});
+    if (want.dwdb) lnPart.run({ x, gy, mean, rstd, pw, pb }, { rows, C: D, blocks });
+  }
+  if (want.dwdb && !direct) {
+    if (lnDwDb.fitsLoopBudget({ blocks, C: D })) lnDwDb.run({ pw, pb, dw: dw!, db: db! }, { blocks, C: D });
+    else {
+      // More blocks than one serial loop may run: reduce.ts's chunked sum over the block axis.
+      for (const [part, out] of [[pw, dw!], [pb, db!]] as const) {
+        const v = part.view([blocks, D]); // [blocks, D]
+        const s = sumTo(v, [D]); // [D]
+        copyInto(out, s);
+        v.dispose();
+        s.dispose();
+      }
+    }
+  }
   if (pw !== dw) pw.dispose();
   if (pb !== db) pb.dispose();
   if (dxOut !== dx) dxOut.dispose();

@@ -27,7 +27,7 @@
 //   max and log-sum-exp, saving both per row, writing loss_n; the scalar comes from one workgroup reducing the N
 //   row losses and the count of counted rows (tree, deterministic). Backward is one thread per logit:
 //   reads z once, writes dz once (no softmax tensor is kept).
-import { ceilDiv, defineKernel, defineOp, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
 import { broadcastStrides, MAX_BCAST_DIMS, padDims, sum, sumTo } from './reduce.js';
 import { rowProgram, runRow, type RowOptions } from './softmax.js';
 
@@ -109,6 +109,7 @@ ${ENTRY} {
 }`,
     grid: ({ n }) => [ceilDiv(n!, WG)],
     minSizes: ({ n }) => ({ out: n! }),
+    loopTrips: (bwd ? 1 : 3) * loopCost(MAX_DIMS), // bidx: one loop over at most MAX_DIMS dims per operand
   });
   whereKernels.set(key, k);
   return k;
@@ -369,7 +370,9 @@ const ceReduce = defineKernel({
   wgsl: /* wgsl */ `
 // out[0] = sum of loss (mean: / number of rows with tgt != ignore; NaN when none); cnt[0] = that number.
 // One workgroup: strided partial sums, then a tree in workgroup memory (fixed order: deterministic).
-struct Params { rows: u32, ignore: i32, mean: u32 }
+// Rows [r0, r1) per dispatch: more rows than one invocation's loop budget allows take several dispatches, the
+// running sum and count (as u32 bits) carried in out[0] / cnt[0] until the last one (r1 == rows).
+struct Params { rows: u32, ignore: i32, mean: u32, r0: u32, r1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> loss: array<f32>;        // [rows]
 @group(0) @binding(2) var<storage, read> tgt: array<i32>;         // [rows]
@@ -382,7 +385,7 @@ var<workgroup> sc: array<u32, 256>;
 fn main(@builtin(local_invocation_id) lid: vec3u) {
   var s = 0.0;
   var k = 0u;
-  for (var r = lid.x; r < p.rows; r = r + 256u) {
+  for (var r = p.r0 + lid.x; r < p.r1; r = r + 256u) {
     s = s + loss[r];
     k = k + select(1u, 0u, tgt[r] == p.ignore);
   }
@@ -397,15 +400,20 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
     workgroupBarrier();
   }
   if (lid.x == 0u) {
-    let n = f32(sc[0]);
+    var tot = ss[0];
+    var m = sc[0];
+    if (p.r0 != 0u) { tot = out[0] + tot; m = bitcast<u32>(cnt[0]) + m; }
+    if (p.r1 < p.rows) { out[0] = tot; cnt[0] = bitcast<f32>(m); return; }
+    let n = f32(m);
     cnt[0] = n;
-    if (p.mean == 0u) { out[0] = ss[0]; }
-    else if (sc[0] == 0u) { out[0] = bitcast<f32>(NAN_BITS); }
-    else { out[0] = ss[0] / n; }
+    if (p.mean == 0u) { out[0] = tot; }
+    else if (m == 0u) { out[0] = bitcast<f32>(NAN_BITS); }
+    else { out[0] = tot / n; }
   }
 }`,
   grid: () => [1],
   minSizes: ({ rows }) => ({ loss: rows!, tgt: rows!, out: 1, cnt: 1 }),
+  loopTrips: ({ r0, r1 }) => loopCost(ceilDiv(r1! - r0!, 256)) + loopCost(8),
 });
 
 const ceBwd = defineKernel({
@@ -455,7 +463,12 @@ const crossEntropyOp = defineOp<CeAttrs>({
     if (a.reduction === 'none') return loss;
     const out = Tensor.empty([]); // []
     const cnt = Tensor.empty([1]); // [1] counted rows
-    ceReduce.run({ loss, tgt: tgt!, out, cnt }, { rows: N, ignore: a.ignoreIndex, mean: a.reduction === 'mean' ? 1 : 0 });
+    // Rows per dispatch: 256 threads, each within the loop budget (one dispatch at any realistic N).
+    const per = maxLoopIterations(loopBudget(), 0, loopCost(8)) * 256;
+    const step = Number.isFinite(per) ? Math.max(256, per) : N;
+    for (let r0 = 0; r0 < N; r0 += step) {
+      ceReduce.run({ loss, tgt: tgt!, out, cnt }, { rows: N, ignore: a.ignoreIndex, mean: a.reduction === 'mean' ? 1 : 0, r0, r1: Math.min(N, r0 + step) });
+    }
     ctx.save(cnt);
     cnt.dispose();
     loss.dispose();

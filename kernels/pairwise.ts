@@ -39,7 +39,7 @@
 //   bench/infonce.bench.ts): each fused row >= 3x faster than its composition from engine ops and than tfjs.
 // Variants: `_dD` kernels are generated per row width D (vec4 loads when D % 4 == 0); pairwise/bce `_dense` /
 //   `_ids`; multilabel `_csr` / `_dense` targets and the tile shape in the name (`_t8x8`, `_r8`, `_a8`).
-import { ceilDiv, defineKernel, defineOp, ref, Tensor, zeros, type Kernel } from '../engine/index.js';
+import { ceilDiv, chunkRanges as ranges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, Tensor, zeros, type Kernel } from '../engine/index.js';
 import {
   buildRowIndex,
   cachedKernel,
@@ -107,7 +107,9 @@ function pairFwdKernel(kind: PairKind, mode: PairMode, l: Lanes): Kernel {
       foldable: true,
       wgsl: /* wgsl */ `
 // One thread per row: sp = <a, pos>, sn = <a, neg>, weighted row loss. rows = [w, w * l, sp, sn] planes.
-struct Params { N: u32, D4: u32, V: u32, hasMask: u32 }
+// D4 slots [k0, k1) per dispatch (rows longer than one invocation's loop budget: several dispatches, the
+// partial dots carried in the sp / sn planes; the loss written by the last).
+struct Params { N: u32, D4: u32, V: u32, hasMask: u32, k0: u32, k1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<${vt(l)}>;     // [N, D]
 ${src}
@@ -127,16 +129,18 @@ ${ENTRY} {
   ${rows}
   var sp = 0.0;
   var sn = 0.0;
-  for (var k = 0u; k < p.D4; k = k + 1u) {
+  if (p.k0 != 0u) { sp = rows[2u * p.N + i]; sn = rows[3u * p.N + i]; }
+  for (var k = p.k0; k < p.k1; k = k + 1u) {
     let av = a[i * p.D4 + k];
     sp = sp + dotv(av, ${mode === 'dense' ? 'tp' : 'table'}[pr + k]);
     sn = sn + dotv(av, ${mode === 'dense' ? 'tn' : 'table'}[nr + k]);
   }
-  rows[p.N + i] = w * row_loss(sp, sn);
   rows[2u * p.N + i] = sp;
   rows[3u * p.N + i] = sn;
+  if (p.k1 == p.D4) { rows[p.N + i] = w * row_loss(sp, sn); }
 }`,
       grid: ({ N }) => [ceilDiv(N!, WG)],
+      loopTrips: ({ k0, k1 }) => loopCost(k1! - k0!),
       minSizes: ({ N, D4 }) => ({ a: N! * D4!, mask: N!, rows: 4 * N!, ...(mode === 'ids' ? { pid: N!, nid: N! } : { tp: N! * D4!, tn: N! * D4! }) }),
     }),
   );
@@ -231,7 +235,9 @@ const pairOp = defineOp<PairAttrs>({
       for (const [nm, t] of [['pos', p1], ['neg', p2]] as const) {
         if (t.dtype !== 'f32' || t.ndim !== 2 || t.shape[0] !== N || t.shape[1] !== D) throw new Error(`${what}: ${nm} ${t.describe()} must be f32 [${N}, ${D}]`);
       }
-      pairFwdKernel(at.kind, 'dense', l).run({ a, tp: p1, tn: p2, mask: mask ?? a, rows }, { N, D4: D / l, V, hasMask: mask ? 1 : 0 });
+      for (const [k0, k1] of ranges(D / l, maxLoopIterations(loopBudget()))) {
+        pairFwdKernel(at.kind, 'dense', l).run({ a, tp: p1, tn: p2, mask: mask ?? a, rows }, { N, D4: D / l, V, hasMask: mask ? 1 : 0, k0, k1 });
+      }
     } else {
       const table = p1;
       if (table.dtype !== 'f32' || table.ndim !== 2 || table.shape[1] !== D || table.shape[0] === 0) throw new Error(`${what}: table ${table.describe()} must be f32 [V, ${D}]`);
@@ -239,7 +245,9 @@ const pairOp = defineOp<PairAttrs>({
       for (const [nm, t] of [['posIds', p2], ['negIds', p3!]] as const) {
         if (t.dtype !== 'i32' || t.size !== N) throw new Error(`${what}: ${nm} ${t.describe()} must be i32 [${N}]`);
       }
-      pairFwdKernel(at.kind, 'ids', l).run({ a, table, pid: p2, nid: p3!, mask: mask ?? a, rows }, { N, D4: D / l, V, hasMask: mask ? 1 : 0 });
+      for (const [k0, k1] of ranges(D / l, maxLoopIterations(loopBudget()))) {
+        pairFwdKernel(at.kind, 'ids', l).run({ a, table, pid: p2, nid: p3!, mask: mask ?? a, rows }, { N, D4: D / l, V, hasMask: mask ? 1 : 0, k0, k1 });
+      }
     }
     const { loss, den } = reduceLoss({ t: rows, off: N, n: N }, { t: rows, off: 0, n: N }, at.reduction === 'mean');
     if (ctx.recording) {
@@ -354,8 +362,9 @@ const compactKernel = defineKernel({
   name: 'rows_compact',
   wgsl: /* wgsl */ `
 // rowW[n] = mask[n] (1 without a mask); list = [count, then the rows with rowW != 0 in ascending order].
-// One workgroup: contiguous chunks per thread, thread 0 scans the 256 chunk counts.
-struct Params { N: u32, hasMask: u32 }
+// One workgroup: contiguous chunks per thread, thread 0 scans the 256 chunk counts. Rows [n0, n1) per dispatch
+// (more rows than one invocation's loop budget allows: several dispatches, continuing after list[0]).
+struct Params { N: u32, hasMask: u32, n0: u32, n1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;        // [N] (hasMask)
 @group(0) @binding(2) var<storage, read_write> rowW: array<f32>;  // [N]
@@ -364,9 +373,11 @@ var<workgroup> part: array<u32, 256>;
 fn weight(n: u32) -> f32 { if (p.hasMask == 1u) { return mask[n]; } return 1.0; }
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) lid: vec3u) {
-  let chunk = (p.N + 255u) / 256u;
-  let lo = min(lid.x * chunk, p.N);
-  let hi = min(lo + chunk, p.N);
+  let chunk = (p.n1 - p.n0 + 255u) / 256u;
+  let lo = min(p.n0 + lid.x * chunk, p.n1);
+  let hi = min(lo + chunk, p.n1);
+  var before = 0u;
+  if (p.n0 != 0u) { before = list[0]; }
   var c = 0u;
   for (var n = lo; n < hi; n = n + 1u) { let w = weight(n); rowW[n] = w; c = c + select(0u, 1u, w != 0.0); }
   part[lid.x] = c;
@@ -374,17 +385,55 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
   if (lid.x == 0u) {
     var acc = 0u;
     for (var t = 0u; t < 256u; t = t + 1u) { let v = part[t]; part[t] = acc; acc = acc + v; }
-    list[0] = acc;
+    list[0] = before + acc;
   }
   workgroupBarrier();
-  var k = part[lid.x];
+  var k = before + part[lid.x];
   for (var n = lo; n < hi; n = n + 1u) { if (rowW[n] != 0.0) { list[1u + k] = n; k = k + 1u; } }
 }`,
   grid: () => [1],
   minSizes: ({ N }) => ({ mask: N!, rowW: N!, list: N! + 1 }),
+  loopTrips: ({ n0, n1 }) => 2 * loopCost(ceilDiv(n1! - n0!, 256)) + loopCost(256),
+});
+
+const csrDenseKernel = defineKernel({
+  name: 'csr_to_dense',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// tdense[n, id] = 1 for every CSR entry j of row n (toff[n] <= j < toff[n+1]) with id = tids[j] in [0, A)
+// (tdense zero-filled before). One thread per entry; its row by binary search over the offsets. For rows whose
+// id lists are too long for the csr forward's per-tile loop (llvmpipe's loop budget).
+struct Params { nnz: u32, N: u32, A: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> toff: array<i32>;         // [N + 1]
+@group(0) @binding(2) var<storage, read> tids: array<i32>;         // [nnz]
+@group(0) @binding(3) var<storage, read_write> tdense: array<f32>; // [N, A]
+${ENTRY} {
+  ${LINEAR}
+  if (i >= p.nnz) { return; }
+  let j = i32(i);
+  if (j < toff[0] || j >= toff[p.N]) { return; }
+  var lo = 0u;
+  var hi = p.N;
+  while (hi - lo > 1u) {
+    let mid = (lo + hi) / 2u;
+    if (toff[mid] <= j) { lo = mid; } else { hi = mid; }
+  }
+  let id = tids[i];
+  if (id >= 0 && u32(id) < p.A) { tdense[lo * p.A + u32(id)] = 1.0; }
+}`,
+  grid: ({ nnz }) => [ceilDiv(nnz!, WG)],
+  minSizes: ({ nnz, N, A }) => ({ toff: N! + 1, tids: nnz!, tdense: N! * A! }),
+  loopTrips: ({ N }) => loopCost(Math.ceil(Math.log2(N! + 1)) + 1),
 });
 
 const seq = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** Loop cost of the multilabel forward with rows of at most maxLen target ids (CSR). */
+function mlFwdTrips(mode: TargetMode, D: number, t: MlTiles, maxLen: number): number {
+  const targets = mode === 'csr' ? loopCost(maxLen) : loopCost(4);
+  return loopCost(D / lanesFor(D)) + t.TR * (targets + (t.TA / 4) * loopCost(4));
+}
 
 function mlFwdKernel(mode: TargetMode, D: number, t: MlTiles): Kernel {
   const l = lanesFor(D);
@@ -477,6 +526,8 @@ ${ENTRY} {
   part[i] = psum;
 }`,
       grid: ({ N, Ta }) => [ceilDiv(ceilDiv(N!, TR) * Ta!, WG)],
+      // the D loop, then per row of the tile its target loop (CSR: its id list) and G loops of 4 attributes
+      loopTrips: mlFwdTrips(mode, D, t, 0), // CSR: the launcher passes the bound of its id lists (RunOptions.loopTrips)
       minSizes: ({ N, A, Ta, Ag4, writeR }) => ({
         x: N! * (D / l),
         attr: A! * (D / l),
@@ -500,8 +551,9 @@ function mlDxKernel(D: number, t: MlTiles): Kernel {
       foldable: true,
       wgsl: /* wgsl */ `
 // dx[n, :] = g sum_a r[k, a] attr[a, :] for the k-th valid row n (dx is zero-filled before), g = gy / den.
-// One thread per (${R} valid rows, one ${l === 4 ? 'vec4' : 'float'} of D); 4 attributes per step.
-struct Params { N: u32, A: u32, Ag4: u32 }
+// One thread per (${R} valid rows, one ${l === 4 ? 'vec4' : 'float'} of D); 4 attributes per step. Attribute groups
+// [ag0, ag1) per dispatch (past the loop budget: several dispatches, each adding its part to dx).
+struct Params { N: u32, A: u32, Ag4: u32, ag0: u32, ag1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> attr: array<${vt(l)}>;   // [A, D]
 @group(0) @binding(2) var<storage, read> r: array<vec4<f32>>;     // [count, Ag4]
@@ -519,14 +571,15 @@ ${ENTRY} {
   if (k0 >= count) { return; }
   let g = gy[0] / den[0];
   ${seq(R).map((r) => `let rr${r} = min(k0 + ${r}u, count - 1u) * p.Ag4; var acc${r} = ${vt(l)}(0.0);`).join('\n  ')}
-  for (var ag = 0u; ag < p.Ag4; ag = ag + 1u) {
+  for (var ag = p.ag0; ag < p.ag1; ag = ag + 1u) {
     let a0 = ag * 4u;
     ${seq(4).map((j) => `let t${j} = attr[min(a0 + ${j}u, p.A - 1u) * D4 + k];`).join(' ')}
     ${seq(R).map((r) => `{ let v = r[rr${r} + ag]; acc${r} = acc${r} + v.x * t0 + v.y * t1 + v.z * t2 + v.w * t3; }`).join('\n    ')}
   }
-  ${seq(R).map((r) => `if (k0 + ${r}u < count) { dx[list[1u + k0 + ${r}u] * D4 + k] = g * acc${r}; }`).join('\n  ')}
+  ${seq(R).map((r) => `if (k0 + ${r}u < count) { let o = list[1u + k0 + ${r}u] * D4 + k; if (p.ag0 == 0u) { dx[o] = g * acc${r}; } else { dx[o] = dx[o] + g * acc${r}; } }`).join('\n  ')}
 }`,
       grid: ({ N }) => [ceilDiv(ceilDiv(N!, R) * (D / l), WG)],
+      loopTrips: ({ ag0, ag1 }) => loopCost(ag1! - ag0!),
       minSizes: ({ N, A, Ag4 }) => ({ attr: A! * (D / l), list: N! + 1, den: 1, gy: 1, dx: N! * (D / l), r: Ag4! }),
     }),
   );
@@ -573,6 +626,7 @@ ${ENTRY} {
 }`,
       grid: ({ S, Tg }) => [ceilDiv(S! * Tg! * (D / l), WG)],
       minSizes: ({ A, S, Ag4 }) => ({ list: 1, part: S! * A! * (D / l), r: Ag4! }),
+      loopTrips: ({ chunk }) => loopCost(chunk!),
     }),
   );
 }
@@ -602,12 +656,15 @@ ${ENTRY} {
 }`,
       grid: ({ A }) => [ceilDiv(A! * (D / l), WG)],
       minSizes: ({ A, S }) => ({ part: S! * A! * (D / l), den: 1, gy: 1, dattr: A! * (D / l) }),
+      loopTrips: ({ S }) => loopCost(S!),
     }),
   );
 }
 
 interface MlAttrs {
   mode: TargetMode;
+  /** CSR: the longest id list (bounds the forward's per-row loop), when the caller knows it. */
+  maxLen?: number;
   reduction: Reduction;
   hasMask: boolean;
   tiles: MlTiles;
@@ -632,7 +689,9 @@ const mlOp = defineOp<MlAttrs>({
     const writeR = ctx.recording;
     const rowW = Tensor.empty([N]); // [N]
     const list = Tensor.empty([N + 1], 'u32'); // [N + 1]: count, valid rows
-    compactKernel.run({ mask: mask ?? x, rowW, list }, { N, hasMask: mask ? 1 : 0 });
+    for (const [n0, n1] of ranges(N, maxLoopIterations(loopBudget(), 1, loopCost(256) + 2) * 256)) {
+      compactKernel.run({ mask: mask ?? x, rowW, list }, { N, hasMask: mask ? 1 : 0, n0, n1 });
+    }
     const part = Tensor.empty([ceilDiv(N, TR) * Ta]); // [N / TR * A / TA] tile partial sums
     const r = Tensor.empty(writeR ? [N, Ag4 * 4] : [4]); // [count <= N, A rounded up to 4] residual
     const params = { N, A, Ag4, Ta, writeR: writeR ? 1 : 0 };
@@ -640,8 +699,20 @@ const mlOp = defineOp<MlAttrs>({
       const [toff, tids] = [inputs[2]!, inputs[3]!];
       if (toff.dtype !== 'i32' || toff.size !== N + 1) throw new Error(`multiLabelBce: target offsets ${toff.describe()} must be i32 [${N + 1}]`);
       if (tids.dtype !== 'i32') throw new Error(`multiLabelBce: target ids ${tids.describe()} must be i32`);
-      // An empty id list binds the offsets instead (never read: every row's range is empty).
-      mlFwdKernel('csr', D, at.tiles).run({ x, attr, toff, tids: tids.size ? tids : toff, rowW, list, part, r }, params);
+      // Each thread loops over the id lists of its TR rows: bounded by the longest list (csrTargets records it)
+      // or else by all ids. Lists too long for the loop budget go through dense targets instead.
+      const maxLen = Math.min(at.maxLen ?? tids.size, tids.size);
+      const trips = mlFwdTrips('csr', D, at.tiles, maxLen);
+      if (trips <= loopBudget()) {
+        // An empty id list binds the offsets instead (never read: every row's range is empty).
+        mlFwdKernel('csr', D, at.tiles).run({ x, attr, toff, tids: tids.size ? tids : toff, rowW, list, part, r }, params, { loopTrips: trips });
+      } else {
+        const tdense = Tensor.empty([N, A]); // [N, A] 0/1 targets
+        fillInPlace(tdense, 0);
+        csrDenseKernel.run({ toff, tids, tdense }, { nnz: tids.size, N, A });
+        mlFwdKernel('dense', D, at.tiles).run({ x, attr, tdense, rowW, list, part, r }, params);
+        tdense.dispose();
+      }
     } else {
       const t = inputs[2]!;
       if (t.dtype !== 'f32' || t.size !== N * A) throw new Error(`multiLabelBce: targets ${t.describe()} must be f32 [${N}, ${A}]`);
@@ -667,13 +738,16 @@ const mlOp = defineOp<MlAttrs>({
     let dattr: Tensor | null = null;
     if (ctx.needsGrad[0]) {
       dx = zeros([N, D]); // [N, D]: masked rows stay 0
-      mlDxKernel(D, t).run({ attr, r, list, den, gy, dx }, { N, A, Ag4 });
+      for (const [ag0, ag1] of ranges(Ag4, maxLoopIterations(loopBudget()))) {
+        mlDxKernel(D, t).run({ attr, r, list, den, gy, dx }, { N, A, Ag4, ag0, ag1 });
+      }
     }
     if (ctx.needsGrad[1]) {
       // Split the row loop into S chunks (about 8k threads in all, >= 32 rows per chunk), summed in order after.
       const Tg = ceilDiv(A, t.DTA);
       const threads = Tg * (D / lanesFor(D));
-      const S = Math.max(1, Math.min(16, Math.ceil(8192 / threads), Math.ceil(N / 32)));
+      // More chunks when a chunk would pass the loop budget (llvmpipe: 65,535 iterations per invocation).
+      const S = Math.max(1, Math.min(16, Math.ceil(8192 / threads), Math.ceil(N / 32)), Math.ceil(N / Math.max(1, maxLoopIterations(loopBudget()))));
       const part = Tensor.empty([S, A, D]); // [S, A, D]
       mlDattrKernel(D, t).run({ x, r, list, part }, { A, Ag4, Tg, S, chunk: ceilDiv(N, S) });
       dattr = Tensor.empty([A, D]); // [A, D]
@@ -691,6 +765,8 @@ const mlOp = defineOp<MlAttrs>({
 export interface CsrTargets {
   offsets: Tensor; // [N + 1] i32
   ids: Tensor; // [nnz] i32
+  /** The longest row list (csrTargets() records it): bounds the forward's loops; absent: nnz is assumed. */
+  maxLen?: number;
 }
 
 /** Upload per-row lists of positive ids as CsrTargets (host-side helper for data loaders and tests). */
@@ -702,7 +778,8 @@ export function csrTargets(lists: ReadonlyArray<ArrayLike<number>>): CsrTargets 
   for (const l of lists) for (let j = 0; j < l.length; j++) ids[k++] = l[j]!;
   const idsT = Tensor.from(ids.subarray(0, Math.max(k, 1)), [Math.max(k, 1)]); // [nnz] (one dummy 0 when empty)
   // The dummy id is outside every row's range, so it is never read.
-  return { offsets: Tensor.from(offsets, [lists.length + 1]), ids: idsT }; // [N + 1], [nnz]
+  const maxLen = lists.reduce((m, l) => Math.max(m, l.length), 0);
+  return { offsets: Tensor.from(offsets, [lists.length + 1]), ids: idsT, maxLen }; // [N + 1], [nnz]
 }
 
 export interface MultiLabelOptions {
@@ -725,7 +802,8 @@ export function multiLabelBce(x: Tensor, attrTable: Tensor, targets: CsrTargets 
   if (opts.mask) inputs.push(opts.mask);
   const tiles = opts.tiles ?? ML_TILES;
   if (tiles.TA % 4 || tiles.DTA % 4) throw new Error(`multiLabelBce: tiles.TA and tiles.DTA must be multiples of 4`);
-  return mlOp.apply(inputs, { mode: dense ? 'dense' : 'csr', reduction: opts.reduction ?? 'sum', hasMask: !!opts.mask, tiles });
+  const maxLen = dense ? undefined : targets.maxLen;
+  return mlOp.apply(inputs, { mode: dense ? 'dense' : 'csr', reduction: opts.reduction ?? 'sum', hasMask: !!opts.mask, tiles, ...(maxLen !== undefined ? { maxLen } : {}) });
 }
 
 // ------------------------------------------------------------------ float64 references

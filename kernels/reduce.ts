@@ -6,7 +6,7 @@
 //   reduce_*_cols  (inner > 1): one thread per output, a serial loop over R reading coalesced columns.
 // When few outputs face a long R (e.g. a bias gradient, [12800, 64] -> [64]), R is first split into chunks
 // (two passes, fixed order: deterministic). Memory traffic: reads the input once per pass, writes the outputs.
-import { ceilDiv, defineKernel, defineOp, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
 
 type F64 = ref.F64;
 type ReduceKind = 'sum' | 'max';
@@ -66,6 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
     grid: ({ outer }) => [outer!],
     minSizes: ({ outer, R }) => ({ x: outer! * R!, out: outer! }),
+    loopTrips: ({ R }) => loopCost(ceilDiv(R!, ROW_WG)) + TREE_TRIPS,
   });
   kernels.set(key, k);
   return k;
@@ -81,7 +82,7 @@ function colKernel(kind: ReduceKind): Kernel {
     wgsl: /* wgsl */ `
 // out[o, i] = ${kind} over r of x[o, r, i]. One thread per output.${kind === 'max' ? ' idx = first argmax.' : ''}
 // The axis may be cut into C chunks of \`chunk\` (the last one shorter): then out is [outer, C, inner] partial sums
-// (llvmpipe silently ends any loop after 65,535 iterations, so a serial loop must stay shorter than that).
+// (llvmpipe silently ends the loops of an invocation after 65,535 iterations in all: chunk <= maxColChunk()).
 struct Params { outer: u32, R: u32, inner: u32, chunk: u32, C: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [outer, R, inner]
@@ -108,6 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
     grid: ({ outer, inner, C }) => [ceilDiv(outer! * C! * inner!, COL_WG)],
     minSizes: ({ outer, R, inner, C }) => ({ x: outer! * R! * inner!, out: outer! * C! * inner! }),
+    loopTrips: ({ chunk }) => loopCost(chunk! - 1),
   });
   kernels.set(key, k);
   return k;
@@ -133,9 +135,10 @@ function sumRaw(x: Tensor, outer: number, R: number, inner: number): Tensor {
   // Few outputs facing a long axis, or an axis longer than a serial loop may run on llvmpipe: pass 1 sums
   // chunks of the axis into [outer, C, inner] (fixed order: deterministic), then the partials are reduced.
   const rowPath = useRowKernel(outer, R, inner);
-  const limit = rowPath ? MAX_LOOP * ROW_WG : MAX_LOOP;
+  const maxChunk = maxColChunk();
+  const limit = rowPath ? maxRowAxis() : maxChunk;
   if ((outputs < 2048 && R > 256 && !rowPath) || R > limit) {
-    const target = Math.max(Math.ceil(R / MAX_LOOP), Math.min(Math.ceil(R / 64), Math.max(2, Math.ceil(8192 / outputs))));
+    const target = Math.max(Math.ceil(R / maxChunk), Math.min(Math.ceil(R / 64), Math.max(2, Math.ceil(8192 / outputs))));
     const chunk = Math.ceil(R / target);
     const C = Math.ceil(R / chunk);
     const part = Tensor.empty([outer * C * inner]); // [outer, C, inner]
@@ -166,8 +169,64 @@ function runSum(x: Tensor, out: Tensor, outer: number, R: number, inner: number)
   else colKernel('sum').run({ x, out }, { outer, R, inner, chunk: R, C: 1 });
 }
 
-/** Mesa llvmpipe ends any shader loop after 65,535 iterations without an error; serial loops stay below this. */
+/**
+ * Mesa llvmpipe ends the loops of an invocation after 65,535 iterations in all, without an error (loopBudget()):
+ * a serial column loop covers at most maxColChunk() elements (32,768, or less under a smaller budget), a row
+ * workgroup's strided loop at most maxRowAxis().
+ */
 const MAX_LOOP = 32768;
+const TREE_TRIPS = loopCost(Math.log2(ROW_WG));
+const maxColChunk = (): number => Math.max(2, Math.min(MAX_LOOP, maxLoopIterations(loopBudget()) + 1));
+const maxRowAxis = (): number => Math.max(ROW_WG, Math.min(MAX_LOOP, maxLoopIterations(loopBudget(), 0, TREE_TRIPS)) * ROW_WG);
+
+const maxCombine = defineKernel({
+  name: 'max_idx_combine',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// Argmax of a chunked max: idx[o, i] = c * chunk + local[o, c, i] with c = cidx[o, i] (the best chunk).
+struct Params { outer: u32, C: u32, inner: u32, chunk: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> cidx: array<u32>;      // [outer, inner] best chunk
+@group(0) @binding(2) var<storage, read> local: array<u32>;     // [outer, C, inner] argmax inside each chunk
+@group(0) @binding(3) var<storage, read_write> idx: array<u32>; // [outer, inner]
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let t = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+  if (t >= p.outer * p.inner) { return; }
+  let o = t / p.inner;
+  let i = t - o * p.inner;
+  let c = cidx[t];
+  idx[t] = c * p.chunk + local[(o * p.C + c) * p.inner + i];
+}`,
+  grid: ({ outer, inner }) => [ceilDiv(outer! * inner!, 256)],
+  minSizes: ({ outer, C, inner }) => ({ cidx: outer! * inner!, local: outer! * C! * inner!, idx: outer! * inner! }),
+});
+
+/**
+ * Max and first argmax over the middle axis of [outer, R, inner] into out [outer * inner] and idx. An axis
+ * longer than one loop may run is cut into chunks (per-chunk max and local argmax, then the max of the chunk
+ * maxima, recursively; the first maximal chunk and its first maximal element: the global first argmax).
+ */
+function maxRaw(x: Tensor, out: Tensor, idx: Tensor, o: number, R: number, i: number): void {
+  if (useRowKernel(o, R, i) && R <= maxRowAxis()) {
+    rowKernel('max').run({ x, out, idx }, { outer: o, R });
+    return;
+  }
+  const maxChunk = maxColChunk();
+  if (R <= maxChunk) {
+    colKernel('max').run({ x, out, idx }, { outer: o, R, inner: i, chunk: R, C: 1 });
+    return;
+  }
+  const C = ceilDiv(R, maxChunk);
+  const chunk = ceilDiv(R, C);
+  const part = Tensor.empty([o * C * i]); // [outer, C, inner] chunk maxima
+  const local = Tensor.empty([o * C * i], 'u32'); // [outer, C, inner] argmax inside the chunk
+  const cidx = Tensor.empty([o * i], 'u32'); // [outer, inner] best chunk
+  colKernel('max').run({ x, out: part, idx: local }, { outer: o, R, inner: i, chunk, C });
+  maxRaw(part, out, cidx, o, C, i);
+  maxCombine.run({ cidx, local, idx }, { outer: o, C, inner: i, chunk });
+  for (const t of [part, local, cidx]) t.dispose();
+}
 
 function reducedShape(shape: Shape, axis: number, keepdim: boolean): number[] {
   return keepdim ? shape.map((d, i) => (i === axis ? 1 : d)) : shape.filter((_, i) => i !== axis);
@@ -210,11 +269,13 @@ const sumOp = defineOp<{ axis: number | null; keepdim: boolean; scale: number }>
 
 /** Sum over `axis` (all elements when axis is null/undefined). */
 export function sum(x: Tensor, axis: number | null = null, keepdim = false): Tensor {
+  if (x.dtype !== 'f32') throw new Error(`sum: ${x.describe()} is not f32`);
   return sumOp.apply([x], { axis, keepdim, scale: 1 });
 }
 
 /** Mean over `axis` (all elements when null). */
 export function mean(x: Tensor, axis: number | null = null, keepdim = false): Tensor {
+  if (x.dtype !== 'f32') throw new Error(`mean: ${x.describe()} is not f32`);
   const n = axis === null ? x.size : x.shape[normAxis('mean', x.shape, axis)]!;
   return sumOp.apply([x], { axis, keepdim, scale: 1 / n });
 }
@@ -226,13 +287,7 @@ const maxOp = defineOp<{ axis: number; keepdim: boolean }>({
     const [o, R, i] = split3(x!.shape, a);
     const out = Tensor.empty([o * i]); // [outer, inner]
     const idx = Tensor.empty([o * i], 'u32'); // argmax along the axis
-    if (useRowKernel(o, R, i)) {
-      if (R > MAX_LOOP * ROW_WG) throw new Error(`max: an axis of ${R} elements is too long for one pass (at most ${MAX_LOOP * ROW_WG})`);
-      rowKernel('max').run({ x: x!, out, idx }, { outer: o, R });
-    } else {
-      if (R > MAX_LOOP) throw new Error(`max: an axis of ${R} elements with inner size ${i} is too long for one pass (at most ${MAX_LOOP}); move the axis last`);
-      colKernel('max').run({ x: x!, out, idx }, { outer: o, R, inner: i, chunk: R, C: 1 });
-    }
+    maxRaw(x!, out, idx, o, R, i);
     ctx.save(idx);
     ctx.extra.dims = [o, R, i];
     ctx.extra.inShape = x!.shape;
@@ -274,6 +329,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 
 /** Max over `axis`; the gradient goes to the first maximal element. */
 export function max(x: Tensor, axis = -1, keepdim = false): Tensor {
+  if (x.dtype !== 'f32') throw new Error(`max: ${x.describe()} is not f32`);
   return maxOp.apply([x], { axis, keepdim });
 }
 
@@ -310,6 +366,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   out[i] = p.scale * x[ix];
 }`,
   grid: ({ n }) => [ceilDiv(n!, 256)],
+  loopTrips: loopCost(8), // mode 0: one loop over at most 8 dims
 });
 
 /** Most dims a broadcasting kernel takes (the uniform holds two vec4s per shape). */

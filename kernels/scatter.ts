@@ -36,7 +36,7 @@
 //
 // Memory traffic: GPU CSR ~ (4 + 16*passes) * M bytes + the count tables; segment sum reads M*D*outer floats
 // (+ M + V ids), writes V*D*outer floats (dense) or only the touched rows.
-import { ceilDiv, defineKernel, fillInPlace, ref, shapeStr, Tensor, type Bindable, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineKernel, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, type Bindable, type Kernel } from '../engine/index.js';
 
 type F64 = ref.F64;
 
@@ -155,6 +155,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
   grid: ({ M }) => [ceilDiv(M!, BLOCK)],
   minSizes: ({ M }) => ({ keys_in: M!, rank: M! }),
+  // the two count loops run once per lane (bins <= 256 = BLOCK), lane 0 walks the block
+  loopTrips: 2 * loopCost(1) + loopCost(BLOCK),
 });
 
 const scanKernel = defineKernel({
@@ -162,15 +164,20 @@ const scanKernel = defineKernel({
   wgsl: /* wgsl */ `
 // Exclusive prefix sum of data [n] in place, one workgroup: each thread sums a contiguous chunk, a
 // Hillis-Steele scan over the ${SCAN_WG} chunk sums (16 barriers), then each thread rewrites its chunk.
-struct Params { n: u32 }
+// Elements [i0, i1) per dispatch (more than one invocation's loop budget allows: several dispatches in order),
+// starting from carry[0] (the sum of the earlier elements) when i0 > 0; carry[0] = the sum through i1 after.
+struct Params { n: u32, i0: u32, i1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> data: array<u32>; // [n]
+@group(0) @binding(2) var<storage, read_write> carry: array<u32>; // [1]
 var<workgroup> part: array<u32, ${SCAN_WG}>;
 @compute @workgroup_size(${SCAN_WG})
 fn main(@builtin(local_invocation_id) lid: vec3u) {
-  let chunk = (p.n + ${SCAN_WG - 1}u) / ${SCAN_WG}u;
-  let start = min(lid.x * chunk, p.n);
-  let end = min(start + chunk, p.n);
+  let chunk = (p.i1 - p.i0 + ${SCAN_WG - 1}u) / ${SCAN_WG}u;
+  let start = min(p.i0 + lid.x * chunk, p.i1);
+  let end = min(start + chunk, p.i1);
+  var cin = 0u;
+  if (p.i0 != 0u) { cin = carry[0]; }
   var s = 0u;
   for (var i = start; i < end; i = i + 1u) { s = s + data[i]; }
   part[lid.x] = s;
@@ -182,16 +189,25 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
     part[lid.x] = v;
     workgroupBarrier();
   }
-  var run = 0u;
-  if (lid.x > 0u) { run = part[lid.x - 1u]; }
+  var run = cin;
+  if (lid.x > 0u) { run = cin + part[lid.x - 1u]; }
   for (var i = start; i < end; i = i + 1u) {
     let v = data[i];
     data[i] = run;
     run = run + v;
   }
+  if (lid.x == 0u) { carry[0] = cin + part[${SCAN_WG - 1}u]; }
 }`,
   grid: () => [1],
+  loopTrips: ({ i0, i1 }) => 2 * loopCost(ceilDiv(i1! - i0!, SCAN_WG)) + loopCost(Math.log2(SCAN_WG)),
 });
+
+/** Exclusive scan of `data` [n] in place (several ordered dispatches when n passes the loop budget). */
+function scanInPlace(data: Bindable, n: number, carry: Tensor): void {
+  const per = maxLoopIterations(loopBudget(), 1, loopCost(Math.log2(SCAN_WG)) + 2) * SCAN_WG;
+  const step = Number.isFinite(per) ? Math.max(SCAN_WG, per) : Math.max(n, 1);
+  for (let i0 = 0; i0 < n; i0 += step) scanKernel.run({ data, carry }, { n, i0, i1: Math.min(n, i0 + step) });
+}
 
 const scatterKernel = defineKernel({
   name: 'csr_scatter',
@@ -246,6 +262,34 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
 }`,
   grid: ({ M }) => [ceilDiv(M! + 1, 256)],
   minSizes: ({ M, V }) => ({ keys: M!, offsets: V! + 1 }),
+  loopTrips: ({ V }) => loopCost(V! + 1), // one thread may fill every v (a gap in the sorted keys)
+});
+
+const offsetsSearchKernel = defineKernel({
+  name: 'csr_offsets_search',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// offsets[v] = first s with key[s] >= v (keys sorted, in [0, V]), by binary search: one thread per v in [0, V].
+// Used when V is too large for csr_offsets' gap loop under the loop budget.
+struct Params { M: u32, V: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> keys: array<u32>;            // [M] sorted
+@group(0) @binding(2) var<storage, read_write> offsets: array<u32>;   // [V+1]
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let v = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+  if (v > p.V) { return; }
+  var lo = 0u;
+  var hi = p.M;
+  while (lo < hi) {
+    let mid = lo + (hi - lo) / 2u;
+    if (keys[mid] < v) { lo = mid + 1u; } else { hi = mid; }
+  }
+  offsets[v] = lo;
+}`,
+  grid: ({ V }) => [ceilDiv(V! + 1, 256)],
+  minSizes: ({ M, V }) => ({ keys: M!, offsets: V! + 1 }),
+  loopTrips: ({ M }) => loopCost(Math.ceil(Math.log2(M! + 1)) + 1),
 });
 
 /** Radix passes and digit width for keys in [0, V]. */
@@ -270,6 +314,7 @@ function buildGpu(ids: Tensor, V: number, ex: number): Csr {
   const hist = Tensor.empty([region * passes], 'u32'); // [passes, bins, nb] (+ alignment padding)
   const rank = Tensor.empty([M], 'u32'); // [M]
   const bufs = [Tensor.empty([M], 'u32'), Tensor.empty([M], 'u32'), Tensor.empty([M], 'u32'), Tensor.empty([M], 'u32')]; // keys/vals x2, [M] each
+  const carry = Tensor.empty([1], 'u32'); // [1] the scan's running sum
   let keysIn: Bindable = asU32(ids);
   let valsIn: Bindable = keysIn;
   for (let k = 0; k < passes; k++) {
@@ -278,13 +323,15 @@ function buildGpu(ids: Tensor, V: number, ex: number): Csr {
     const valsOut = bufs[(k % 2) * 2 + 1]!;
     const prm = { M, V, exclude: ex, shift: k * bits, mask: bins - 1, nb };
     rankKernel.run({ keys_in: keysIn, rank, hist: h }, prm);
-    scanKernel.run({ data: h }, { n: bins * nb });
+    scanInPlace(h, bins * nb, carry);
     scatterKernel.run({ keys_in: keysIn, vals_in: valsIn, rank, hist: h, keys_out: keysOut, vals_out: valsOut }, { ...prm, first: k === 0 ? 1 : 0 });
     keysIn = keysOut;
     valsIn = valsOut;
   }
   const last = ((passes - 1) % 2) * 2;
-  offsetsKernel.run({ keys: bufs[last]!, offsets }, { M, V });
+  if (offsetsKernel.fitsLoopBudget({ M, V })) offsetsKernel.run({ keys: bufs[last]!, offsets }, { M, V });
+  else offsetsSearchKernel.run({ keys: bufs[last]!, offsets }, { M, V });
+  carry.dispose();
   const perm = bufs[last + 1]!;
   for (const [i, b] of bufs.entries()) if (i !== last + 1) b.dispose();
   rank.dispose();
@@ -326,12 +373,16 @@ function segmentSumKernel(w: Width): Kernel {
 // position): deterministic. A ${TX}x${TY} workgroup handles ${TY} output rows, ${TX} lanes across each row
 // (D counted in ${T}); no per-element div/mod.
 // mode 0: write every row; 1: write rows with a non-empty segment only; 2: out += sum on those rows.
-struct Params { rows: u32, M: u32, V: u32, D: u32, mode: u32 }
+// Piece [s0, s0 + len) of each segment per dispatch: a hot id can own all M positions, more than one
+// invocation's loop budget (llvmpipe: 65,535 iterations); the running sums of unfinished segments wait in
+// part, and the last piece of a segment applies the mode (same order as one pass: bit-identical).
+struct Params { rows: u32, M: u32, V: u32, D: u32, mode: u32, s0: u32, len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<${T}>;        // [outer, M, D]
 @group(0) @binding(2) var<storage, read> perm: array<u32>;        // [M]
 @group(0) @binding(3) var<storage, read> offsets: array<u32>;     // [V+1]
 @group(0) @binding(4) var<storage, read_write> out: array<${T}>;  // [outer, V, D]
+@group(0) @binding(5) var<storage, read_write> part: array<${T}>; // [outer, V, D] running sums ([1] when one piece)
 @compute @workgroup_size(${TX}, ${TY})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let r = (wid.x + wid.y * nwg.x) * ${TY}u + lid.y; // output row = o * V + v
@@ -341,15 +392,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let a = offsets[v];
   let b = offsets[v + 1u];
   if (p.mode != 0u && a == b) { return; }
+  let j0 = a + min(p.s0, b - a);
+  let j1 = j0 + min(p.len, b - j0);
+  if (p.s0 != 0u && j0 == j1) { return; }
+  let last = j1 == b;
   let base = o * p.M;
   for (var c = lid.x; c < p.D; c = c + ${TX}u) {
     var acc = ${T}(0.0);
-    for (var s = a; s < b; s = s + 1u) { acc = acc + src[(base + perm[s]) * p.D + c]; }
+    if (p.s0 != 0u) { acc = part[r * p.D + c]; }
+    for (var s = j0; s < j1; s = s + 1u) { acc = acc + src[(base + perm[s]) * p.D + c]; }
+    if (!last) { part[r * p.D + c] = acc; continue; }
     if (p.mode == 2u) { acc = out[r * p.D + c] + acc; }
     out[r * p.D + c] = acc;
   }
 }`,
     grid: ({ rows }) => [ceilDiv(rows!, TY)],
+    loopTrips: ({ D, len }) => loopCost(ceilDiv(D!, TX), loopCost(len!)),
     minSizes: ({ rows, M, V, D }) => ({ src: (rows! / V!) * M! * D!, offsets: V! + 1, out: rows! * D! }),
   });
 }
@@ -393,7 +451,16 @@ export function segmentSumRows(src: Tensor, csr: Csr, opts: SegmentSumOptions = 
   }
   const w = opts.width ?? (D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1);
   if (D % w) throw new Error(`${op}: width ${w} does not divide D = ${D}`);
-  sumKernels[w].run({ src, perm: csr.perm, offsets: csr.offsets, out }, { rows: outer * V, M, V, D: D / w, mode });
+  // Positions per piece: a segment may hold all M (one piece unless M passes the loop budget).
+  const lanes = ceilDiv(D / w, TX);
+  const budget = loopBudget();
+  const len = Number.isFinite(budget) ? Math.max(1, Math.min(M, Math.floor((budget - 2) / lanes) - 3)) : M;
+  const pieces = ceilDiv(M, len);
+  const part = pieces > 1 ? Tensor.empty([outer * V * D]) : Tensor.empty([w]); // running sums | unused
+  for (let s0 = 0; s0 < M; s0 += len) {
+    sumKernels[w].run({ src, perm: csr.perm, offsets: csr.offsets, out, part }, { rows: outer * V, M, V, D: D / w, mode, s0, len });
+  }
+  part.dispose();
   return out;
 }
 

@@ -37,7 +37,7 @@
 // deterministic segment-sum of kernels/scatter.ts (inverse index built on the GPU from idx, or on the host
 // when the caller passes the host copy of idx, `hostIdx`).
 // Memory traffic: each op reads and writes its output size once (4 bytes per element) plus the indices.
-import { ceilDiv, defineKernel, defineOp, fillInPlace, ref, rt, shapeStr, Tensor, type Shape } from '../engine/index.js';
+import { ceilDiv, chunkRanges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, rt, shapeStr, Tensor, type Shape } from '../engine/index.js';
 import { asU32, buildInverseIndex, scatterAddRows, segmentSumRows } from './scatter.js';
 
 type F64 = ref.F64;
@@ -94,6 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   dst[di] = src[si];
 }`,
   grid: ({ n }) => [ceilDiv(n!, WG)],
+  loopTrips: loopCost(MAX_DIMS),
 });
 
 function stridedRowsKernel(w: VecWidth) {
@@ -128,6 +129,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   for (var c = lid.x; c < p.R; c = c + TX) { dst[di + c * p.din] = src[si + c * p.sin]; }
 }`,
     grid: ({ rows }, wg) => [ceilDiv(rows!, wg[1])],
+    loopTrips: ({ R }, { TX }) => loopCost(MAX_DIMS) + loopCost(ceilDiv(R!, TX!)),
   });
 }
 const stridedRows = { 1: stridedRowsKernel(1), 2: stridedRowsKernel(2), 4: stridedRowsKernel(4) } as const;
@@ -170,6 +172,9 @@ function copyStrided(src: Tensor, dst: Tensor, shape: readonly number[], ss: rea
     const w: VecWidth = !contiguous ? 1 : all.every((v) => v % 4 === 0) ? 4 : all.every((v) => v % 2 === 0) ? 2 : 1;
     const R = inner[0] / w;
     const tx = R >= 16 ? 16 : R >= 8 ? 8 : 4;
+    // A row longer than one invocation's loop budget allows (R / TX iterations per lane) takes the element kernel.
+    const rowsFit = ceilDiv(R, tx) <= maxLoopIterations(loopBudget(), 0, loopCost(MAX_DIMS));
+    if (rowsFit) {
     stridedRows[w].run(
       { src: asU32(src), dst: asU32(dst) },
       {
@@ -187,6 +192,7 @@ function copyStrided(src: Tensor, dst: Tensor, shape: readonly number[], ss: rea
       { overrides: { TX: tx, TY: 256 / tx } },
     );
     return;
+    }
   }
   stridedCopy.run(
     { src: asU32(src), dst: asU32(dst) },
@@ -367,7 +373,8 @@ function indexSelectKernel(w: VecWidth) {
     wgsl: /* wgsl */ `
 // out[o, m, :] = x[o, idx[m], :], zeros when idx[m] is outside [0, A). A ${TX}x${TY} workgroup copies ${TY} rows:
 // ${TX} lanes stride across a row (inner counted in ${T}), so there is no per-element div/mod. Bit copy.
-struct Params { rows: u32, A: u32, M: u32, inner: u32 }
+// Columns [c0, c1) per dispatch (all of them, unless a lane's loop would pass llvmpipe's loop budget).
+struct Params { rows: u32, A: u32, M: u32, inner: u32, c0: u32, c1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<${T}>;          // [outer, A, inner]
 @group(0) @binding(2) var<storage, read> idx: array<u32>;         // [M] (i32 ids read as u32)
@@ -381,13 +388,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   let dst = r * p.inner;
   if (a < p.A) {
     let src = (o * p.A + a) * p.inner;
-    for (var c = lid.x; c < p.inner; c = c + ${TX}u) { out[dst + c] = x[src + c]; }
+    for (var c = p.c0 + lid.x; c < p.c1; c = c + ${TX}u) { out[dst + c] = x[src + c]; }
   } else {
-    for (var c = lid.x; c < p.inner; c = c + ${TX}u) { out[dst + c] = ${T}(0u); }
+    for (var c = p.c0 + lid.x; c < p.c1; c = c + ${TX}u) { out[dst + c] = ${T}(0u); }
   }
 }`,
     grid: ({ rows }) => [ceilDiv(rows!, TY)],
     minSizes: ({ rows, M, inner }) => ({ out: rows! * inner!, idx: M! }),
+    loopTrips: ({ c0, c1 }) => loopCost(ceilDiv(c1! - c0!, TX)),
   });
 }
 const indexSelectKernels = { 1: indexSelectKernel(1), 2: indexSelectKernel(2), 4: indexSelectKernel(4) } as const;
@@ -401,7 +409,10 @@ export function indexSelectInto(x: Tensor, idx: Tensor, out: Tensor, outer: numb
   if (outer * M * inner === 0) return;
   const w = width ?? vecWidth(inner);
   if (inner % w) throw new Error(`index_select: width ${w} does not divide inner ${inner}`);
-  indexSelectKernels[w].run({ x: asU32(x), idx: asU32(idx), out: asU32(out) }, { rows: outer * M, A, M, inner: inner / w });
+  const iw = inner / w;
+  for (const [c0, c1] of chunkRanges(iw, maxLoopIterations(loopBudget()) * TX)) {
+    indexSelectKernels[w].run({ x: asU32(x), idx: asU32(idx), out: asU32(out) }, { rows: outer * M, A, M, inner: iw, c0, c1 });
+  }
 }
 
 interface IndexSelectAttrs {

@@ -41,15 +41,17 @@
 // sorted list with a straight-line insertion pass was 2-3x slower at K=50 than the replace-the-worst buffer.
 // On a real GPU this is the usual GEMM + top-k selection; the scratch costs Bb*V*8 bytes of traffic.
 // llvmpipe caps the loop iterations of one invocation at 65,535 across all its loops (gallivm's
-// LP_MAX_TGSI_LOOP_ITERATIONS) and silently stops the loops there: a selection chunk is at most
-// 60,000 - 2K - K^2/2 items (more chunks otherwise; see maxChunkItems), and no kernel here loops per insertion.
+// LP_MAX_TGSI_LOOP_ITERATIONS) and silently stops the loops there: every kernel declares its loop cost
+// (loopTrips), a selection chunk is at most maxChunkItems(K) items (the budget minus the list init, sort and
+// write-out loops; more chunks otherwise), no kernel loops per insertion, and topk_exclude_bits takes long
+// histories in pieces.
 // Variants (bench/topk.bench.ts): chunks C (default 1 on a CPU adapter, more threads on a GPU) and the select
 // workgroup size (override WG).
 // Measured (npm run bench -- topk., llvmpipe, loaded 2-core machine, medians): AttRec B=943 V=1683 D=150 K=50
 // with history exclusion: 134-138 ms vs composed (engine ops + [B, V] readback + host top-K) 286-493 ms and
 // tfjs-webgpu (matMul + masks + tf.topk) 1450-1509 ms; S3-Rec B=256 V=12103 D=64 K=20 'zero': 39-69 ms vs
 // composed 61-77 ms and tfjs 853-1648 ms.
-import { ceilDiv, defineKernel, noGrad, ref, rt, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineKernel, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, Tensor, type Kernel } from '../engine/index.js';
 import { matmul } from './matmul.js';
 
 type F64 = ref.F64;
@@ -115,19 +117,25 @@ ${lines(U, (a) => `  if (bl0 + ${a}u < p.Bb) {\n` + lines(I, (b) => `    if (i0 
 }`,
     grid: ({ Bb, V }) => [ceilDiv(V!, EWX * TI), ceilDiv(Bb!, EWY * TU)],
     minSizes: ({ Bb, V }) => ({ S: Bb! * V! }),
+    loopTrips: ({ DW }) => loopCost(DW!),
   });
   euclidKernels.set(w, k);
   return k;
 }
 
 // ------------------------------------------------------------------ selection
+/** Loop cost of a select thread: list init and write-out (K each), its chunk of items, the sort (K passes of K/2). */
+function selectTrips(K: number, chunk: number): number {
+  return 2 * loopCost(K) + loopCost(chunk) + loopCost(K, loopCost(Math.ceil(K / 2)));
+}
+
 /**
  * Longest chunk (items) one select thread may scan: llvmpipe stops all loops of an invocation after 65,535
- * iterations in total (see the header). A thread loops once per item, 2K times (list init, write-out) and
- * K^2/2 times (the final sort).
+ * iterations in total (see the header): the loop budget minus the list init, write-out and sort loops
+ * (60,000 at most, as before the budget was declared).
  */
 export function maxChunkItems(K: number): number {
-  return 60000 - 2 * K - Math.ceil((K * K) / 2);
+  return Math.max(1, Math.min(60000 - 2 * K - Math.ceil((K * K) / 2), maxLoopIterations(loopBudget(), 0, selectTrips(K, 0) - 2)));
 }
 
 const selectKernels = new Map<number, Kernel>();
@@ -234,6 +242,7 @@ ${worst}
 }`,
     grid: ({ Bb, C }, [wg]) => [ceilDiv(Bb!, wg), C!],
     minSizes: ({ Bb, V, W }) => ({ S: Bb! * V!, glob: W! }),
+    loopTrips: ({ chunk }) => selectTrips(K, chunk!),
   });
   selectKernels.set(K, k);
   return k;
@@ -284,14 +293,16 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 }`,
   grid: ({ B }) => [ceilDiv(B!, 64)],
   minSizes: ({ B, C, K, b0 }) => ({ in_s: B! * C! * K!, in_i: B! * C! * K!, in_r: B! * C!, out_s: (b0! + B!) * K!, out_i: (b0! + B!) * K! }),
+  loopTrips: ({ K, C }) => loopCost(K!, loopCost(C!)) + loopCost(C!), // K <= 128, C <= 64: at most 8,580
 });
 
 const bitsKernel = defineKernel({
   name: 'topk_exclude_bits',
   wgsl: /* wgsl */ `
 // bits[b, w] bit (i & 31) set for every history item i of user b (items[offsets[b] .. offsets[b+1]), ids outside
-// [0, V) ignored). One thread per user: it alone writes its row.
-struct Params { B: u32, V: u32, W: u32 }
+// [0, V) ignored). One thread per user: it alone writes its row. Piece [s0, s0 + len) of each history per
+// dispatch (a history longer than one invocation's loop budget takes several; the first piece clears the row).
+struct Params { B: u32, V: u32, W: u32, s0: u32, len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> offsets: array<i32>;     // [B + 1]
 @group(0) @binding(2) var<storage, read> items: array<i32>;       // [nnz] ([1] if nnz = 0)
@@ -301,8 +312,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let b = gid.x;
   if (b >= p.B) { return; }
   let row = b * p.W;
-  for (var w = 0u; w < p.W; w = w + 1u) { bits[row + w] = 0u; }
-  for (var k = offsets[b]; k < offsets[b + 1u]; k = k + 1) {
+  if (p.s0 == 0u) {
+    for (var w = 0u; w < p.W; w = w + 1u) { bits[row + w] = 0u; }
+  }
+  let a = offsets[b];
+  let e = max(offsets[b + 1u], a);
+  let k0 = a + min(i32(p.s0), e - a);
+  let k1 = k0 + min(i32(p.len), e - k0);
+  for (var k = k0; k < k1; k = k + 1) {
     let i = items[k];
     if (i >= 0 && u32(i) < p.V) {
       let w = row + (u32(i) >> 5u);
@@ -312,6 +329,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 }`,
   grid: ({ B }) => [ceilDiv(B!, 64)],
   minSizes: ({ B, W }) => ({ offsets: B! + 1, bits: B! * W! }),
+  loopTrips: ({ W, len }) => loopCost(W!) + loopCost(len!),
 });
 
 type IntArray = Int32Array | Uint32Array | readonly number[];
@@ -443,7 +461,16 @@ export function topkScores(opts: TopkOptions): TopkResult {
       if (items.owned) owned.push(items.t);
       const itemsT = items.t.size ? items.t : own(Tensor.from(new Int32Array(1), [1], 'i32')); // [1]
       hist = own(Tensor.empty([B, W], 'u32')); // [B, W]
-      bitsKernel.run({ offsets: off.t, items: itemsT, bits: hist }, { B, V, W });
+      // Longest history: exact from host offsets, else every item (then pieces only past the loop budget).
+      const o = opts.exclude.offsets;
+      let longest = items.t.size;
+      if (!(o instanceof Tensor)) {
+        longest = 0;
+        for (let b = 0; b < B; b++) longest = Math.max(longest, Number(o[b + 1]) - Number(o[b]));
+        longest = Math.min(longest, items.t.size);
+      }
+      const len = Math.max(1, Math.min(longest, maxLoopIterations(loopBudget(), 0, loopCost(W))));
+      for (let s0 = 0; s0 === 0 || s0 < longest; s0 += len) bitsKernel.run({ offsets: off.t, items: itemsT, bits: hist }, { B, V, W, s0, len });
     } else hist = own(Tensor.empty([1], 'u32')); // [1] unused
     let answer: Tensor;
     if (opts.answer !== undefined) {

@@ -9,7 +9,7 @@
 // checkpoint's own history on resume, so a kill at any point leaves a consistent run that `--resume` continues.
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { rt, saveCheckpoint, loadCheckpoint, manualSeed, type StatefulOptimizer, type StateDictModule } from '../engine/index.js';
+import { checkFinite, finiteReport, rt, saveCheckpoint, loadCheckpoint, manualSeed, parseJsonSafe, type StatefulOptimizer, type StateDictModule, type Tensor } from '../engine/index.js';
 import { Rng } from './data/sampling.js';
 import { writeFileAtomic } from './data/io.js';
 
@@ -81,6 +81,11 @@ export class RunDir {
 
   async create(): Promise<void> {
     await fsp.mkdir(this.dir, { recursive: true });
+    // Temp files of a checkpoint write killed half-way (engine/safetensors.ts writes `.<name>.<pid>.<rand>.tmp`
+    // and renames): never read, removed here so crashed runs leave no debris.
+    for (const f of await fsp.readdir(this.dir)) {
+      if (/^\.(last|best)\.safetensors\..+\.tmp$/.test(f)) await fsp.rm(join(this.dir, f), { force: true });
+    }
   }
 
   async exists(file: string): Promise<boolean> {
@@ -118,7 +123,7 @@ export class RunDir {
     if (!raw) throw new Error(`--resume: ${this.last} has no run state (not written by a seqrec training command)`);
     let state: S;
     try {
-      state = JSON.parse(raw) as S;
+      state = parseJsonSafe(raw) as S;
     } catch (e) {
       throw new Error(`--resume: ${this.last}: run state is not valid JSON (${String(e)})`);
     }
@@ -126,4 +131,41 @@ export class RunDir {
     await this.writeLog(state.history);
     return { state, metadata: info.metadata };
   }
+}
+
+// ------------------------------------------------------------------------------------------------ --check-finite N
+/** What a training loop calls for `--check-finite N` (see FiniteWatch). */
+export interface FiniteWatch {
+  /**
+   * After step `step` (1-based, counted over the whole run): queue NaN/Inf checks of the loss (first) and every
+   * parameter (GPU only, no readback), and every `every` steps wait for the report, which throws
+   * `non-finite value (NaN or Inf) in loss/loss at step k` or `... in parameter/<name> at step k` for the first
+   * step and tensor that had one. A no-op when `every` is 0.
+   */
+  afterStep(step: number, loss?: Tensor): Promise<void>;
+  /** Wait for the checks queued since the last report (call at the end of an epoch / the run). */
+  flush(): Promise<void>;
+}
+
+/** A FiniteWatch over `params` (e.g. `model.stateDict()`), reporting every `every` steps (0: off). */
+export function watchFinite(every: number, params: ReadonlyMap<string, Tensor>): FiniteWatch {
+  if (!Number.isInteger(every) || every < 0) throw new Error(`--check-finite must be an integer >= 0, got ${every}`);
+  let pending = false;
+  return {
+    async afterStep(step: number, loss?: Tensor): Promise<void> {
+      if (every === 0) return;
+      if (loss) checkFinite({ loss }, 'loss', step);
+      checkFinite(params, 'parameter', step);
+      pending = true;
+      if (step % every === 0) {
+        pending = false;
+        await finiteReport();
+      }
+    },
+    async flush(): Promise<void> {
+      if (!pending) return;
+      pending = false;
+      await finiteReport();
+    },
+  };
 }

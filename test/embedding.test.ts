@@ -2,7 +2,7 @@
 // equal to the host one, segment sums bit-equal to a sequential f32 sum in ascending position, run-to-run
 // bit-identical, dense / touched / accumulate modes.
 import { expect, it } from 'vitest';
-import { backward, ref, sync, Tensor } from '../engine/index.js';
+import { backward, flags, ref, sync, Tensor } from '../engine/index.js';
 import { embedding, refEmbedding, refEmbeddingGrad } from '../kernels/embedding.js';
 import { buildInverseIndex, inverseIndexHost, radixPlan, refSegmentSum, refSegmentSumF32, segmentSumRows, type Csr } from '../kernels/scatter.js';
 import { checkOp, describeGpu, expectClose, type F64 } from './harness.js';
@@ -26,6 +26,17 @@ function nastyIds(M: number, V: number, seed: number): Int32Array {
     if (r < 0.53) return rnd() < 0.5 ? -1 - Math.floor(rnd() * 5) : V + Math.floor(rnd() * 3); // out of range
     return Math.floor(rnd() * V);
   });
+}
+
+/** Run fn with the engine's GPU id range check on or off (restored afterwards). */
+async function withIdChecks(on: boolean, fn: () => Promise<void>): Promise<void> {
+  const prev = flags.checkIds;
+  flags.checkIds = on;
+  try {
+    await fn();
+  } finally {
+    flags.checkIds = prev;
+  }
 }
 
 async function csrArrays(c: Csr): Promise<{ offsets: number[]; perm: number[] }> {
@@ -177,8 +188,11 @@ describeGpu('embedding', () => {
     // Host-index cases need the ids up front: fixed values (drawn here, seeded) instead of the harness's draw.
     const n = c.ids.reduce((a, b) => a * b, 1);
     const values = c.values ?? (c.host ? Array.from(nastyIds(n, c.V, c.V + c.D)) : undefined);
-    it(`V=${c.V} D=${c.D} ids [${c.ids}] paddingIdx=${c.pad}${c.host ? ' hostIds' : ''}${values ? ' (fixed ids)' : ''}`, () =>
-      checkOp({
+    // Cases with ids outside [0, V) check the kernel's zeros / no-gradient semantics with the engine's GPU range
+    // check off; the check itself (an error at the next readback) is tested below.
+    const outOfRange = !!values?.some((v) => v < 0 || v >= c.V);
+    it(`V=${c.V} D=${c.D} ids [${c.ids}] paddingIdx=${c.pad}${c.host ? ' hostIds' : ''}${values ? ' (fixed ids)' : ''}${outOfRange ? ' (CHECK_IDS=0)' : ''}`, () =>
+      withIdChecks(!outOfRange, () => checkOp({
         name: `embedding V=${c.V} D=${c.D}`,
         inputs: [
           { shape: [c.V, c.D], range: c.range ?? [-2, 2] },
@@ -192,8 +206,33 @@ describeGpu('embedding', () => {
         // PyTorch's zero gradient for the padding row is a convention, not the derivative (forward does read
         // the row), so finite differences disagree by design; the twin cases without padding check the rest.
         ...(pad === null ? {} : { gradcheck: false as const }),
-      }));
+      })));
   }
+
+  it('ids outside [0, V) throw at the next readback, naming the op, the id and its position; the engine works on', async () => {
+    const w = Tensor.from(Float32Array.from({ length: 30 }, (_, i) => i), [10, 3]);
+    for (const [ids, msg] of [
+      [[1, 2, 3, 1000000, -5], /embedding: id 1000000 at position 3 is outside \[0, 10\)/],
+      [[-5, 1, 2], /embedding: id -5 at position 0 is outside \[0, 10\)/],
+      [[0, 9, 10], /embedding: id 10 at position 2 is outside \[0, 10\)/],
+    ] as const) {
+      const idsT = Tensor.from(Int32Array.from(ids), [ids.length], 'i32');
+      const y = embedding(w, idsT);
+      await expect(y.toArray()).rejects.toThrow(msg);
+      y.dispose();
+      idsT.dispose();
+    }
+    // u32 ids, a bad one far into a long list (several loop iterations per invocation), found by sync().
+    const many = new Uint32Array(100_003).fill(4);
+    many[77_777] = 4_000_000_000;
+    const idsU = Tensor.from(many, [many.length], 'u32');
+    const yu = embedding(w, idsU);
+    await expect(sync()).rejects.toThrow(/embedding: id 4000000000 at position 77777 is outside \[0, 10\)/);
+    // Reported once; the next lookup is clean and correct.
+    const ok = embedding(w, Tensor.from(Int32Array.of(2, 9), [2], 'i32'));
+    expect(Array.from(await ok.toArray())).toEqual([6, 7, 8, 27, 28, 29]);
+    for (const t of [w, idsU, yu, ok]) t.dispose();
+  });
 
   it('S3-Rec shape: V=12103, D=64, ids [256, 50], GPU and host index give bit-identical gradients', async () => {
     const V = 12103;
@@ -221,7 +260,7 @@ describeGpu('embedding', () => {
     idsT.dispose();
   });
 
-  it('forward + backward leak no GPU memory (GPU and host index, indexSelect, gather, slice, concat, permute)', async () => {
+  it('forward + backward leak no GPU memory (GPU and host index, indexSelect, gather, slice, concat, permute)', () => withIdChecks(false, async () => {
     const { rt, scope } = await import('../engine/index.js');
     const S = await import('../kernels/shape.js');
     const ids = Int32Array.of(3, 0, 3, 9, -1, 2);
@@ -247,7 +286,7 @@ describeGpu('embedding', () => {
     const before = rt().pool.stats().inUseBytes;
     for (let k = 0; k < 3; k++) await run();
     expect(rt().pool.stats().inUseBytes).toBe(before);
-  });
+  }));
 
   it('errors name the op and the shapes', () => {
     const w = Tensor.empty([5, 3]);

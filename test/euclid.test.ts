@@ -1,7 +1,7 @@
 // euclid_score: forward, backward (du, dm, dX, dQ) against the float64 reference, the reference backward
 // against finite differences, bit-identical repeated backward, and ids outside [0, V).
 import { expect, it } from 'vitest';
-import { backward, ref, Tensor } from '../engine/index.js';
+import { backward, flags, ref, Tensor } from '../engine/index.js';
 import { euclidScore, refEuclidScore, refEuclidScoreGrad } from '../kernels/euclid_score.js';
 import { checkOp, describeGpu, expectClose, upload, type F64, type Tol } from './harness.js';
 
@@ -118,7 +118,14 @@ describeGpu('euclid_score', () => {
     const gyF: F64 = { data: Float64Array.from([1, -2, 0.5, 3, -1, 2]), shape: [B, N] };
     const ts = xs.map((x) => upload(x).requireGrad());
     const idx = upload(idxF, 'i32');
+    // With the engine's GPU range check on (default), the readback names the op, the id and its position.
+    const checked = euclidScore(ts[0]!, ts[1]!, ts[2]!, ts[3]!, idx);
+    await expect(checked.toArray()).rejects.toThrow(/euclidScore: candidate id -1 at position 2 is outside \[0, 5\)/);
+    checked.dispose();
+    const prevCheck = flags.checkIds;
+    flags.checkIds = false; // the kernel's own semantics below
     const y = euclidScore(ts[0]!, ts[1]!, ts[2]!, ts[3]!, idx);
+    flags.checkIds = prevCheck;
     const want = refEuclidScore(xs[0]!, xs[1]!, xs[2]!, xs[3]!, idxF, 0.2);
     expectClose('forward', await y.toArray(), want.data, { atol: 1e-5, rtol: 1e-4 });
     expect(Number.isNaN((await y.toArray())[2]!)).toBe(true);

@@ -1,7 +1,7 @@
 // The shared op harness: every op's forward and backward on the GPU against its float64 reference, with
-// |gpu - ref| <= atol + rtol*|ref|, fresh seeded random inputs, poisoned outputs, and the reference backward
+// |gpu - ref| <= atol + rtol*|ref|, the output shape, random inputs seeded from the test's name, poisoned outputs, and the reference backward
 // checked by central finite differences. On failure it prints the first mismatches and the max error.
-import { afterAll, beforeAll, describe } from 'vitest';
+import { afterAll, beforeAll, describe, expect } from 'vitest';
 import { backward, destroyGpu, flags, initGpu, ref, sync, Tensor } from '../engine/index.js';
 
 type F64 = ref.F64;
@@ -14,6 +14,19 @@ export interface Tol {
 
 export const FWD_TOL: Tol = { atol: 1e-5, rtol: 1e-4 };
 export const GRAD_TOL: Tol = { atol: 1e-4, rtol: 1e-3 };
+
+/** f32 unit roundoff. */
+export const F32_U = 2 ** -24;
+
+/**
+ * Tolerance of an f32 sum of n terms of one sign (relative to the sum), derived from the reduction length: each
+ * term and each addition rounds once (error <= u relative); the rounding errors of a sum behave like a random walk,
+ * so the total is about u * sqrt(n) relative (Higham, "Accuracy and Stability", section 4.2), taken `k` times
+ * (default 4 sigma), plus 2u for the final scale/store.
+ */
+export function sumTol(n: number, k = 4): Tol {
+  return { atol: 0, rtol: k * F32_U * Math.sqrt(n) + 2 * F32_U };
+}
 
 /** Sizes every op sees somewhere: 1, primes, the workgroup size (64/256) +-1, and an irregular large one. */
 export const ODD_SIZES = [1, 2, 3, 7, 13, 31, 63, 64, 65, 97, 255, 256, 257] as const;
@@ -44,7 +57,22 @@ export interface OpCase {
   seed?: number;
 }
 
-let seedCounter = 1;
+/**
+ * A seed from a string (FNV-1a): the harness seeds each case from the running test's full name and the case's
+ * name, so `vitest -t '<test>'` alone draws the same inputs as the whole suite (no shared counter).
+ */
+export function seedFromName(name: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
+  return (h >>> 0) % 1_000_000_007;
+}
+
+/** The seed of a case: explicit, else from the current test's name + the case name. */
+export function caseSeed(caseName: string, seed?: number): number {
+  if (seed !== undefined) return seed;
+  const test = (expect.getState().currentTestName as string | undefined) ?? '';
+  return seedFromName(`${test}\u0000${caseName}`);
+}
 
 function draw(spec: InputSpec, rnd: () => number): F64 {
   const n = spec.shape.reduce((a, b) => a * b, 1);
@@ -98,7 +126,7 @@ export function expectClose(what: string, got: ArrayLike<number>, want: ArrayLik
 
 /** Forward, backward and reference gradcheck of one case. */
 export async function checkOp(c: OpCase): Promise<void> {
-  const seed = c.seed ?? seedCounter++;
+  const seed = caseSeed(c.name, c.seed);
   const rnd = ref.mulberry32(seed * 7919 + 17);
   const xs = c.inputs.map((s) => draw(s, rnd));
   const tensors = c.inputs.map((s, i) => {
@@ -111,6 +139,9 @@ export async function checkOp(c: OpCase): Promise<void> {
   try {
     const want = c.ref(xs);
     const y = c.run(tensors);
+    if (y.shape.length !== want.shape.length || y.shape.some((d, i) => d !== want.shape[i])) {
+      throw new Error(`${c.name} (seed ${seed}): output shape [${y.shape.join(', ')}], the reference's [${want.shape.join(', ')}]`);
+    }
     const got = await y.toArray();
     expectClose(`${c.name} forward (seed ${seed})`, got, want.data, c.tol ?? FWD_TOL);
     if (!c.refGrad) {

@@ -84,9 +84,16 @@ export async function forEachLine(file: string, onLine: (line: string, lineNo: n
   return lastData;
 }
 
-/** Reads a whole (small) text file; missing files raise DataError. */
-export async function readTextFile(file: string): Promise<string> {
+/** Whole-file reads above this many bytes are refused (SEQREC_MAX_TEXT_BYTES overrides); line files are streamed. */
+export const MAX_TEXT_FILE_BYTES = Number(process.env.SEQREC_MAX_TEXT_BYTES) > 0 ? Number(process.env.SEQREC_MAX_TEXT_BYTES) : 256 * 1024 * 1024;
+
+/** Reads a whole (small) text file; missing files and files over MAX_TEXT_FILE_BYTES raise DataError. */
+export async function readTextFile(file: string, maxBytes = MAX_TEXT_FILE_BYTES): Promise<string> {
   await assertReadableFile(file);
+  const size = (await fsp.stat(file).catch(() => null))?.size ?? 0;
+  if (size > maxBytes) {
+    throw new DataError(file, undefined, `file is ${size} bytes, over the ${maxBytes}-byte limit for a file read whole (is it the right file? SEQREC_MAX_TEXT_BYTES raises the limit)`);
+  }
   try {
     return await fsp.readFile(file, 'utf8');
   } catch (e) {
