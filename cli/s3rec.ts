@@ -49,6 +49,7 @@ const FINETUNE_SPECS: OptSpec[] = [
   { name: 'dropout', type: 'number', min: 0, max: 0.99, default: S3REC_DEFAULTS.hiddenDropoutProb, help: 'hidden dropout' },
   { name: 'attn-dropout', type: 'number', min: 0, max: 0.99, default: S3REC_DEFAULTS.attentionProbsDropoutProb, help: 'attention-probability dropout' },
   { name: 'seed', type: 'int', min: 0, default: FINETUNE_DEFAULTS.seed, help: 'seed of every random stream (init, order, negatives, dropout)' },
+  { name: 'check-finite', type: 'int', min: 0, default: 0, metavar: 'N', help: 'check the loss and every parameter for NaN/Inf, stop with the first one named (reported every N steps; 0: off)' },
   ...MODEL_OPTS,
   ...EVAL_OPTS,
 ];
@@ -137,7 +138,7 @@ export async function runFinetune(argv: string[]): Promise<number> {
       epochs: num(o, 'epochs'), batchSize: num(o, 'batchSize'), lr: num(o, 'lr'), weightDecay: num(o, 'weightDecay'),
       seed: num(o, 'seed'), patience: num(o, 'patience'), protocol, fullSemantics: str(o, 'fullSemantics') as FullSemantics,
       path: str(o, 'path') as 'varlen' | 'padded', outDir: o.out as string | undefined, resume: o.resume === true,
-      pretrained: ckpt ?? null,
+      pretrained: ckpt ?? null, checkFinite: num(o, 'checkFinite'),
       hooks: {
         onProgress: progressPrinter(true),
         onEpoch: (r) => log(`epoch ${r.epoch}: loss ${(r.loss as number).toFixed(4)}  valid ${fmtMetrics(r.valid as Record<string, number>)}  (${(r.trainSeconds as number).toFixed(1)} s train, ${(r.validSeconds as number).toFixed(1)} s valid)${r.best ? '  *' : ''}`),

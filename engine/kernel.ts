@@ -133,14 +133,19 @@ export class Kernel {
    * none). `opts.loopTrips` replaces the spec's declaration.
    */
   loopTrips(params: Record<string, ParamValue>, opts: RunOptions = {}): number | undefined {
-    if (opts.loopTrips !== undefined) return opts.loopTrips;
     const t = this.spec.loopTrips;
-    if (t === undefined || typeof t === 'number') return t;
+    if (opts.loopTrips !== undefined || typeof t !== 'function') return opts.loopTrips ?? (t as number | undefined);
     const numeric: Record<string, number> = {};
     for (const [k, v] of Object.entries(params)) if (typeof v === 'number' || typeof v === 'boolean') numeric[k] = Number(v);
+    return this.tripsOf(numeric, this.overrideValues(opts.overrides), opts);
+  }
+
+  private tripsOf(numeric: Record<string, number>, overrides: Record<string, number>, opts: RunOptions): number | undefined {
+    const t = this.spec.loopTrips;
+    if (opts.loopTrips !== undefined || typeof t !== 'function') return opts.loopTrips ?? (t as number | undefined);
     const ov: Record<string, number> = {};
     for (const [k, v] of Object.entries(this.layout().overrides)) if (Number.isFinite(v)) ov[k] = v;
-    return t(numeric, { ...ov, ...this.overrideValues(opts.overrides) });
+    return t(numeric, { ...ov, ...overrides });
   }
 
   /** Whether a dispatch with these params stays within the device's loop budget. */
@@ -275,7 +280,7 @@ export class Kernel {
     if (debugKernel(this.name, 3)) log(`  ${this.name} bindings ${layout.storage.map((s) => `${s.name}:${bindings[s.name]!.byteLength}B`).join(' ')}`);
     const grid = this.fold(this.spec.grid(numeric, c.workgroupSize), r.device.limits.maxComputeWorkgroupsPerDimension);
     if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // nothing to do
-    const trips = this.loopTrips(params, opts);
+    const trips = this.tripsOf(numeric, overrides, opts);
     if (trips !== undefined) {
       const budget = loopBudget();
       if (!(trips <= budget)) {

@@ -30,6 +30,10 @@
 //   vec4 loads when D % 4 == 0) and unrolled over the R rows and the D/4 slots (constant indices keep private
 //   arrays in registers); D > 32 (AttRec's 150) loops over d instead (unrolled it took minutes to compile).
 //   On a real GPU this is a register-blocked FlashAttention without shared memory (L <= 64 fits in L1).
+//   llvmpipe's loop budget (65,535 iterations per invocation, shared by all its loops): at D > 32 every key
+//   (query) row costs a thread ~5 loops over d (~760 iterations at D = 150), so the loop over the other side's
+//   rows is cut into ranges [j0, j1) of one dispatch each (none at the model shapes): the forward carries its
+//   online-softmax state in out (unnormalised), lse (max) and lsum, the backward its unscaled dq / dk, dv.
 //   fwd: online softmax over the keys (running max m, sum l; the accumulators rescaled when m grows), weights
 //        that are exactly 0 (future keys of causal rows, dropped entries) skip the V accumulation; saves
 //        lse_i = m + log(l) [rows].

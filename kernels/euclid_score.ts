@@ -21,6 +21,9 @@
 //   euclid_score_bwd_table  dX[i, d] = 2*alpha * sum_{p in seg(i)} g[p] (X[i,d] - u[b(p),d]); dQ likewise.
 //                           One thread per (i, d) over its segment in position order; no float atomics. Writes
 //                           every row (zeros for rows no pair hits): 2*V*D floats, reads 2*P*D.
+// llvmpipe's loop budget (65,535 iterations per invocation): the rows pass loops over N candidates and the table
+// pass over a segment (an item hit B*N times), so both take ranges / pieces of at most the budget per dispatch,
+// the unscaled sums carried in du/dm and dX/dQ (bit-identical to one dispatch).
 // Gradients nobody needs are skipped (ctx.needsGrad): no CSR/table pass unless X or Q need one; override flags
 // drop the unneeded half of each pass (its binding then gets a 1-element scratch tensor).
 // Ids outside [0, V) give a NaN score (and NaN du/dm for that row) instead of reading out of bounds; they are

@@ -33,6 +33,10 @@
 // Kernels are generated per row width D (`_d64`: D baked in as a WGSL const so rows live in registers; vec4
 //   loads when D % 4 == 0): infonce_fwd_dD, infonce_bwd_dD, rows_scatter_dD; infonce_dense_dk_v4 / _v1.
 // Other kernels: loss_reduce (one workgroup, fixed order: per-row losses -> scalar, and the denominator).
+// llvmpipe's loop budget (65,535 iterations per invocation, shared by all loops): loops over D4 <= 16 are written
+// out; at D = 150 (scalar rows) each candidate costs a thread ~153 iterations, so the candidate loop is cut into
+// ranges per dispatch (online state carried in lse / rowLoss / dq); the scatter takes segments in pieces, the
+// dense candidate gradient rows in ranges, loss_reduce elements in ranges. All bit-identical to one dispatch.
 import { ceilDiv, chunkRanges as ranges, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, Tensor, type Kernel } from '../engine/index.js';
 import { buildInverseIndex } from './scatter.js';
 

@@ -25,6 +25,11 @@
 // no atomics. With one block the partials are the result (one dispatch). Traffic: reads x and gy 2x each,
 // writes dx, then 2 * blocks * D partials.
 // Variants: forward `row` / `wg` (rowConfig picks by adapter; bench rows layernorm.fwd_row / layernorm.fwd_wg).
+// Long rows and llvmpipe's loop budget (65,535 iterations per invocation, all loops together): the forward row
+// program switches variant (softmax.ts runRow); the fused backward's two serial loops over D (~3D iterations per
+// thread) give way past ~21,000 columns to the row program layernorm_bwd_dx (same arithmetic) plus
+// layernorm_bwd_part (one thread per (block, column)), and more than ~65,000 blocks of partials are summed by
+// reduce.ts's chunked sum instead of layernorm_bwd_dwdb's serial loop.
 import { ceilDiv, copyInto, defineKernel, defineOp, fillInPlace, loopCost, ref, Tensor } from '../engine/index.js';
 import { sumTo } from './reduce.js';
 import { rowProgram, runRow, type RowOptions } from './softmax.js';

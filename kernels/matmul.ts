@@ -19,6 +19,8 @@
 // N % 4 == 0. Rows/columns past the edge are clamped on load (no branches in the K loop), skipped on store.
 // Split-K (reg kernels): an output with too few threads of work (a weight gradient, [12800, 64]ᵀ x [12800, 256])
 // is computed as `splits` partial products over K slices, then summed by reduce.ts (fixed order, deterministic).
+// llvmpipe's loop budget (65,535 iterations per invocation): a reg thread loops kChunk / 4 times, so K beyond
+// ~262,000 is always split; naive / smem4x4 (no split-K) give way to the default variant past it.
 // Outputs over maxStorageBufferBindingSize (128 MB here; [5000, 64] x [12103, 64]ᵀ is 242 MB) are computed in
 // row chunks bound as sub-regions of a and c.
 //
@@ -61,7 +63,8 @@
 //   tA=T tB=T: dA = Bᵀ·dCᵀ         dB = dCᵀ·Aᵀ
 // A shared 2-D operand's gradient is summed over the batch: folded into the product's K when b is shared and a
 // untransposed (one [K, batch·M] x [batch·M, N] product), else a batched product then sum over the batch axis.
-import { ceilDiv, defineKernel, defineOp, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
+import { add } from './elementwise.js';
 import { sum } from './reduce.js';
 
 type F64 = ref.F64;
@@ -360,9 +363,19 @@ function kernelFor(variant: MatmulVariant, s: Spec): Kernel {
       c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
       ...(s.bias ? { bias: N! } : {}),
     }),
+    loopTrips: ({ K, kChunk }) => (isReg(variant) ? regTrips(kChunk!) : nonRegTrips(variant, K!)),
   });
   kernels.set(name, k);
   return k;
+}
+
+/** Loop cost of a reg thread: its K slice in steps of 4, then the K % 4 tail. */
+const regTrips = (kChunk: number): number => loopCost(ceilDiv(kChunk, 4)) + loopCost(3);
+/** Loop cost of a naive thread (a K loop) or an smem4x4 thread (32-k tiles of 16 loads and 32 x 4 x 4 FMAs). */
+function nonRegTrips(variant: MatmulVariant, K: number): number {
+  if (variant === 'naive') return loopCost(K);
+  const l4 = loopCost(4, loopCost(4));
+  return 2 * l4 + loopCost(ceilDiv(K, 32), loopCost(16) + loopCost(32, 2 * loopCost(4) + l4));
 }
 
 /** The default variant for a problem (per batch entry: M x N), from the measurements in the header. */
@@ -421,6 +434,18 @@ export const MATMUL_TUNING = { splitThreads: 2048, splitMinK: 256 };
 function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant, bias: Tensor | null = null): Tensor {
   let { batch, M } = d;
   const { N, K, sharedA, sharedB } = d;
+  // llvmpipe's loop budget (65,535 iterations per invocation): a reg thread loops K / 4 times per K slice, so a
+  // longer K is split (below); naive / smem4x4 have no split-K and give way to the default variant.
+  const budget = loopBudget();
+  if (!isReg(variant) && nonRegTrips(variant, K) > budget) variant = pickVariant(d.M, d.N);
+  const maxK4 = maxLoopIterations(budget, 0, loopCost(3)); // K / 4 steps one thread may take
+  if (bias && ceilDiv(K, 4) > maxK4) {
+    // The bias epilogue cannot split K: product first, then the bias row added.
+    const y = launch(a, b, d, tA, tB, variant, null);
+    const yb = noGrad(() => add(y, bias)); // [..., M, N]
+    y.dispose();
+    return yb;
+  }
   // A shared weight with an untransposed a: fold the batch into M (one [batch·M, K] product).
   const foldA = sharedB && !tA && batch > 1;
   if (foldA) {
@@ -438,7 +463,7 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   };
   if (bias && !reg) throw new Error(`matmul: the bias epilogue needs a register-tiled variant, not ${variant}`);
   const k = kernelFor(variant, s);
-  const [TM, TN] = reg ? TILES[variant] : [1, 1];
+  const [TM, TN] = isReg(variant) ? TILES[variant] : [1, 1];
   // Reg kernels: 64 threads arranged so that one workgroup row spans N if it can (N = 64 with TN = 16: wx = 4).
   const wx = Math.min(WG, 2 ** Math.ceil(Math.log2(ceilDiv(N, TN))));
   const limits = rt().device.limits;
@@ -447,7 +472,8 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   let splits = 1;
   const { splitThreads, splitMinK } = MATMUL_TUNING;
   if (reg && !bias && threads < splitThreads && K >= 2 * splitMinK) splits = Math.min(ceilDiv(splitThreads, threads), Math.floor(K / splitMinK));
-  const kChunk = splits > 1 ? ceilDiv(ceilDiv(K, splits), 4) * 4 : K; // a multiple of 4 (vec4 loads along K)
+  if (reg && ceilDiv(K, 4) > maxK4) splits = Math.max(splits, ceilDiv(ceilDiv(K, 4), Math.max(1, maxK4)));
+  const kChunk = splits > 1 ? Math.min(ceilDiv(ceilDiv(K, splits), 4) * 4, 4 * Math.max(1, maxK4)) : K; // a multiple of 4 (vec4 loads along K)
   splits = kChunk ? ceilDiv(K, kChunk) : 1;
   const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
   const call = (aB: Bindable, cB: Bindable, m: number): void => {

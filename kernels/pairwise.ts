@@ -37,6 +37,10 @@
 //   only when a gradient is needed) and the tile partials; backward reads the residual twice, writes ND + S*A*D.
 // Measured (npm run bench -- infonce bce_ft pairwise multilabel, llvmpipe on 2 shared cores, see
 //   bench/infonce.bench.ts): each fused row >= 3x faster than its composition from engine ops and than tfjs.
+// llvmpipe's loop budget (65,535 iterations per invocation, all loops together): the pairwise dot loop takes
+// ranges of D, rows_compact ranges of rows, the multilabel forward's CSR loop is bounded by the longest id list
+// (csrTargets records it; lists too long go through dense targets), dx ranges of attributes, dattr more row
+// chunks; each dispatch declares its cost.
 // Variants: `_dD` kernels are generated per row width D (vec4 loads when D % 4 == 0); pairwise/bce `_dense` /
 //   `_ids`; multilabel `_csr` / `_dense` targets and the tile shape in the name (`_t8x8`, `_r8`, `_a8`).
 import { ceilDiv, chunkRanges as ranges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, Tensor, zeros, type Kernel } from '../engine/index.js';

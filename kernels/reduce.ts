@@ -6,6 +6,9 @@
 //   reduce_*_cols  (inner > 1): one thread per output, a serial loop over R reading coalesced columns.
 // When few outputs face a long R (e.g. a bias gradient, [12800, 64] -> [64]), R is first split into chunks
 // (two passes, fixed order: deterministic). Memory traffic: reads the input once per pass, writes the outputs.
+// llvmpipe's loop budget (65,535 iterations per invocation, all loops together): a serial column loop covers at
+// most 32,768 elements and a row workgroup's strided loop 32,768 x 64; longer axes are chunked the same way, for
+// max too (chunk maxima with their local argmax, then the max of those: the first global argmax).
 import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
 
 type F64 = ref.F64;

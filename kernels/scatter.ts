@@ -33,10 +33,15 @@
 //     div/mod is scalarised on CPU SIMD). The vector width matters most; the tile also coalesces on GPUs. Modes: dense (writes every row, empty segments give 0),
 //     touched (writes only rows with a non-empty segment, into a caller-supplied out), accumulate
 //     (out[v] += segment sum, touched rows only).
+//     llvmpipe's loop budget (65,535 iterations per invocation, all loops together): a segment can hold all M
+//     positions (a padding id), so past the budget each segment is summed in pieces of `len` positions per
+//     dispatch (running sums in a scratch, the mode applied by the last piece: bit-identical); the GPU build's
+//     scan runs in ordered dispatches with a carry, and csr_offsets (whose thread may fill a gap of V ids) gives
+//     way to a binary search (csr_offsets_search) when V passes the budget.
 //
 // Memory traffic: GPU CSR ~ (4 + 16*passes) * M bytes + the count tables; segment sum reads M*D*outer floats
 // (+ M + V ids), writes V*D*outer floats (dense) or only the touched rows.
-import { ceilDiv, defineKernel, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, type Bindable, type Kernel } from '../engine/index.js';
+import { ceilDiv, chunkRanges, defineKernel, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, type Bindable, type Kernel } from '../engine/index.js';
 
 type F64 = ref.F64;
 
@@ -376,7 +381,8 @@ function segmentSumKernel(w: Width): Kernel {
 // Piece [s0, s0 + len) of each segment per dispatch: a hot id can own all M positions, more than one
 // invocation's loop budget (llvmpipe: 65,535 iterations); the running sums of unfinished segments wait in
 // part, and the last piece of a segment applies the mode (same order as one pass: bit-identical).
-struct Params { rows: u32, M: u32, V: u32, D: u32, mode: u32, s0: u32, len: u32 }
+// Columns [c0, c1) per dispatch (all of them unless a row is too wide for the budget itself).
+struct Params { rows: u32, M: u32, V: u32, D: u32, mode: u32, s0: u32, len: u32, c0: u32, c1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<${T}>;        // [outer, M, D]
 @group(0) @binding(2) var<storage, read> perm: array<u32>;        // [M]
@@ -397,7 +403,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   if (p.s0 != 0u && j0 == j1) { return; }
   let last = j1 == b;
   let base = o * p.M;
-  for (var c = lid.x; c < p.D; c = c + ${TX}u) {
+  for (var c = p.c0 + lid.x; c < p.c1; c = c + ${TX}u) {
     var acc = ${T}(0.0);
     if (p.s0 != 0u) { acc = part[r * p.D + c]; }
     for (var s = j0; s < j1; s = s + 1u) { acc = acc + src[(base + perm[s]) * p.D + c]; }
@@ -407,7 +413,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   }
 }`,
     grid: ({ rows }) => [ceilDiv(rows!, TY)],
-    loopTrips: ({ D, len }) => loopCost(ceilDiv(D!, TX), loopCost(len!)),
+    loopTrips: ({ c0, c1, len }) => loopCost(ceilDiv(c1! - c0!, TX), loopCost(len!)),
     minSizes: ({ rows, M, V, D }) => ({ src: (rows! / V!) * M! * D!, offsets: V! + 1, out: rows! * D! }),
   });
 }
@@ -451,14 +457,18 @@ export function segmentSumRows(src: Tensor, csr: Csr, opts: SegmentSumOptions = 
   }
   const w = opts.width ?? (D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1);
   if (D % w) throw new Error(`${op}: width ${w} does not divide D = ${D}`);
-  // Positions per piece: a segment may hold all M (one piece unless M passes the loop budget).
-  const lanes = ceilDiv(D / w, TX);
+  // Positions per piece: a segment may hold all M (one piece unless M passes the loop budget); a lane loops over
+  // ceil(D / TX) columns, so rows too wide for the budget are also cut into column chunks.
+  const Dw = D / w;
   const budget = loopBudget();
+  const lanes = Number.isFinite(budget) ? Math.max(1, Math.min(ceilDiv(Dw, TX), Math.floor((budget - 2) / 4))) : ceilDiv(Dw, TX);
   const len = Number.isFinite(budget) ? Math.max(1, Math.min(M, Math.floor((budget - 2) / lanes) - 3)) : M;
   const pieces = ceilDiv(M, len);
   const part = pieces > 1 ? Tensor.empty([outer * V * D]) : Tensor.empty([w]); // running sums | unused
-  for (let s0 = 0; s0 < M; s0 += len) {
-    sumKernels[w].run({ src, perm: csr.perm, offsets: csr.offsets, out, part }, { rows: outer * V, M, V, D: D / w, mode, s0, len });
+  for (const [c0, c1] of chunkRanges(Dw, lanes * TX)) {
+    for (let s0 = 0; s0 < M; s0 += len) {
+      sumKernels[w].run({ src, perm: csr.perm, offsets: csr.offsets, out, part }, { rows: outer * V, M, V, D: Dw, mode, s0, len, c0, c1 });
+    }
   }
   part.dispose();
   return out;

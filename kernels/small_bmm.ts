@@ -15,7 +15,7 @@
 // Bt*M*K*(J + 1) floats, write Bt*M*K.
 // Measured (llvmpipe, 2 shared cores; AttRec step B = 1000, L = 5, Dp = 152): the attention's three products
 // through matmul (reg8x8, batched) 58 ms per step, through these kernels: see models/attrec.ts.
-import { ceilDiv, defineKernel, defineOp, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, loopCost, Tensor, type Kernel } from '../engine/index.js';
 
 const WG = 64;
 const MAX_INNER = 4096;
@@ -57,6 +57,7 @@ ${ENTRY} {
 }`,
     grid: ({ total }) => [ceilDiv(total!, WG)],
     minSizes: ({ total, M, N, KW }) => ({ a: (total! / N!) * KW!, b: (total! / M!) * KW!, c: total! }),
+    loopTrips: ({ KW }) => loopCost(KW!),
   });
   cache.set(name, k);
   return k;
@@ -93,6 +94,7 @@ ${ENTRY} {
 }`,
     grid: ({ total }) => [ceilDiv(total!, WG)],
     minSizes: ({ total, R, S, KW }) => ({ a: (total! / KW!) * S!, b: (total! / KW! / R!) * S! * KW!, c: total! }),
+    loopTrips: ({ S }) => loopCost(S!),
   });
   cache.set(name, k);
   return k;

@@ -22,6 +22,11 @@
 // 32 ms vs wg 92 ms; a flat all-reduce in which every thread summed all WG partials was O(WG^2) and 3-30x
 // slower, removed). Fewer rows take `wg` with WG = 16. On a real GPU rows of <= 128 stay one per thread (they
 // live in L1) and longer rows get a workgroup of 64 (256 past C = 2048) with coalesced reads.
+// llvmpipe's loop budget (65,535 iterations per invocation, shared by ALL its loops): `row` runs
+// (reductions + 1) serial loops over C in one invocation, so a row longer than ~21,800 columns (softmax, layer
+// norm; ~32,700 for cross-entropy) takes `wg` (loops of C / WG), and a row too long even for WG = 256 takes the
+// third variant `wgc`: one dispatch per (reduction or element pass, column chunk), the finished reductions kept
+// in a [rows, passes] state buffer between dispatches. runRow() checks each variant's declared loop cost.
 // Memory traffic: forward reads x 3x (max, sum, write pass; a row stays in cache) and writes y once;
 // backward reads y and gy 2x and writes dx once. Compute: 2 exp per element forward (sum and write passes).
 import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, Tensor, type Kernel } from '../engine/index.js';

@@ -414,6 +414,20 @@ export class AttRec extends Module {
     });
   }
 
+  /**
+   * What full-ranking scoring needs (no graph): u, m [B, Dp] and X, Q [N, Dp], at the compute width (zero columns
+   * past D change no distance; the top-K kernel then reads vec4 rows). Call inside scope(): the padded copies are new.
+   */
+  rankingInputs(users: Tensor, seq: Tensor, o: { hostSeq?: ArrayLike<number>; rowMask?: Tensor; rowCount?: Tensor } = {}): { u: Tensor; m: Tensor; X: Tensor; Q: Tensor } {
+    const { u, m } = this.userState(users, seq, o); // [B, D] each
+    if (!this.zeroPad) return { u, m, X: this.X, Q: this.Q };
+    return noGrad(() => {
+      const B = u.shape[0]!;
+      const zb = zeros([B, this.Dp - this.cfg.dim]); // [B, Dp-D]
+      return { u: concat([u, zb], 1), m: concat([m, zb], 1), X: concat([this.X, this.zeroPad!.q], 1), Q: concat([this.Q, this.zeroPad!.q], 1) }; // [B, Dp] x2, [N, Dp] x2
+    });
+  }
+
   override dispose(): void {
     this.ts.dispose();
     this.offDiag.dispose();

@@ -203,9 +203,9 @@ export async function evaluateAttRec(model: AttRec, stage: EvalStage, o: { block
           const usersT = Tensor.from(Int32Array.from({ length: n }, (_, i) => start + i), [n], 'i32'); // [n]
           const seqT = Tensor.from(seq, [n, L], 'i32'); // [n, L]
           const pads = padInfo(seq, n, L);
-          const { u, m } = model.userState(usersT, seqT, pads ? { hostSeq: seq, rowMask: Tensor.from(pads.mask, [n, L, 1]), rowCount: Tensor.from(pads.count, [n, 1]) } : { hostSeq: seq }); // [n, D] each
+          const { u, m, X, Q } = model.rankingInputs(usersT, seqT, pads ? { hostSeq: seq, rowMask: Tensor.from(pads.mask, [n, L, 1]), rowCount: Tensor.from(pads.count, [n, 1]) } : { hostSeq: seq }); // [n, Dp], [N, Dp]
           const top = topkScores({
-            mode: 'euclid', query: { u, m }, table: { X: model.X, Q: model.Q }, k: 1, alpha: model.cfg.alpha,
+            mode: 'euclid', query: { u, m }, table: { X, Q }, k: 1, alpha: model.cfg.alpha,
             exclude: { offsets, items }, excludeIds: [0], answer: stage.answers.subarray(start, start + n),
           });
           top.ids.dispose();

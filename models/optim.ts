@@ -33,7 +33,7 @@
 //   composed     Adam from unfused elementwise ops (~16 dispatches per parameter): 62 ms.
 // `npm run bench -- adam. adagrad.` at load 10 (medians 3x noisier), min ms: step 6.5, k1 6.8, k7all 7.5, scalar
 // 10.8, composed 67; adagrad step 2.2, k1 2.0, scalar 3.8.
-import { ceilDiv, defineKernel, fillInPlace, rt, Tensor, untracked, type Bindable, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineKernel, fillInPlace, loopCost, rt, Tensor, untracked, type Bindable, type Kernel } from '../engine/index.js';
 import { StateDictError, type OptimizerStateDict, type TensorData } from '../engine/safetensors.js';
 
 /** Parameters as a list, named pairs, a Map, or anything with namedParameters() (a Module). */
@@ -134,7 +134,8 @@ ${rule.body
 ${cases((q) => `p${q}[i] = x;`)}
   }
 }`;
-  k = defineKernel({ name, wgsl, foldable: true, grid: ({ total_wg }) => [total_wg!] });
+  // One loop: the slot search over the K parameters of the launch (a constant bound).
+  k = defineKernel({ name, wgsl, foldable: true, grid: ({ total_wg }) => [total_wg!], loopTrips: loopCost(K - 1) });
   kernels.set(name, k);
   return k;
 }

@@ -573,6 +573,10 @@ export function pretrainStep(
 }
 
 // ------------------------------------------------------------------------------------------------ the loop
+/** One macrotask turn (setImmediate in Node, a 0 ms timeout elsewhere). */
+const yieldToEventLoop = (): Promise<void> =>
+  new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
+
 /** The four *_norm heads. */
 function heads(model: S3RecModel): Array<{ bias: Tensor | null }> {
   return [model.aapNorm, model.mipNorm, model.mapNorm, model.spNorm];
@@ -613,7 +617,8 @@ export async function pretrainS3Rec(model: S3RecModel, ds: S3RecDataset, opts: P
       model,
       metadata: {
         dataset: ds.name, stage: 'pretrain', epochs: String(epochsDone), objective: o.objective,
-        head_bias: String(o.headBias), batch_size: String(o.batchSize), seed: String(o.seed),
+        head_bias: String(o.headBias), batch_size: String(o.batchSize), seed: String(o.seed), hidden_act: model.cfg.hiddenAct,
+        num_attention_heads: String(model.cfg.numAttentionHeads),
       },
     });
     if (!state.checkpoints.includes(file)) state.checkpoints.push(file);
@@ -684,6 +689,8 @@ export async function pretrainS3Rec(model: S3RecModel, ds: S3RecDataset, opts: P
           const avg = averages(await readSums(), step);
           hooks.onProgress({ phase: 'pretrain', epoch, epochs: o.epochs, step, steps, samples, losses: avg });
         }
+        // Let the event loop run (signal handlers, a browser's UI): the step itself never awaits.
+        else if (hooks.signal) await yieldToEventLoop();
         if (hooks.signal?.aborted) break;
       }
       if (hooks.signal?.aborted && step < steps) {

@@ -21,7 +21,7 @@ import {
   type S3RecDataset,
 } from './data/index.js';
 import { Adam } from './optim.js';
-import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, type EpochRecord, type RunState, type TrainHooks } from './run.js';
+import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, watchFinite, type EpochRecord, type RunState, type TrainHooks } from './run.js';
 import { encoderBatch, scoreCandidates, S3RecModel, type EncoderBatch, type EncoderPath, type S3RecConfig } from './s3rec.js';
 
 export type Protocol = 'sampled' | 'full';
@@ -147,6 +147,8 @@ export interface FinetuneOptions {
   pretrained?: string | null;
   /** Read the running loss back every this many steps for onProgress (default 20; 0 = only at epoch end). */
   progressEvery?: number;
+  /** Check the loss and every parameter for NaN/Inf after each step, reporting every N steps (0: off). */
+  checkFinite?: number;
 }
 
 export const FINETUNE_DEFAULTS = {
@@ -220,6 +222,7 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
     const users = ds.sequences.length;
     const steps = numBatches(users, o.batchSize);
     const scratch = new ItemSet(ds.itemSize);
+    const watch = o.checkFinite ? watchFinite(o.checkFinite, model.stateDict()) : null;
     const lossSum = zeros([]);
     try {
       while (state.epoch < o.epochs && !state.stopped) {
@@ -241,11 +244,13 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
           ({ eb }) => eb.dispose(),
         );
         for (const { b, eb } of batches) {
-          trainStep(model, opt, eb, b.targetPos, b.targetNeg, lossSum);
+          const loss = trainStep(model, opt, eb, b.targetPos, b.targetNeg, lossSum, !!watch);
           batches.prepareNext();
           rt().queue.flush();
-          eb.dispose();
           step++;
+          if (watch) await watch.afterStep(epoch * steps + step, loss!);
+          loss?.dispose();
+          eb.dispose();
           if (hooks.onProgress && (step === steps || ((o.progressEvery ?? 20) > 0 && step % (o.progressEvery ?? 20) === 0))) {
             const loss = (await lossSum.item()) / step;
             hooks.onProgress({ phase: 'train', epoch, epochs: o.epochs, step, steps, samples: Math.min(users, step * o.batchSize), losses: { loss } });
@@ -253,6 +258,7 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
           if (hooks.signal?.aborted) break;
         }
         if (hooks.signal?.aborted) break;
+        await watch?.flush();
         const loss = (await lossSum.item()) / Math.max(1, step);
         await sync();
         const t1 = performance.now();
@@ -307,14 +313,19 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
   }
 }
 
-/** One fine-tuning step (queued, nothing read back): forward, backward, Adam, loss added to `lossSum` on the GPU. */
-export function trainStep(model: S3RecModel, opt: Adam, eb: EncoderBatch, targetPos: Int32Array, targetNeg: Int32Array, lossSum?: Tensor): void {
+/**
+ * One fine-tuning step (queued, nothing read back): forward, backward, Adam, loss added to `lossSum` on the GPU.
+ * Returns the loss tensor when `keepLoss` (the caller disposes it), else null.
+ */
+export function trainStep(model: S3RecModel, opt: Adam, eb: EncoderBatch, targetPos: Int32Array, targetNeg: Int32Array, lossSum?: Tensor, keepLoss = false): Tensor | null {
   const loss = scope(() => model.finetuneLoss(eb, targetPos, targetNeg)); // []
   backward(loss);
   opt.step();
   opt.zeroGrad();
   if (lossSum) accumulateInPlace(lossSum, loss);
+  if (keepLoss) return loss;
   loss.dispose();
+  return null;
 }
 
 async function snapshot(model: S3RecModel): Promise<Map<string, { dtype: 'f32' | 'i32' | 'u32'; shape: readonly number[]; data: Float32Array | Int32Array | Uint32Array }>> {

@@ -3,7 +3,7 @@
 // (L = 1, fully padded rows, all keys masked, prime B, chunk boundary L = 64/65, +-1000 magnitudes, dropout,
 // AttRec's shared q = k with the zeroed diagonal), and varlen == padded on the real positions.
 import { expect, it } from 'vitest';
-import { backward, noGrad, ref, reshape, sync, Tensor } from '../engine/index.js';
+import { backward, flags, noGrad, ref, reshape, sync, Tensor } from '../engine/index.js';
 import {
   attentionMasked,
   attentionVarlen,
@@ -97,6 +97,22 @@ describeGpu('attention_masked', () => {
     { name: 'irregular large B37 H2 L50 D32 causal', B: 37, H: 2, L: 50, D: 32, lens: Array.from({ length: 37 }, (_, b) => (b * 7) % 51), opts: FT },
   ];
   for (const c of cases) it(c.name, () => padded(c));
+
+  // llvmpipe's loop budget (65,535 iterations per invocation, all loops together): at D = 150 every key costs a
+  // thread ~760 iterations of its d loops, so L = 100 keys pass it and the key loop is split over dispatches.
+  it('D150 L100 bidirectional: the key loop past the loop budget is chunked (state carried between dispatches)', () =>
+    padded({ name: 'D150 L100 bidirectional', B: 2, H: 1, L: 100, D: 150, lens: [100, 61], opts: { fill: -10000 } }));
+  it('forced small loop budgets (LOOP_BUDGET=100 / 300): chunked keys at D32 and D40, padded', async () => {
+    const prev = flags.loopBudget;
+    flags.loopBudget = 100;
+    try {
+      await padded({ name: 'budget 100 L50 D32', B: 2, H: 2, L: 50, D: 32, lens: [50, 9], opts: FT });
+      flags.loopBudget = 300; // D40 loops over d: ~60 iterations per key
+      await padded({ name: 'budget 300 L13 D40 dropout', B: 2, H: 1, L: 13, D: 40, lens: [13, 6], opts: { ...PT, fill: -10000, dropout: 0.3, seed: 5 } });
+    } finally {
+      flags.loopBudget = prev;
+    }
+  });
 
   it('AttRec: q = k shared tensor, zeroed diagonal (D150 scalar path, D12 vec4 path)', async () => {
     for (const D of [150, 12]) {
@@ -212,6 +228,27 @@ describeGpu('attention_varlen', () => {
   vcase('S3-Rec lengths, L50 D32 causal', [50, 9, 2, 1, 17], 50, 2, 32, FT);
   vcase('dropout 0.5 seeded (same mask as the padded run)', [6, 3, 1], 6, 2, 4, { ...FT, dropout: 0.5, seed: 11, offset: 4 });
   vcase('two chunks L80 bidirectional', [80, 70], 80, 1, 4, { fill: -10000 });
+  vcase('D150 L100 bidirectional (key loop past the loop budget: chunked)', [100, 37], 100, 1, 150, { fill: -10000 });
+  it('a forced small loop budget (LOOP_BUDGET=60): chunked keys, varlen', async () => {
+    const prev = flags.loopBudget;
+    flags.loopBudget = 60;
+    try {
+      const lens = [50, 9, 2, 0, 17];
+      const L = 50;
+      const T = lens.reduce((a, b) => a + b, 0);
+      const plan = planPack(leftPadded(lens, L), lens.length, L);
+      const pb = packBatch(leftPadded(lens, L), lens.length, L);
+      await checkOp({
+        name: 'attention_varlen budget 60',
+        inputs: [{ shape: [T, 2, 32] }, { shape: [T, 2, 32] }, { shape: [T, 2, 32] }],
+        run: ([q, k, v]) => attentionVarlen(q!, k!, v!, pb, FT),
+        ref: ([q, k, v]) => refAttentionVarlen(q!, k!, v!, Array.from(plan.lengths), L, FT),
+        refGrad: ([q, k, v], gy) => refAttentionVarlenGrad(q!, k!, v!, Array.from(plan.lengths), L, gy, FT),
+      }).finally(() => pb.dispose());
+    } finally {
+      flags.loopBudget = prev;
+    }
+  });
 
   it('varlen == padded on the real positions (forward and grads), fine-tuning and pretraining masks, dropout', async () => {
     const [B, L, H, D] = [5, 12, 2, 8];

@@ -15,6 +15,7 @@ import { expect, it } from 'vitest';
 import { backward, manualSeed, scope, sync } from '../engine/index.js';
 import { AttRec, timeSignal, uploadAttRecBatch, disposeAttRecBatch, type AttRecConfig } from '../models/attrec.js';
 import { Adagrad } from '../models/optim.js';
+import { formatProfile, profileStep } from '../models/profile.js';
 import {
   attrecDemo, attrecSplits, buildWindows, evaluateAttRec, loadAttRecData, paperNegatives, popularityAttRec, trainAttRec, type EvalStage,
 } from '../models/attrec_train.js';
@@ -236,6 +237,36 @@ describeGpu('attrec variants', () => {
     }
   });
 
+  it('profileStep (models/profile.ts): per-kernel rows of one training step; the pool works normally afterwards', async () => {
+    const f = fixture('default');
+    const model = modelFrom(f);
+    const b = batchFrom(f);
+    const opt = new Adagrad(model, { lr: 0.05, initialAccumulatorValue: 0.05 });
+    const step = (): void => {
+      const loss = scope(() => model.loss(b));
+      backward(loss);
+      opt.step();
+      model.zeroGrad();
+      loss.dispose();
+    };
+    try {
+      step();
+      const rows = await profileStep(step, { reps: 1 });
+      const names = rows.map((r) => r.kernel);
+      for (const k of ['euclid_score', 'small_bmm_nt', 'adagrad']) expect(names.some((n) => n.startsWith(k)), k).toBe(true);
+      expect(rows.every((r) => r.count >= 1 && r.ms >= 0)).toBe(true);
+      expect(formatProfile(rows)).toMatch(/^kernel +ms +count +share/);
+      step(); // buffers released during the profile went back to the pool
+      await expect(profileStep(() => { throw new Error('boom'); })).rejects.toThrow('boom');
+      step();
+      await sync();
+    } finally {
+      opt.dispose();
+      disposeAttRecBatch(b);
+      model.dispose();
+    }
+  });
+
   it('config errors name the option', () => {
     expect(() => new AttRec({ numUsers: 2, numItems: 5, alpha: 1.5 })).toThrow(/alpha must be in \[0, 1\]/);
     expect(() => new AttRec({ numUsers: 2, numItems: 5, diagonal: 'x' as 'zero' })).toThrow(/diagonal must be/);
@@ -245,6 +276,22 @@ describeGpu('attrec variants', () => {
 
 // ------------------------------------------------------------------------------------------------ evaluation
 describeGpu('attrec evaluation', () => {
+  it('ranks at the padded compute width (vec4 rows) equal the unpadded ones', async () => {
+    const data = await loadAttRecData(SLICE);
+    const stage = attrecSplits(data, 'authors').test;
+    const ranks: Int32Array[] = [];
+    for (const padDim of [true, false]) {
+      manualSeed(11);
+      const model = new AttRec({ numUsers: data.numUsers, numItems: data.numItems, dim: 18, initStd: 0.5, padDim });
+      model.eval();
+      ranks.push((await evaluateAttRec(model, stage)).ranks);
+      model.dispose();
+    }
+    expect(ranks[0]!.some((r) => r > 0)).toBe(true);
+    expect(Array.from(ranks[0]!)).toEqual(Array.from(ranks[1]!));
+    await sync();
+  });
+
   it("tie rule and AUC: equal distances rank by item id (the authors' stable sort over candidates in id order)", async () => {
     // 2 users, items 1..9 (table of 10 rows), d = 4, L = 5. All tables zero except chosen X rows: the distance of
     // item j is alpha ||P[u] - X[j]||^2 + (1 - alpha) ||m - Q[j]||^2 = 0.2 ||X[j]||^2 (P = Q = 0 -> m = 0).

@@ -3,7 +3,7 @@
 // the answer's rank, chunked selection + merge, users in several scratch blocks, llvmpipe's loop budget, and
 // large magnitudes (tolerance-aware: near-ties may swap).
 import { expect, it } from 'vitest';
-import { ref, Tensor } from '../engine/index.js';
+import { flags, ref, Tensor } from '../engine/index.js';
 import { refTopkScores, topkScores, type RefTopkResult, type TopkOptions } from '../kernels/topk.js';
 import { describeGpu, upload, type F64 } from './harness.js';
 
@@ -258,6 +258,34 @@ describeGpu('topk', () => {
     // 70,001 items would lose its tail, so the op splits it (2 chunks here although 1 is asked for).
     const d = makeData('dot', 3, 70001, 1, 63, { ints: 1000 });
     await compare('V=70001', d, { k: 5, chunks: 1, answer: [70000, 1, 65000], excludeIds: [0] });
+  });
+
+  it('a history longer than the loop budget (70,000 items for one user; host arrays and GPU tensors)', async () => {
+    // topk_exclude_bits loops over a user's history: past llvmpipe's 65,535 iterations it is taken in pieces.
+    const B = 2;
+    const V = 100000;
+    const d = makeData('dot', B, V, 4, 70, { ints: 2 });
+    const rnd = ref.mulberry32(71);
+    const items = Array.from({ length: 70000 }, () => Math.floor(rnd() * V));
+    const hist = { offsets: [0, items.length, items.length + 3], items: [...items, 1, 2, 3] };
+    const x: Extra = { k: 6, exclude: hist, excludeIds: [0], answer: [items[5]!, 4] };
+    await compare('long history', d, x);
+    await compare('long history (tensors)', d, { ...x, excludeAsTensors: true });
+  });
+
+  it('a forced small loop budget (LOOP_BUDGET=2000): more selection chunks, history pieces', async () => {
+    const prev = flags.loopBudget;
+    flags.loopBudget = 2000;
+    try {
+      const B = 5;
+      const V = 9001;
+      const d = makeData('euclid', B, V, 3, 72, { ints: 2, dupRows: true });
+      const hist = makeHistory(B, V, 73, 4000);
+      await compare('budget 2000', d, { k: 9, alpha: 0.5, exclude: hist, excludeIds: [0], answer: answers(B, V, 74), chunks: 1 });
+      await compare('budget 2000 (tensors)', d, { k: 9, alpha: 0.5, exclude: hist, answer: answers(B, V, 74), excludeAsTensors: true });
+    } finally {
+      flags.loopBudget = prev;
+    }
   });
 
   it('rejects bad arguments', () => {
