@@ -21,3 +21,4 @@ export {
 } from './pairwise.js';
 export * from './euclid_score.js';
 export { topkScores, refTopkScores, defaultChunks, type TopkMode, type TopkOptions, type TopkResult, type RefTopkInput, type RefTopkResult } from './topk.js';
+export { smallBmmNT, smallBmmNN } from './small_bmm.js';

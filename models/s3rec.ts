@@ -30,7 +30,7 @@
 import { noGrad, reshape, scope, Tensor, type Shape } from '../engine/index.js';
 import {
   add, attentionMasked, attentionVarlen, bceNegSampling, embedding, gelu, lastRows, multiLabelBce, mul, packBatch,
-  matmul, pairwiseSigmoidLoss, pairwiseSigmoidLossIds, permute, relu, slice, csrTargets, type PackedBatch,
+  matmul, pairwiseSigmoidLoss, pairwiseSigmoidLossIds, permute, relu, slice, concat, csrTargets, type PackedBatch,
 } from '../kernels/index.js';
 import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from './nn.js';
 import { normal_, zeros_, ones_ } from './init.js';
@@ -248,6 +248,17 @@ export function encoderBatch(ids: Int32Array, B: number, L: number, path: Encode
   return { ids, B, L, path, packed: null, idsTensor, rowIds: ids, rowPos, dispose: () => idsTensor.dispose() };
 }
 
+/** The packed encoder batch of a pretraining batch: [masked; maskedSegment; posSegment; negSegment], 4B sequences. */
+export function pretrainBatch(b: Omit<PretrainInputs, 'attributes'>, path: EncoderPath = 'varlen'): EncoderBatch {
+  const { B, L } = b;
+  const all = new Int32Array(4 * B * L);
+  all.set(b.masked, 0);
+  all.set(b.maskedSegment, B * L);
+  all.set(b.posSegment, 2 * B * L);
+  all.set(b.negSegment, 3 * B * L);
+  return encoderBatch(all, 4 * B, L, path);
+}
+
 /** Map a per-slot host array [B*L] (aligned with the padded ids) to the encoder rows of `eb`. */
 export function rowsOf(eb: EncoderBatch, slots: Int32Array, firstSeqs = eb.B): Int32Array {
   if (!eb.packed) return slots.subarray(0, firstSeqs * eb.L);
@@ -315,9 +326,10 @@ export class S3RecModel extends Module {
   /**
    * The encoder over a prepared batch: `causal` (fine-tuning, eval; fill -10000) or bidirectional (pretraining;
    * fill -1e8). Returns the rows [N, H]: the T packed tokens (varlen) or all B*L slots (padded); with
-   * readoutOnly, only the read-out rows [B, H] (slot L-1 of each sequence).
+   * readoutOnly, only the read-out rows [B, H] (slot L-1 of each sequence); with `pick`, the rows pick selects (the
+   * last layer then runs its out-projection and FFN on those rows only).
    */
-  encode(eb: EncoderBatch, causal: boolean, o: { readoutOnly?: boolean } = {}): Tensor {
+  encode(eb: EncoderBatch, causal: boolean, o: { readoutOnly?: boolean; pick?: (rows: Tensor) => Tensor } = {}): Tensor {
     const N = eb.rowIds.length;
     const ids = Tensor.from(eb.rowIds.length ? eb.rowIds : new Int32Array(1), [Math.max(1, N)], 'i32'); // [N]
     const pos = Tensor.from(eb.rowPos.length ? eb.rowPos : new Int32Array(1), [Math.max(1, N)], 'i32'); // [N]
@@ -329,9 +341,10 @@ export class S3RecModel extends Module {
     pos.dispose();
     const x = this.embDropout.forward(this.norm.forward(e)); // [N, H]
     const ctx: EncoderContext = { causal, packed: eb.packed, ids: eb.idsTensor, B: eb.B, L: eb.L };
-    if (o.readoutOnly && this.cfg.numHiddenLayers > 0) return this.itemEncoder.forward(x, ctx, (t) => this.lastRows(eb, t)); // [B, H]
+    const pick = o.pick ?? (o.readoutOnly ? (t: Tensor): Tensor => this.lastRows(eb, t) : undefined);
+    if (pick && this.cfg.numHiddenLayers > 0) return this.itemEncoder.forward(x, ctx, pick); // picked rows
     const h = this.itemEncoder.forward(x, ctx); // [N, H]
-    return o.readoutOnly ? this.lastRows(eb, h) : h; // [B, H] or [N, H]
+    return pick ? pick(h) : h; // picked rows or [N, H]
   }
 
   /** The read-out rows (slot L-1 of each sequence) of encoder rows [N, H] -> [B, H]. */
@@ -366,59 +379,68 @@ export class S3RecModel extends Module {
   }
 
   /**
+   * The four pretraining encoder passes [masked; maskedSegment; posSegment; negSegment] of a prepared 4B-sequence
+   * batch (pretrainBatch) in ONE bidirectional pass, with the last layer's out-projection, FFN and LayerNorms
+   * computed only for the rows a loss reads: every row of the masked-item pass (AAP/MIP/MAP) and the read-out row
+   * (slot L-1) of each segment sequence (SP). Every op after the last attention is per row, so those rows equal
+   * the full pass's. Returns h [N + 3B, H] (rows [0, N) = the masked pass in eb's row order, then B read-out rows
+   * each of the masked, positive and negative segments) and N.
+   */
+  encodePretrain(eb: EncoderBatch, B: number): { h: Tensor; N: number } {
+    const N = eb.packed ? eb.packed.plan.offsets[B]! : B * eb.L;
+    const pick = (t: Tensor): Tensor => concat([slice(t, 0, 0, N), slice(this.lastRows(eb, t), 0, B, 4 * B)], 0); // [N + 3B, H]
+    if (this.cfg.numHiddenLayers === 0) return { h: pick(this.encode(eb, false)), N };
+    return { h: this.encode(eb, false, { pick }), N }; // [N + 3B, H]
+  }
+
+  /**
    * The four official pretraining losses (S3REC_SPEC §4.2) for a batch of B samples, all [B*L] left padded:
    * masked (masked_item_sequence), pos (pos_items = the original items), neg (neg_items), maskedSegment,
    * posSegment, negSegment; `attributes[item]` lists each item's attribute ids. Returns each loss (official
-   * sums) and total = 0.2 AAP + MIP + MAP + 0.5 SP (weights overridable).
+   * sums), total = 0.2 AAP + MIP + MAP + 0.5 SP (weights overridable), and the packed batch, which the caller
+   * disposes after backward (intermediates are freed here).
    */
   pretrainLosses(b: PretrainInputs, o: { path?: EncoderPath; weights?: Partial<PretrainWeights> } = {}): PretrainLosses {
-    const { B, L } = b;
+    const { B } = b;
     const w = { ...PRETRAIN_WEIGHTS, ...(o.weights ?? {}) };
     const maskId = this.maskId;
-    // One encoder pass over the 4B sequences [masked; maskedSegment; posSegment; negSegment].
-    const all = new Int32Array(4 * B * L);
-    all.set(b.masked, 0);
-    all.set(b.maskedSegment, B * L);
-    all.set(b.posSegment, 2 * B * L);
-    all.set(b.negSegment, 3 * B * L);
-    const eb = encoderBatch(all, 4 * B, L, o.path ?? 'varlen');
+    const eb = pretrainBatch(b, o.path ?? 'varlen');
     let ok = false;
     try {
-      const rows = this.encode(eb, false); // [N4, H]
-      // Rows of the masked-item pass: the first B sequences.
-      const maskedRows = rowsOf(eb, b.masked, B); // [N]
-      const N = maskedRows.length;
-      const seq = slice(rows, 0, 0, N); // [N, H]
-      const posRows = rowsOf(eb, b.pos, B); // [N]
-      const negRows = rowsOf(eb, b.neg, B); // [N]
-      const aapMask = new Float32Array(N);
-      const mipMask = new Float32Array(N);
-      const lists: Int32Array[] = new Array(N);
-      const empty = new Int32Array(0);
-      for (let n = 0; n < N; n++) {
-        const m = maskedRows[n]!;
-        aapMask[n] = m !== maskId && m !== 0 ? 1 : 0;
-        mipMask[n] = m === maskId ? 1 : 0;
-        lists[n] = posRows[n]! > 0 ? (b.attributes[posRows[n]!] ?? empty) : empty;
-      }
-      const targets = csrTargets(lists);
-      const aapM = Tensor.from(aapMask, [N]); // [N]
-      const mipM = Tensor.from(mipMask, [N]); // [N]
-      const posT = Tensor.from(posRows, [N], 'i32'); // [N]
-      const negT = Tensor.from(negRows, [N], 'i32'); // [N]
-      const attrW = this.attributeEmbeddings.weight; // [A, H]
-      const aap = multiLabelBce(this.aapNorm.forward(seq), attrW, targets, { mask: aapM }); // []
-      const mip = pairwiseSigmoidLossIds(this.mipNorm.forward(seq), this.itemEmbeddings.weight, posT, negT, { mask: mipM }); // []
-      const map = multiLabelBce(this.mapNorm.forward(seq), attrW, targets, { mask: mipM }); // []
-      const last = this.lastRows(eb, rows); // [4B, H]
-      const ctxRows = slice(last, 0, B, 2 * B); // [B, H]
-      const posSeg = slice(last, 0, 2 * B, 3 * B); // [B, H]
-      const negSeg = slice(last, 0, 3 * B, 4 * B); // [B, H]
-      const sp = pairwiseSigmoidLoss(this.spNorm.forward(ctxRows), posSeg, negSeg); // []
-      const total = add(add(mul(aap, w.aap), mul(mip, w.mip)), add(mul(map, w.map), mul(sp, w.sp))); // []
-      for (const t of [aapM, mipM, posT, negT, targets.offsets, targets.ids]) t.dispose();
+      const res = scope(() => {
+        const { h, N } = this.encodePretrain(eb, B); // [N + 3B, H]
+        const seq = slice(h, 0, 0, N); // [N, H] rows of the masked-item pass
+        const maskedRows = rowsOf(eb, b.masked, B); // [N]
+        const posRows = rowsOf(eb, b.pos, B); // [N]
+        const negRows = rowsOf(eb, b.neg, B); // [N]
+        const aapMask = new Float32Array(N);
+        const mipMask = new Float32Array(N);
+        const lists: Int32Array[] = new Array(N);
+        const empty = new Int32Array(0);
+        for (let n = 0; n < N; n++) {
+          const m = maskedRows[n]!;
+          aapMask[n] = m !== maskId && m !== 0 ? 1 : 0;
+          mipMask[n] = m === maskId ? 1 : 0;
+          lists[n] = posRows[n]! > 0 ? (b.attributes[posRows[n]!] ?? empty) : empty;
+        }
+        const targets = csrTargets(lists); // sparse AAP/MAP targets: offsets [N + 1], ids [nnz]
+        const aapM = Tensor.from(aapMask, [N]); // [N]
+        const mipM = Tensor.from(mipMask, [N]); // [N]
+        const posT = Tensor.from(posRows, [N], 'i32'); // [N]
+        const negT = Tensor.from(negRows, [N], 'i32'); // [N]
+        const attrW = this.attributeEmbeddings.weight; // [A, H]
+        const aap = multiLabelBce(this.aapNorm.forward(seq), attrW, targets, { mask: aapM }); // []
+        const mip = pairwiseSigmoidLossIds(this.mipNorm.forward(seq), this.itemEmbeddings.weight, posT, negT, { mask: mipM }); // []
+        const map = multiLabelBce(this.mapNorm.forward(seq), attrW, targets, { mask: mipM }); // []
+        const ctxRows = slice(h, 0, N, N + B); // [B, H]
+        const posSeg = slice(h, 0, N + B, N + 2 * B); // [B, H]
+        const negSeg = slice(h, 0, N + 2 * B, N + 3 * B); // [B, H]
+        const sp = pairwiseSigmoidLoss(this.spNorm.forward(ctxRows), posSeg, negSeg); // []
+        const total = add(add(mul(aap, w.aap), mul(mip, w.mip)), add(mul(map, w.map), mul(sp, w.sp))); // []
+        return { aap, mip, map, sp, total };
+      });
       ok = true;
-      return { aap, mip, map, sp, total, batch: eb };
+      return { ...res, batch: eb };
     } finally {
       if (!ok) eb.dispose();
     }

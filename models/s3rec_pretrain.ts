@@ -64,7 +64,7 @@ import {
 } from './data/index.js';
 import { Adam } from './optim.js';
 import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, type EpochRecord, type RunState, type TrainHooks } from './run.js';
-import { encoderBatch, PRETRAIN_WEIGHTS, S3RecModel, type EncoderBatch, type EncoderPath, type PretrainWeights } from './s3rec.js';
+import { PRETRAIN_WEIGHTS, pretrainBatch, S3RecModel, type EncoderBatch, type EncoderPath, type PretrainWeights } from './s3rec.js';
 
 export type PretrainObjective = 'official' | 'infonce';
 export type PretrainPreset = 'official' | 'paper';
@@ -373,44 +373,9 @@ export interface StepLosses {
   dispose(): void;
 }
 
-type EncoderCtx = Parameters<S3RecModel['itemEncoder']['forward']>[1];
-
-/**
- * The four pretraining encoder passes [masked; maskedSegment; posSegment; negSegment] as ONE packed batch, with
- * the last layer's out-projection, FFN and LayerNorms computed only for the rows a loss reads: every token of
- * the masked-item pass (AAP/MIP/MAP) and the read-out row (slot L-1) of each segment sequence (SP) — 3/4 of the
- * tokens skip them. Every op after the last attention is per row, so those rows equal the full pass
- * (models/s3rec.ts encode()); only the dropout stream of the last layer is drawn for fewer rows.
- * Returns h [N + 3B, H]: rows [0, N) = the masked pass's encoder rows (in eb's row order), then B rows each of
- * the masked-segment, positive-segment and negative-segment read-outs; and N.
- */
+/** The four passes in one packed batch with the pruned last layer: S3RecModel.encodePretrain. */
 export function encodePretrain(model: S3RecModel, eb: EncoderBatch, B: number): { h: Tensor; N: number } {
-  const N = eb.packed ? eb.packed.plan.offsets[B]! : B * eb.L;
-  const rowsN = eb.rowIds.length;
-  const ids = Tensor.from(eb.rowIds, [rowsN], 'i32'); // [N4]
-  const pos = Tensor.from(eb.rowPos, [rowsN], 'i32'); // [N4]
-  const e = add(
-    model.itemEmbeddings.forward(ids, { hostIds: eb.rowIds }), // [N4, H]
-    model.positionEmbeddings.forward(pos, { hostIds: eb.rowPos }), // [N4, H]
-  );
-  ids.dispose();
-  pos.dispose();
-  const x = model.embDropout.forward(model.norm.forward(e)); // [N4, H]
-  const ctx: EncoderCtx = { causal: false, packed: eb.packed, ids: eb.idsTensor, B: eb.B, L: eb.L };
-  const pick = (t: Tensor): Tensor => concat([slice(t, 0, 0, N), slice(model.lastRows(eb, t), 0, B, 4 * B)], 0); // [N + 3B, H]
-  const h = model.cfg.numHiddenLayers > 0 ? model.itemEncoder.forward(x, ctx, pick) : pick(x); // [N + 3B, H]
-  return { h, N };
-}
-
-/** The left-padded [4B*L] ids of the four passes and their encoder batch. */
-function packFour(b: PretrainHostBatch, path: EncoderPath): EncoderBatch {
-  const { B, L } = b;
-  const all = new Int32Array(4 * B * L);
-  all.set(b.masked, 0);
-  all.set(b.maskedSegment, B * L);
-  all.set(b.posSegment, 2 * B * L);
-  all.set(b.negSegment, 3 * B * L);
-  return encoderBatch(all, 4 * B, L, path);
+  return model.encodePretrain(eb, B);
 }
 
 /** Slot (index into the padded [B*L] arrays) of each encoder row of the masked pass. */
@@ -447,52 +412,13 @@ function withBatch(eb: EncoderBatch, fn: () => { aap: Tensor; mip: Tensor; map: 
  * the double-sigmoid pairwise loss.
  */
 export function officialPretrainLosses(model: S3RecModel, b: PretrainHostBatch, attributes: readonly (Int32Array | undefined)[], o: { path: EncoderPath; weights: PretrainWeights }): StepLosses {
-  const { B } = b;
-  const maskId = model.maskId;
-  const eb = packFour(b, o.path);
-  return withBatch(eb, () => {
-    const { h, N } = encodePretrain(model, eb, B); // [N + 3B, H]
-    const slot = slotsOfRows(eb, B);
-    const seq = slice(h, 0, 0, N); // [N, H]
-    const aapMask = new Float32Array(N);
-    const mipMask = new Float32Array(N);
-    const posIds = new Int32Array(N);
-    const negIds = new Int32Array(N);
-    const offsets = new Int32Array(N + 1);
-    let nnz = 0;
-    for (let n = 0; n < N; n++) {
-      const s = slot[n]!;
-      const m = b.masked[s]!;
-      const p = b.pos[s]!;
-      aapMask[n] = m !== maskId && m !== 0 ? 1 : 0;
-      mipMask[n] = m === maskId ? 1 : 0;
-      posIds[n] = p;
-      negIds[n] = b.neg[s]!;
-      nnz += p > 0 ? (attributes[p]?.length ?? 0) : 0;
-      offsets[n + 1] = nnz;
-    }
-    const attrIds = new Int32Array(Math.max(1, nnz)); // one dummy 0 when empty: outside every row's range
-    for (let n = 0, k = 0; n < N; n++) {
-      const p = posIds[n]!;
-      const l = p > 0 ? attributes[p] : undefined;
-      if (l) for (let j = 0; j < l.length; j++) attrIds[k++] = l[j]!;
-    }
-    const targets = { offsets: Tensor.from(offsets, [N + 1]), ids: Tensor.from(attrIds, [attrIds.length]) }; // CSR: [N + 1], [nnz]
-    const aapM = Tensor.from(aapMask, [N]); // [N]
-    const mipM = Tensor.from(mipMask, [N]); // [N]
-    const posT = Tensor.from(posIds, [N], 'i32'); // [N]
-    const negT = Tensor.from(negIds, [N], 'i32'); // [N]
-    const attrW = model.attributeEmbeddings.weight; // [A, H]
-    const aap = multiLabelBce(model.aapNorm.forward(seq), attrW, targets, { mask: aapM }); // []
-    const mip = pairwiseSigmoidLossIds(model.mipNorm.forward(seq), model.itemEmbeddings.weight, posT, negT, { mask: mipM }); // []
-    const map = multiLabelBce(model.mapNorm.forward(seq), attrW, targets, { mask: mipM }); // []
-    const ctxRows = slice(h, 0, N, N + B); // [B, H]
-    const posSeg = slice(h, 0, N + B, N + 2 * B); // [B, H]
-    const negSeg = slice(h, 0, N + 2 * B, N + 3 * B); // [B, H]
-    const sp = pairwiseSigmoidLoss(model.spNorm.forward(ctxRows), posSeg, negSeg); // []
-    const l = { aap, mip, map, sp };
-    return { ...l, total: weighted(l, o.weights) };
-  });
+  const r = model.pretrainLosses({ ...b, attributes }, o);
+  return {
+    ...r,
+    dispose() {
+      for (const k of [...LOSS_KEYS, 'total'] as const) r[k].dispose();
+    },
+  };
 }
 
 /**
@@ -506,7 +432,7 @@ export function infoncePretrainLosses(model: S3RecModel, b: PretrainHostBatch, o
   const K = x.K;
   const C = K + 1;
   const maskId = model.maskId;
-  const eb = packFour(b, o.path);
+  const eb = pretrainBatch(b, o.path);
   return withBatch(eb, () => {
     const { h, N } = encodePretrain(model, eb, B); // [N + 3B, H]
     const slot = slotsOfRows(eb, B);

@@ -2,8 +2,8 @@
 // 2,825 pretraining samples) with a small model (hidden 16, 1 layer) for speed:
 //   - the reused-buffer host builder equals buildPretrainBatch(makePretrainSample) draw for draw; InfoNCE
 //     candidates respect their exclusion rules (the sample invariants themselves: test/data_splits.test.ts);
-//   - the pruned-last-layer pass (officialPretrainLosses) equals model.pretrainLosses (losses and gradients,
-//     dropout off), on both encoder paths;
+//   - the pruned-last-layer pass (S3RecModel.encodePretrain) equals the rows of the full encoder pass (rows and
+//     every gradient, dropout off), on both encoder paths (the losses themselves: test/s3rec_parity.test.ts);
 //   - training: the losses decrease; checkpoints load strictly into a fresh model with the official names;
 //     2 epochs straight == 1 + resume + 1 (losses and weights bit for bit); one log line per epoch;
 //   - the InfoNCE variant runs and decreases; heads without bias stay exactly 0;
@@ -14,14 +14,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { backward, manualSeed, readSafetensors, sync } from '../engine/index.js';
+import { backward, manualSeed, readSafetensors, scope, sync, Tensor } from '../engine/index.js';
+import { concat, mul, slice, sum } from '../kernels/index.js';
 import {
   buildPretrainBatch, epochOrder, ItemSet, loadS3RecDataset, longSequence, pretrainPrefixes, Rng, type S3RecDataset,
 } from '../models/data/index.js';
-import { S3RecModel, PRETRAIN_WEIGHTS } from '../models/s3rec.js';
+import { S3RecModel, pretrainBatch, PRETRAIN_WEIGHTS } from '../models/s3rec.js';
 import { loadS3RecModel } from '../models/s3rec_train.js';
 import {
-  officialPretrainLosses, PretrainBatcher, pretrainCheckpointName, pretrainS3Rec, resolvePretrainOptions, type PretrainOptions,
+  PretrainBatcher, pretrainCheckpointName, pretrainS3Rec, resolvePretrainOptions, type PretrainOptions,
 } from '../models/s3rec_pretrain.js';
 import { runPretrain } from '../cli/s3rec_pretrain.js';
 import { describeGpu, expectClose } from './harness.js';
@@ -150,36 +151,47 @@ describe('seqrec pretrain: usage errors (no GPU needed)', () => {
 // ------------------------------------------------------------------------------------------------ GPU
 describeGpu('S3-Rec pretraining: pruned encoder pass', () => {
   for (const path of ['varlen', 'padded'] as const) {
-    it(`officialPretrainLosses == model.pretrainLosses (dropout 0, ${path}): losses and every gradient`, async () => {
+    it(`pruned last layer (encodePretrain) == the full encoder pass's rows (dropout 0, ${path}): rows and every gradient`, async () => {
       const ds = await sample();
       const model = smallModel(ds, 3, { numHiddenLayers: 2, hiddenDropoutProb: 0, attentionProbsDropoutProb: 0 });
       try {
         const pre = pretrainPrefixes(ds.sequences, 50);
         const bt = new PretrainBatcher(ds.sequences, pre, { itemSize: ds.itemSize, maskId: ds.maskId, longSequence: longSequence(ds.sequences), maskP: 0.2, maxLen: 50, batchSize: 32 });
         const b = bt.build(epochOrder(pre.count, 5, 0).subarray(0, 32), new Rng(9));
-        const attrs = ds.attributes.attributes;
+        const eb = pretrainBatch(b, path);
+        const B = 32;
         const grads = async (): Promise<Map<string, Float32Array>> => {
           const g = new Map<string, Float32Array>();
           for (const [k, t] of model.namedParameters()) if (t.grad) g.set(k, (await t.grad.toArray()) as Float32Array);
           model.zeroGrad();
           return g;
         };
-        model.zeroGrad();
-        const ref = model.pretrainLosses({ ...b, attributes: attrs }, { path });
-        const want = await Promise.all((['aap', 'mip', 'map', 'sp', 'total'] as const).map((k) => ref[k].item()));
-        backward(ref.total);
-        for (const k of ['aap', 'mip', 'map', 'sp', 'total'] as const) ref[k].dispose();
-        ref.batch.dispose();
-        const gWant = await grads();
-        const l = officialPretrainLosses(model, b, attrs, { path, weights: PRETRAIN_WEIGHTS });
-        const got = await Promise.all((['aap', 'mip', 'map', 'sp', 'total'] as const).map((k) => l[k].item()));
-        backward(l.total);
-        l.dispose();
-        l.batch.dispose();
-        const gGot = await grads();
-        expectClose('losses', got, want, { atol: 1e-4, rtol: 1e-5 });
-        expect([...gGot.keys()].sort()).toEqual([...gWant.keys()].sort());
-        for (const [k, g] of gWant) expectClose(`grad ${k}`, gGot.get(k)!, g, { atol: 1e-5, rtol: 1e-4 });
+        // A fixed random readout weight R so that every row and column of h gets a distinct upstream gradient.
+        const run = async (pruned: boolean): Promise<{ h: Float32Array; g: Map<string, Float32Array> }> => {
+          model.zeroGrad();
+          const { h, loss } = scope(() => {
+            let rows: Tensor;
+            if (pruned) rows = model.encodePretrain(eb, B).h; // [N + 3B, H]
+            else {
+              const full = model.encode(eb, false); // [N4, H]
+              const N = eb.packed ? eb.packed.plan.offsets[B]! : B * eb.L;
+              rows = concat([slice(full, 0, 0, N), slice(model.lastRows(eb, full), 0, B, 4 * B)], 0); // [N + 3B, H]
+            }
+            const R = Tensor.from(Float32Array.from({ length: rows.size }, (_, i) => Math.sin(i * 0.37)), rows.shape);
+            return { h: rows, loss: sum(mul(rows, R)) };
+          });
+          backward(loss);
+          const out = { h: (await h.toArray()) as Float32Array, g: await grads() };
+          h.dispose();
+          loss.dispose();
+          return out;
+        };
+        const want = await run(false);
+        const got = await run(true);
+        expectClose('rows', got.h, want.h, { atol: 1e-5, rtol: 1e-4 });
+        expect([...got.g.keys()].sort()).toEqual([...want.g.keys()].sort());
+        for (const [k, g] of want.g) expectClose(`grad ${k}`, got.g.get(k)!, g, { atol: 1e-4, rtol: 1e-4 });
+        eb.dispose();
       } finally {
         model.dispose();
         await sync();
