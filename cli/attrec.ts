@@ -64,6 +64,7 @@ const TRAIN_OPTS: OptSpec[] = [
   { name: 'attention', type: 'choice', choices: ['composed', 'fused'], default: 'composed', help: 'attention implementation (same math; fused: kernels/attention_masked.ts)' },
   { name: 'project-table', type: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'project the item table instead of batch rows (same math; auto: when items < batch*L)' },
   { name: 'seed', type: 'int', min: 0, default: D.seed, help: 'seed of every random stream (init, shuffles, negatives, dropout)' },
+  { name: 'check-finite', type: 'int', min: 0, default: 0, metavar: 'N', help: 'check every parameter (and the loss) for NaN/Inf after each step, stop with the first one named (reported every N steps; 0: off)' },
   { name: 'out', type: 'string', help: 'run folder: log.jsonl, last.safetensors, best.safetensors', metavar: 'DIR' },
   { name: 'resume', type: 'flag', help: 'continue from --out/last.safetensors (bit-identical to an uninterrupted run)' },
   { name: 'json', type: 'flag', help: 'print one JSON line on stdout (metrics has HR@50, MRR, AUC) and nothing else' },
@@ -121,7 +122,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
     dim: o.dim as number, seqLen: o.seqLen as number, targets: o.targets as number, batchSize: o.batchSize as number, lr: o.lr as number,
     initialAccumulator: o.initAcc as number, alpha: o.alpha as number, margin: o.margin as number, regW: o.regW as number, regEmb: o.regEmb as number,
     initStd: o.initStd as number, sharedQK: !o.separateQk, diagonal: o.diagonal as 'zero', timeSignal: o.timeSignal as 'concat', projDropout: o.dropout as number,
-    clip: o.clip as boolean, negatives: o.negatives as 'authors', attention: o.attention as 'composed', seed: o.seed as number,
+    clip: o.clip as boolean, negatives: o.negatives as 'authors', attention: o.attention as 'composed', seed: o.seed as number, checkFinite: o.checkFinite as number,
     projectTable: o.projectTable === 'auto' ? 'auto' : o.projectTable === 'on',
     ...(o.out ? { out: o.out as string } : {}), resume: o.resume as boolean,
     hooks: {

@@ -48,6 +48,7 @@ export const PRETRAIN_SPECS: OptSpec[] = [
   { name: 'temperature', type: 'number', min: 1e-6, default: D.temperature, help: 'infonce: logits divided by this' },
   { name: 'head-bias', type: 'choice', choices: ['true', 'false'], help: 'bias in the aap/mip/map/sp_norm heads (default true; paper false: kept at 0, not optimized)' },
   { name: 'seed', type: 'int', min: 0, default: D.seed, help: 'seed of every random stream (init, order, masks, negatives, dropout)' },
+  { name: 'check-finite', type: 'int', min: 0, default: 0, metavar: 'N', help: 'check every parameter (and the loss) for NaN/Inf after each step, stop with the first one named (reported every N steps; 0: off)' },
   { name: 'hidden-size', type: 'int', min: 1, default: S3REC_DEFAULTS.hiddenSize, help: 'hidden size' },
   { name: 'layers', type: 'int', min: 0, default: S3REC_DEFAULTS.numHiddenLayers, help: 'encoder layers' },
   { name: 'heads', type: 'int', min: 1, default: S3REC_DEFAULTS.numAttentionHeads, help: 'attention heads' },
@@ -145,7 +146,7 @@ export async function runPretrain(argv: string[]): Promise<number> {
       weights: { aap: num(o, 'aapWeight'), mip: num(o, 'mipWeight'), map: num(o, 'mapWeight'), sp: num(o, 'spWeight') },
       seed: num(o, 'seed'), objective, negatives: num(o, 'negatives'), temperature: num(o, 'temperature'), headBias,
       path: str(o, 'path') as 'varlen' | 'padded', outDir: out, saveEvery: num(o, 'saveEvery'), resume: o.resume === true,
-      stepsPerEpoch: o.stepsPerEpoch as number | undefined, progressEvery: num(o, 'progressEvery'),
+      stepsPerEpoch: o.stepsPerEpoch as number | undefined, progressEvery: num(o, 'progressEvery'), checkFinite: num(o, 'checkFinite'),
       hooks: {
         onProgress: progressPrinter(),
         onEpoch: (r) => log(`epoch ${r.epoch}: ${fmtLosses(r)}  (${r.seconds.toFixed(1)} s)${r.checkpoint ? `  -> ${r.checkpoint as string}` : ''}`),

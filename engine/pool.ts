@@ -65,8 +65,27 @@ export class BufferPool {
     this.pending.push(buf);
   }
 
+  /**
+   * While set (engine/profile.ts), released buffers are parked here instead of returning to the free lists, so
+   * that no later allocation reuses a buffer a recorded dispatch still binds; `releaseHeld()` returns them.
+   */
+  held: GPUBuffer[] | null = null;
+
+  releaseHeld(): void {
+    const h = this.held ?? [];
+    this.held = null;
+    this.pending.push(...h);
+    this.onSubmitted();
+  }
+
   /** Called by the queue right after submit. */
   onSubmitted(): void {
+    if (this.held) {
+      this.held.push(...this.pending);
+      this.pending = [];
+      this.pendingBytes = 0;
+      return;
+    }
     for (const buf of this.pending) {
       if (!flags.pool) {
         this.destroyOne(buf);

@@ -2,9 +2,10 @@
 // `profileKernels(fn)` runs fn once as usual while recording every dispatch (pipeline, bind group, grid), waits
 // for the GPU, then replays each recorded dispatch on its own — submit, wait, `reps` times, keep the fastest — and
 // subtracts the cost of an empty submit. So each kernel is timed alone on an otherwise idle GPU, with the real
-// shapes and bindings of the step (buffer contents may have moved on; kernels whose time depends on the data,
-// such as ones that skip zero rows, are timed on the step's final data). With no timestamp-query (llvmpipe) this
-// host clock is the best there is; the replay keeps every uniform chunk of the step alive until it is done.
+// shapes and bindings of the step. Every buffer the step frees and every uniform chunk is held out of reuse until
+// the replay is done, so each replayed dispatch reads its own inputs as the step left them (in-place kernels such
+// as optimizer updates run again: profile state you can spare). With no timestamp-query (llvmpipe) this host clock
+// is the best there is.
 import { rt } from './runtime.js';
 
 export interface ProfileRow {
@@ -32,11 +33,15 @@ export async function profileKernels(fn: () => unknown, o: { reps?: number } = {
   const rec: Array<{ name: string; pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; grid: readonly [number, number, number] }> = [];
   const retained: GPUBuffer[] = [];
   queue.retainUniforms = retained;
+  pool.held = []; // buffers freed during fn stay out of reuse until the replay is done
   queue.onDispatch = (name, pipeline, bindGroup, grid) => rec.push({ name, pipeline, bindGroup, grid });
   const t0 = performance.now();
   try {
     await fn();
     await queue.sync();
+  } catch (e) {
+    pool.releaseHeld();
+    throw e;
   } finally {
     queue.onDispatch = null;
     queue.retainUniforms = null;
@@ -71,6 +76,7 @@ export async function profileKernels(fn: () => unknown, o: { reps?: number } = {
   } finally {
     for (const b of retained) pool.release(b);
     queue.flush();
+    pool.releaseHeld();
   }
   return { rows: [...by.values()].sort((a, b) => b.ms - a.ms), wallMs, dispatches: rec.length, overheadMs };
 }

@@ -40,7 +40,7 @@ import {
   attrecTestInputs, attrecWindows, batchIndices, buildAttRecBatch, DataError, epochOrder, fileExists, ItemSet, leaveLastOut, loadAttRecSplit,
   loadInteractionLog, loadS3RecSequences, MetricAccumulator, negSample, pathExists, prefetch, Rng, type AttRecWindows,
 } from './data/index.js';
-import { epochSeed, peakGpuBytes, RunDir, seedEngineForEpoch, type EpochRecord, type RunState, type TrainHooks } from './run.js';
+import { epochSeed, peakGpuBytes, RunDir, seedEngineForEpoch, watchFinite, type EpochRecord, type RunState, type TrainHooks } from './run.js';
 
 // ------------------------------------------------------------------------------------------------ data
 export type AttRecDataFormat = 'attrec-split' | 'interactions' | 's3rec';
@@ -260,6 +260,8 @@ export interface AttRecTrainOptions extends Omit<AttRecConfig, 'numUsers' | 'num
   epochs?: number;
   /** Stop after this many evaluated epochs without improvement of the selection metric (0: never). Default 5. */
   patience?: number;
+  /** Check the loss and every parameter for NaN/Inf after each step, reporting every N steps (0: off). */
+  checkFinite?: number;
   /** Default 'validation'. */
   protocol?: 'validation' | 'authors';
   /** Selection metric. Default 'HR@50'. */
@@ -403,6 +405,7 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
       );
       let step = 0;
       let aborted = false;
+      const watch = options.checkFinite ? watchFinite(options.checkFinite, model.stateDict()) : null;
       hooks.onProgress?.({ phase: 'train', epoch, epochs: o.epochs, step: 0, steps, samples: 0 });
       for (const b of batches) {
         const loss = scope(() => model.loss(b)); // []
@@ -411,8 +414,9 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
         model.zeroGrad();
         if (o.clip) model.clipToUnitBall();
         accumulateInPlace(lossSum, loss);
-        loss.dispose();
         step++;
+        if (watch) await watch.afterStep(epoch * steps + step, loss);
+        loss.dispose();
         batches.prepareNext(); // batch i+1 built and uploaded while the GPU runs step i
         rt().queue.flush();
         disposeAttRecBatch(b);

@@ -63,7 +63,7 @@ import {
   type PretrainPrefixes, type S3RecDataset,
 } from './data/index.js';
 import { Adam } from './optim.js';
-import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, type EpochRecord, type RunState, type TrainHooks } from './run.js';
+import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, watchFinite, type EpochRecord, type RunState, type TrainHooks } from './run.js';
 import { PRETRAIN_WEIGHTS, pretrainBatch, S3RecModel, type EncoderBatch, type EncoderPath, type PretrainWeights } from './s3rec.js';
 
 export type PretrainObjective = 'official' | 'infonce';
@@ -105,6 +105,8 @@ export interface PretrainOptions {
   progressEvery?: number;
   /** Run at most this many steps per epoch (timing, smoke tests); the averages then use the steps run. */
   stepsPerEpoch?: number;
+  /** Check every parameter for NaN/Inf after each step, reporting every N steps (0: off). */
+  checkFinite?: number;
 }
 
 export const PRETRAIN_DEFAULTS = {
@@ -593,6 +595,7 @@ export async function pretrainS3Rec(model: S3RecModel, ds: S3RecDataset, opts: P
       let samples = 0;
       hooks.onProgress?.({ phase: 'pretrain', epoch, epochs: o.epochs, step: 0, steps, samples: 0 });
       const order = epochOrder(prefixes.count, o.seed, epoch);
+      const watch = opts.checkFinite ? watchFinite(opts.checkFinite, model.stateDict()) : null;
       const batches = prefetch(
         (function* () {
           let k = 0;
@@ -609,6 +612,7 @@ export async function pretrainS3Rec(model: S3RecModel, ds: S3RecDataset, opts: P
         rt().queue.flush();
         batches.prepareNext();
         step++;
+        if (watch) await watch.afterStep(epoch * steps + step);
         samples += b.B;
         const pe = o.progressEvery;
         if (hooks.onProgress && step < steps && pe > 0 && step % pe === 0) {
