@@ -14,7 +14,7 @@ import { evaluateS3Rec, finetuneS3Rec, popularityS3Rec } from '../models/s3rec_t
 import { pretrainS3Rec } from '../models/s3rec_pretrain.js';
 import { attrecDemo } from '../models/attrec_train.js';
 import { formatHelp, parseOptions, UsageError, type OptSpec } from './args.js';
-import { formatDuration, ProgressBar } from './progress.js';
+import { formatDuration, phaseBars } from './progress.js';
 import type { ProgressEvent } from '../models/run.js';
 
 const SPECS: OptSpec[] = [
@@ -37,20 +37,7 @@ function fullCols(m: Record<string, number>): Record<string, number> {
   return out;
 }
 
-function bars(enabled: boolean, prefix: string): (e: ProgressEvent) => void {
-  let bar: ProgressBar | null = null;
-  let key = '';
-  return (e) => {
-    const k = `${e.phase}:${e.epoch}`;
-    if (k !== key) {
-      bar?.close();
-      key = k;
-      bar = new ProgressBar(`${prefix} ${e.phase}${e.epochs ? ` ${e.epoch + 1}/${e.epochs}` : ''}`, e.steps, { enabled, everySec: 30 });
-    }
-    bar!.update(e.step, e.samples, e.losses ?? {});
-    if (e.step >= e.steps) key = '';
-  };
-}
+const bars = (enabled: boolean, prefix: string): ((e: ProgressEvent) => void) => phaseBars({ enabled, prefix, everySec: 30 });
 
 export async function runDemo(argv: string[]): Promise<number> {
   const o = parseOptions('seqrec demo', argv, SPECS);

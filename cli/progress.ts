@@ -75,3 +75,37 @@ function fmt(v: number): string {
   if (!Number.isFinite(v)) return String(v);
   return Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
 }
+
+/** Progress events of the models layer (models/run.ts ProgressEvent), the fields a bar needs. */
+export interface PhaseEvent {
+  phase: string;
+  epoch: number;
+  epochs: number;
+  step: number;
+  steps: number;
+  samples: number;
+  losses?: Record<string, number>;
+}
+
+/**
+ * One progress bar per (phase, epoch), redrawn from the library's progress events: `<prefix> epoch 3/200 train`.
+ * `unit(phase)` names the throughput unit.
+ */
+export function phaseBars(o: { enabled?: boolean; prefix?: string; everySec?: number; unit?: (phase: string) => string } = {}): (e: PhaseEvent) => void {
+  let bar: ProgressBar | null = null;
+  let key = '';
+  return (e) => {
+    const k = `${e.phase}:${e.epoch}`;
+    if (k !== key) {
+      bar?.close();
+      key = k;
+      const label = e.epochs ? `epoch ${e.epoch + 1}/${e.epochs} ${e.phase}` : e.phase;
+      bar = new ProgressBar(o.prefix ? `${o.prefix} ${label}` : label, e.steps, { enabled: o.enabled ?? true, ...(o.everySec ? { everySec: o.everySec } : {}), unit: o.unit?.(e.phase) ?? 'samples' });
+    }
+    bar!.update(e.step, e.samples, e.losses ?? {});
+    if (e.step >= e.steps) {
+      bar = null;
+      key = '';
+    }
+  };
+}

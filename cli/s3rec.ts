@@ -14,7 +14,7 @@ import {
 } from '../models/s3rec_train.js';
 import type { ProgressEvent } from '../models/run.js';
 import { formatHelp, parseOptions, UsageError, type OptSpec, type ParsedOptions } from './args.js';
-import { formatDuration, ProgressBar } from './progress.js';
+import { formatDuration, phaseBars } from './progress.js';
 
 const DATA_OPTS: OptSpec[] = [
   { name: 'data-dir', type: 'string', default: 'data/sample', help: 'folder with NAME.txt, NAME_item2attributes.json (and NAME_sample.txt for the sampled protocol)' },
@@ -84,25 +84,8 @@ async function loadData(cmd: string, o: ParsedOptions, protocol: Protocol): Prom
   }
 }
 
-/** A progress bar per phase (train / valid / test), redrawn from the library's progress events. */
-function progressPrinter(enabled: boolean): (e: ProgressEvent) => void {
-  let bar: ProgressBar | null = null;
-  let key = '';
-  return (e) => {
-    const k = `${e.phase}:${e.epoch}`;
-    if (k !== key) {
-      bar?.close();
-      key = k;
-      const label = e.phase === 'train' ? `epoch ${e.epoch + 1}/${e.epochs} train` : e.epochs ? `epoch ${e.epoch + 1} ${e.phase}` : e.phase;
-      bar = new ProgressBar(label, e.steps, { enabled, unit: e.phase === 'train' ? 'seq' : 'users' });
-    }
-    bar!.update(e.step, e.samples, e.losses ?? {});
-    if (e.step >= e.steps) {
-      bar = null;
-      key = '';
-    }
-  };
-}
+/** A progress bar per phase (train / valid / test). */
+const progressPrinter = (enabled: boolean): ((e: ProgressEvent) => void) => phaseBars({ enabled, unit: (p) => (p === 'train' ? 'seq' : 'users') });
 
 const fmtMetrics = (m: Record<string, number>): string => Object.entries(m).map(([k, v]) => `${k} ${v.toFixed(4)}`).join('  ');
 
