@@ -19,6 +19,7 @@
 // official S3-Rec weights load as they are); optimizer state under `optimizer.<param name>.<slot>`; metadata keys
 // `format` ("seqrec-checkpoint/1"), `step`, `epoch`, `rng` (the engine RNG state, JSON), `optimizer` (JSON: kind,
 // hyper-parameters, per-parameter step counts), plus whatever the caller adds.
+import { getenv } from './env.js';
 import { rngState, setRngState } from './rng.js';
 import { numel, shapeStr, Tensor, type DType, type TypedArray } from './tensor.js';
 
@@ -273,7 +274,15 @@ async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   try {
     const fh = await fs.open(tmp, 'w');
     try {
-      await fh.writeFile(bytes);
+      // Test hook (SEQREC_TEST_SLOW_WRITE_MS): write half, pause, write the rest, so a test can kill the process
+      // in the middle of a checkpoint write and check that nothing under the final name is ever partial.
+      const pause = Number(getenv('SEQREC_TEST_SLOW_WRITE_MS', '0'));
+      if (pause > 0) {
+        const half = bytes.byteLength >> 1;
+        await fh.write(bytes, 0, half);
+        await new Promise((r) => setTimeout(r, pause));
+        await fh.write(bytes, half, bytes.byteLength - half);
+      } else await fh.writeFile(bytes);
       await fh.sync();
     } finally {
       await fh.close();

@@ -43,7 +43,7 @@
 // chunks; each dispatch declares its cost.
 // Variants: `_dD` kernels are generated per row width D (vec4 loads when D % 4 == 0); pairwise/bce `_dense` /
 //   `_ids`; multilabel `_csr` / `_dense` targets and the tile shape in the name (`_t8x8`, `_r8`, `_a8`).
-import { ceilDiv, chunkRanges as ranges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, Tensor, zeros, type Kernel } from '../engine/index.js';
+import { ceilDiv, checkIds, chunkRanges as ranges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, Tensor, zeros, type Kernel } from '../engine/index.js';
 import {
   buildRowIndex,
   cachedKernel,
@@ -311,6 +311,9 @@ export function pairwiseSigmoidLoss(a: Tensor, pos: Tensor, neg: Tensor, opts: P
 
 /** Official MIP loss, id form: positives / negatives are table[posIds] / table[negIds]; gradients into the table. */
 export function pairwiseSigmoidLossIds(a: Tensor, table: Tensor, posIds: Tensor, negIds: Tensor, opts: PairwiseOptions = {}): Tensor {
+  const V = table.shape[0] ?? 0;
+  checkIds(posIds, V, 'pairwise_sigmoid', 'positive id'); // ids outside [0, V): an error at the next sync (CHECK_IDS=0: clamped)
+  checkIds(negIds, V, 'pairwise_sigmoid', 'negative id');
   const inputs = [a, table, posIds, negIds];
   if (opts.mask) inputs.push(opts.mask);
   return pairOp.apply(inputs, { kind: 'pairwise_sigmoid', mode: 'ids', reduction: opts.reduction ?? 'sum', hasMask: !!opts.mask });
@@ -328,6 +331,7 @@ export interface BceNegSamplingOptions {
  * rows with pos <= 0 are padding. Gradients to h and the table.
  */
 export function bceNegSampling(h: Tensor, table: Tensor, pos: Tensor, neg: Tensor, opts: BceNegSamplingOptions = {}): Tensor {
+  checkIds(neg, table.shape[0] ?? 0, 'bce_neg_sampling', 'negative id'); // (pos <= 0 marks padding rows: unchecked)
   const inputs = [h, table, pos, neg];
   if (opts.mask) inputs.push(opts.mask);
   return pairOp.apply(inputs, { kind: 'bce_neg_sampling', mode: 'ids', reduction: opts.reduction ?? 'mean', hasMask: !!opts.mask });

@@ -1,7 +1,7 @@
 // The official S3-Rec losses (pairwise_sigmoid dense + ids, bce_neg_sampling, multilabel_bce CSR + dense)
 // against their float64 references: forward, GPU backward, and the reference backward by finite differences.
 import { expect, it } from 'vitest';
-import { backward, ref, sync, Tensor } from '../engine/index.js';
+import { backward, flags, ref, sync, Tensor } from '../engine/index.js';
 import {
   bceNegSampling,
   csrTargets,
@@ -142,8 +142,28 @@ describeGpu('pairwise_sigmoid', () => {
     await pairDense({ N: 31, D: 4, range: [-1000, 1000] });
     await pairDense({ N: 31, D: 3, range: [-100, 100], mask: 'some' });
   });
-  it('ids: few table rows (repeats), masked rows, out-of-range ids clamped', () =>
-    pairIds({ kind: 'pairwise_sigmoid', N: 29, D: 4, V: 5, mask: 'some', idRange: [-2, 6] }));
+  it('ids: few table rows (repeats), masked rows, out-of-range ids clamped (CHECK_IDS=0)', async () => {
+    const prev = flags.checkIds;
+    flags.checkIds = false;
+    try {
+      await pairIds({ kind: 'pairwise_sigmoid', N: 29, D: 4, V: 5, mask: 'some', idRange: [-2, 6] });
+    } finally {
+      flags.checkIds = prev;
+    }
+  });
+  it('ids outside the table are an error naming the op (default id checks)', async () => {
+    const a = Tensor.from(new Float32Array(8), [2, 4]);
+    const table = Tensor.from(new Float32Array(12), [3, 4]);
+    const pos = Tensor.from(new Int32Array([0, 7]), [2], 'i32');
+    const neg = Tensor.from(new Int32Array([1, 2]), [2], 'i32');
+    const l = pairwiseSigmoidLossIds(a, table, pos, neg);
+    await expect(l.item()).rejects.toThrow(/pairwise_sigmoid: positive id 7 at position 1 is outside \[0, 3\)/);
+    const bad = Tensor.from(new Int32Array([-5, 1]), [2], 'i32');
+    const l2 = bceNegSampling(a, table, neg, bad);
+    await expect(l2.item()).rejects.toThrow(/bce_neg_sampling: negative id -5 at position 0/);
+    for (const t of [a, table, pos, neg, bad, l, l2]) t.dispose();
+    await sync();
+  });
   it('ids: size 1 and D = 64', async () => {
     await pairIds({ kind: 'pairwise_sigmoid', N: 1, D: 1, V: 1 });
     await pairIds({ kind: 'pairwise_sigmoid', N: 67, D: 64, V: 257, range: [-0.5, 0.5] });
