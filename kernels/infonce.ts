@@ -37,7 +37,7 @@
 // out; at D = 150 (scalar rows) each candidate costs a thread ~153 iterations, so the candidate loop is cut into
 // ranges per dispatch (online state carried in lse / rowLoss / dq); the scatter takes segments in pieces, the
 // dense candidate gradient rows in ranges, loss_reduce elements in ranges. All bit-identical to one dispatch.
-import { ceilDiv, chunkRanges as ranges, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, checkIds, chunkRanges as ranges, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, Tensor, type Kernel } from '../engine/index.js';
 import { buildInverseIndex } from './scatter.js';
 
 type F64 = ref.F64;
@@ -576,10 +576,12 @@ export interface InfonceOptions {
 }
 
 /**
- * InfoNCE over sampled candidates: q [N, D], table [V, D], cand [N, C] i32 ids (clamped to [0, V)) -> loss [].
+ * InfoNCE over sampled candidates: q [N, D], table [V, D], cand [N, C] i32 ids in [0, V) (checked on the GPU; clamped
+ * with CHECK_IDS=0) -> loss [].
  * Gradients to q and table (deterministic scatter into the table rows).
  */
 export function infonce(q: Tensor, table: Tensor, cand: Tensor, opts: InfonceOptions = {}): Tensor {
+  checkIds(cand, table.shape[0] ?? 0, 'infonce', 'candidate id'); // outside [0, V): an error at the next sync (CHECK_IDS=0: clamped)
   const inputs = [q, table, cand];
   if (opts.pos) inputs.push(opts.pos);
   if (opts.mask) inputs.push(opts.mask);

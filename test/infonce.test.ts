@@ -1,7 +1,7 @@
 // infonce / infonceDense against the float64 reference: forward, GPU backward vs the reference backward, and
 // the reference backward vs finite differences; plus the deterministic row index and scatter on their own.
 import { expect, it } from 'vitest';
-import { backward, ref, sync, Tensor } from '../engine/index.js';
+import { backward, flags, ref, sync, Tensor } from '../engine/index.js';
 import { buildRowIndex, infonce, infonceDense, refInfonce, refInfonceGrad, refScatterRows, scatterRows, type Reduction } from '../kernels/infonce.js';
 import { checkOp, describeGpu, expectClose, type F64, type InputSpec } from './harness.js';
 
@@ -88,8 +88,24 @@ describeGpu('infonce', () => {
   it('sum reduction with weights', () => idsCase({ N: 31, C: 3, D: 5, V: 7, mask: 'some', reduction: 'sum' }));
   it('magnitudes +-1000 (no NaN/Inf)', () => idsCase({ N: 31, C: 7, D: 4, V: 13, range: [-1000, 1000], pos: true }));
   it('magnitudes +-100 with temperature 0.05', () => idsCase({ N: 13, C: 11, D: 8, V: 17, range: [-100, 100], tau: 0.05 }));
-  it('out-of-range ids and positive columns are clamped', () =>
-    idsCase({ N: 17, C: 5, D: 4, V: 6, idRange: [-3, 9], pos: true, posRange: [-2, 7] }));
+  it('out-of-range ids and positive columns are clamped (CHECK_IDS=0)', async () => {
+    const prev = flags.checkIds;
+    flags.checkIds = false;
+    try {
+      await idsCase({ N: 17, C: 5, D: 4, V: 6, idRange: [-3, 9], pos: true, posRange: [-2, 7] });
+    } finally {
+      flags.checkIds = prev;
+    }
+  });
+  it('candidate ids outside the table are an error naming the op (default id checks)', async () => {
+    const q = Tensor.from(new Float32Array(8), [2, 4]);
+    const table = Tensor.from(new Float32Array(12), [3, 4]);
+    const cand = Tensor.from(new Int32Array([0, 1, 2, 9]), [2, 2], 'i32');
+    const l = infonce(q, table, cand);
+    await expect(l.item()).rejects.toThrow(/infonce: candidate id 9 at position 3 is outside \[0, 3\)/);
+    for (const t of [q, table, cand, l]) t.dispose();
+    await sync();
+  });
   it('irregular large: N 257, C 101, D 64, V 1031', () => idsCase({ N: 257, C: 101, D: 64, V: 1031, tau: 0.5, mask: 'some' }));
 
   it('dense: primes', () => denseCase({ N: 13, M: 17, D: 8 }));
