@@ -1,6 +1,7 @@
 // A progress bar on stderr for long work: `label [#####.....] 37% 120/320 | loss 0.8123 | 2,310 samples/s | ETA 12s`.
 // On a terminal it redraws one line; elsewhere (CI logs, pipes) it prints a line at most every `everySec` seconds
 // and at the end, so logs stay short. Disabled entirely with `enabled: false` (e.g. --json).
+import type { ProgressEvent } from '../models/run.js';
 
 export interface ProgressOptions {
   stream?: NodeJS.WriteStream;
@@ -76,22 +77,11 @@ function fmt(v: number): string {
   return Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
 }
 
-/** Progress events of the models layer (models/run.ts ProgressEvent), the fields a bar needs. */
-export interface PhaseEvent {
-  phase: string;
-  epoch: number;
-  epochs: number;
-  step: number;
-  steps: number;
-  samples: number;
-  losses?: Record<string, number>;
-}
-
 /**
  * One progress bar per (phase, epoch), redrawn from the library's progress events: `<prefix> epoch 3/200 train`.
  * `unit(phase)` names the throughput unit.
  */
-export function phaseBars(o: { enabled?: boolean; prefix?: string; everySec?: number; unit?: (phase: string) => string } = {}): (e: PhaseEvent) => void {
+export function phaseBars(o: { enabled?: boolean; prefix?: string; everySec?: number; unit?: (phase: string) => string } = {}): (e: ProgressEvent) => void {
   let bar: ProgressBar | null = null;
   let key = '';
   return (e) => {
