@@ -1,14 +1,13 @@
 // seqrec train --model attrec / seqrec eval --model attrec: AttRec training and evaluation (models/attrec_train.ts).
 // Defaults are the authors' code as it runs (ATTREC_SPEC §4.1); every hyperparameter and paper variant is an
 // option. stdout: the result table (or, with --json, exactly one JSON line); stderr: progress and messages.
-import { backward, destroyGpu, initGpu, scope } from '../engine/index.js';
+import { backward, destroyGpu, formatProfile, initGpu, profileKernels, scope } from '../engine/index.js';
 import { disposeAttRecBatch, uploadAttRecBatch } from '../models/attrec.js';
 import {
   attrecSplits, buildWindows, evaluateAttRec, loadAttRecCheckpoint, loadAttRecData, popularityAttRec, trainAttRec, ATTREC_TRAIN_DEFAULTS,
   type AttRecTrainOptions, type AttRecEpochRecord,
 } from '../models/attrec_train.js';
 import { buildAttRecBatch, epochOrder, formatMetricsTable, isDataError, Rng } from '../models/data/index.js';
-import { formatProfile, profileStep } from '../models/profile.js';
 import { formatHelp, parseOptions, UsageError, type OptSpec, type ParsedOptions } from './args.js';
 import { ProgressBar, formatDuration } from './progress.js';
 
@@ -145,8 +144,8 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
     log(`device: ${gpu.info.description || gpu.info.vendor} (${gpu.info.backend})`);
     const r = await trainAttRec(data, opts);
     if (o.profile) {
-      const rows = await profileOneStep(data, opts, r.model, r.optimizer);
-      console.error(`per-kernel profile of one training step (B=${opts.batchSize}, models/profile.ts):\n${formatProfile(rows)}`);
+      const prof = await profileOneStep(data, opts, r.model, r.optimizer);
+      console.error(`per-kernel profile of one training step (B=${opts.batchSize}, engine/profile.ts):\n${formatProfile(prof, 30)}`);
     }
     r.optimizer.dispose();
     r.model.dispose();
@@ -192,9 +191,9 @@ async function profileOneStep(data: Awaited<ReturnType<typeof loadAttRecData>>, 
   };
   model.train();
   step(); // warm (pipelines compiled)
-  const rows = await profileStep(step);
+  const prof = await profileKernels(step);
   disposeAttRecBatch(b);
-  return rows;
+  return prof;
 }
 
 export async function runAttRecEval(argv: string[]): Promise<number> {

@@ -229,6 +229,9 @@ export interface EncoderBatch {
   /** Host ids of each encoder row (packed tokens, or the padded slots) and each row's slot 0..L-1. */
   rowIds: Int32Array;
   rowPos: Int32Array;
+  /** The same on the GPU ([max(1, N)] i32), uploaded with the batch (off the training step when prefetched). */
+  rowIdsT: Tensor;
+  rowPosT: Tensor;
   dispose(): void;
 }
 
@@ -236,20 +239,27 @@ export interface EncoderBatch {
 export function encoderBatch(ids: Int32Array, B: number, L: number, path: EncoderPath = 'varlen'): EncoderBatch {
   if (ids.length !== B * L) throw new Error(`S3RecModel: ${ids.length} ids for a [${B}, ${L}] batch`);
   if (path === 'varlen') {
-    const packed = packBatch(ids, B, L);
+    const packed = packBatch(ids, B, L); // uploads tokens and positions [max(1, T)] among the layout tensors
     return {
       ids, B, L, path, packed, idsTensor: null, rowIds: packed.plan.tokens, rowPos: packed.plan.positions,
-      dispose: () => packed.dispose(),
+      rowIdsT: packed.tokens, rowPosT: packed.positions, dispose: () => packed.dispose(),
     };
   }
-  const idsTensor = Tensor.from(ids, [B, L], 'i32');
+  const idsTensor = Tensor.from(ids, [B, L], 'i32'); // [B, L] (attention padding mask)
   const rowPos = new Int32Array(B * L);
   for (let i = 0; i < B * L; i++) rowPos[i] = i % L;
-  return { ids, B, L, path, packed: null, idsTensor, rowIds: ids, rowPos, dispose: () => idsTensor.dispose() };
+  const rowIdsT = Tensor.from(ids.length ? ids : new Int32Array(1), [Math.max(1, B * L)], 'i32'); // [B*L]
+  const rowPosT = Tensor.from(rowPos.length ? rowPos : new Int32Array(1), [Math.max(1, B * L)], 'i32'); // [B*L]
+  return {
+    ids, B, L, path, packed: null, idsTensor, rowIds: ids, rowPos, rowIdsT, rowPosT,
+    dispose: () => {
+      for (const t of [idsTensor, rowIdsT, rowPosT]) t.dispose();
+    },
+  };
 }
 
 /** The packed encoder batch of a pretraining batch: [masked; maskedSegment; posSegment; negSegment], 4B sequences. */
-export function pretrainBatch(b: Omit<PretrainInputs, 'attributes'>, path: EncoderPath = 'varlen'): EncoderBatch {
+export function pretrainBatch(b: PretrainSequences, path: EncoderPath = 'varlen'): EncoderBatch {
   const { B, L } = b;
   const all = new Int32Array(4 * B * L);
   all.set(b.masked, 0);
@@ -330,15 +340,11 @@ export class S3RecModel extends Module {
    * last layer then runs its out-projection and FFN on those rows only).
    */
   encode(eb: EncoderBatch, causal: boolean, o: { readoutOnly?: boolean; pick?: (rows: Tensor) => Tensor } = {}): Tensor {
-    const N = eb.rowIds.length;
-    const ids = Tensor.from(eb.rowIds.length ? eb.rowIds : new Int32Array(1), [Math.max(1, N)], 'i32'); // [N]
-    const pos = Tensor.from(eb.rowPos.length ? eb.rowPos : new Int32Array(1), [Math.max(1, N)], 'i32'); // [N]
+    const one = new Int32Array(1); // an empty batch's ids are one dummy row (as the upload)
     const e = add(
-      this.itemEmbeddings.forward(ids, { hostIds: eb.rowIds.length ? eb.rowIds : new Int32Array(1) }), // [N, H]
-      this.positionEmbeddings.forward(pos, { hostIds: eb.rowPos.length ? eb.rowPos : new Int32Array(1) }), // [N, H]
+      this.itemEmbeddings.forward(eb.rowIdsT, { hostIds: eb.rowIds.length ? eb.rowIds : one }), // [N, H]
+      this.positionEmbeddings.forward(eb.rowPosT, { hostIds: eb.rowPos.length ? eb.rowPos : one }), // [N, H]
     );
-    ids.dispose();
-    pos.dispose();
     const x = this.embDropout.forward(this.norm.forward(e)); // [N, H]
     const ctx: EncoderContext = { causal, packed: eb.packed, ids: eb.idsTensor, B: eb.B, L: eb.L };
     const pick = o.pick ?? (o.readoutOnly ? (t: Tensor): Tensor => this.lastRows(eb, t) : undefined);
@@ -448,15 +454,19 @@ export class S3RecModel extends Module {
 }
 
 /** Host inputs of one pretraining batch (models/data buildPretrainBatch gives all but `attributes`). */
-export interface PretrainInputs {
+export interface PretrainSequences {
   B: number;
   L: number;
+  /** [B*L] each, left padded (S3REC_SPEC §4.1; models/data buildPretrainBatch builds them). */
   masked: Int32Array;
   pos: Int32Array;
   neg: Int32Array;
   maskedSegment: Int32Array;
   posSegment: Int32Array;
   negSegment: Int32Array;
+}
+
+export interface PretrainInputs extends PretrainSequences {
   /** attributes[item] = the item's attribute ids (index 0 unused). */
   attributes: readonly (Int32Array | undefined)[];
 }

@@ -64,7 +64,7 @@ import {
 } from './data/index.js';
 import { Adam } from './optim.js';
 import { RunDir, epochSeed, seedEngineForEpoch, peakGpuBytes, watchFinite, type EpochRecord, type RunState, type TrainHooks } from './run.js';
-import { PRETRAIN_WEIGHTS, pretrainBatch, S3RecModel, type EncoderBatch, type EncoderPath, type PretrainWeights } from './s3rec.js';
+import { PRETRAIN_WEIGHTS, pretrainBatch, S3RecModel, type EncoderBatch, type EncoderPath, type PretrainSequences, type PretrainWeights } from './s3rec.js';
 
 export type PretrainObjective = 'official' | 'infonce';
 export type PretrainPreset = 'official' | 'paper';
@@ -197,17 +197,9 @@ export function resolvePretrainOptions(opts: PretrainOptions = {}): ResolvedPret
 
 // ------------------------------------------------------------------------------------------------ host batches
 /** One pretraining batch on the host: the six left-padded sequences [B*L] (views into the builder's buffers). */
-export interface PretrainHostBatch {
-  B: number;
-  L: number;
+export interface PretrainHostBatch extends PretrainSequences {
   /** Real length of each sample (= prefix length). */
   lengths: Int32Array;
-  masked: Int32Array;
-  pos: Int32Array;
-  neg: Int32Array;
-  maskedSegment: Int32Array;
-  posSegment: Int32Array;
-  negSegment: Int32Array;
   /** InfoNCE extras (objective 'infonce'), per padded slot; see InfonceExtras. */
   infonce: InfonceExtras | null;
 }

@@ -13,7 +13,9 @@
 //   mask and history excluded).
 // Determinism: every random stream of epoch e (user order, negatives, dropout) derives from (seed, e), so a run
 //   resumed from last.safetensors equals an uninterrupted one bit for bit on the same adapter.
-import { backward, noGrad, rt, scope, sync, Tensor, zeros, accumulateInPlace } from '../engine/index.js';
+import {
+  accumulateInPlace, applyCheckpoint, backward, loadCheckpoint, noGrad, readSafetensors, rt, scope, sync, Tensor, zeros, type TensorData,
+} from '../engine/index.js';
 import { topkScores } from '../kernels/index.js';
 import {
   batchIndices, buildFinetuneTrainBatch, buildFullEvalBatch, buildSampledEvalBatch, epochOrder, FULL_METRICS, ItemSet,
@@ -209,7 +211,7 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
   const run = o.outDir ? new RunDir(o.outDir) : null;
   let state: FinetuneState = { epoch: 0, history: [], best: -Infinity, bestEpoch: -1, bad: 0, stopped: false };
   // The best weights live on the host between improvements (small: ~1M floats) when there is no run folder.
-  let bestWeights: Map<string, { dtype: 'f32' | 'i32' | 'u32'; shape: readonly number[]; data: Float32Array | Int32Array | Uint32Array }> | null = null;
+  let bestWeights: Map<string, TensorData> | null = null;
   try {
     if (run) {
       await run.create();
@@ -291,7 +293,6 @@ export async function finetuneS3Rec(model: S3RecModel, ds: S3RecDataset, opts: F
     // Restore the best weights, then test once.
     if (state.bestEpoch >= 0) {
       if (run) {
-        const { loadCheckpoint } = await import('../engine/index.js');
         await loadCheckpoint(run.best, { model });
       } else if (bestWeights) model.loadStateDict(bestWeights);
     }
@@ -328,8 +329,8 @@ export function trainStep(model: S3RecModel, opt: Adam, eb: EncoderBatch, target
   return null;
 }
 
-async function snapshot(model: S3RecModel): Promise<Map<string, { dtype: 'f32' | 'i32' | 'u32'; shape: readonly number[]; data: Float32Array | Int32Array | Uint32Array }>> {
-  const out = new Map<string, { dtype: 'f32' | 'i32' | 'u32'; shape: readonly number[]; data: Float32Array | Int32Array | Uint32Array }>();
+async function snapshot(model: S3RecModel): Promise<Map<string, TensorData>> {
+  const out = new Map<string, TensorData>();
   for (const [k, t] of model.stateDict()) out.set(k, { dtype: t.dtype, shape: [...t.shape], data: await t.toArray() });
   return out;
 }
@@ -398,7 +399,6 @@ export function configFromTensors(shapes: ReadonlyMap<string, readonly number[]>
  * activation); a dataset, when given, must match its itemSize (and attributeSize).
  */
 export async function loadS3RecModel(file: string, overrides: Partial<S3RecConfig> = {}, ds?: S3RecDataset): Promise<S3RecModel> {
-  const { readSafetensors, applyCheckpoint } = await import('../engine/index.js');
   const f = await readSafetensors(file);
   const shapes = new Map([...f.tensors].filter(([k]) => !k.startsWith('optimizer.')).map(([k, t]) => [k, t.shape] as const));
   const c = configFromTensors(shapes, file);

@@ -12,10 +12,9 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { backward, manualSeed, scope, sync } from '../engine/index.js';
+import { backward, formatProfile, manualSeed, profileKernels, scope, sync } from '../engine/index.js';
 import { AttRec, timeSignal, uploadAttRecBatch, disposeAttRecBatch, type AttRecConfig } from '../models/attrec.js';
 import { Adagrad } from '../models/optim.js';
-import { formatProfile, profileStep } from '../models/profile.js';
 import {
   attrecDemo, attrecSplits, buildWindows, evaluateAttRec, loadAttRecData, paperNegatives, popularityAttRec, trainAttRec, type EvalStage,
 } from '../models/attrec_train.js';
@@ -237,7 +236,7 @@ describeGpu('attrec variants', () => {
     }
   });
 
-  it('profileStep (models/profile.ts): per-kernel rows of one training step; the pool works normally afterwards', async () => {
+  it('profileKernels (engine/profile.ts): per-kernel rows of one training step; the pool works normally afterwards', async () => {
     const f = fixture('default');
     const model = modelFrom(f);
     const b = batchFrom(f);
@@ -251,13 +250,14 @@ describeGpu('attrec variants', () => {
     };
     try {
       step();
-      const rows = await profileStep(step, { reps: 1 });
+      const prof = await profileKernels(step, { reps: 1 });
+      const rows = prof.rows;
       const names = rows.map((r) => r.kernel);
       for (const k of ['euclid_score', 'small_bmm_nt', 'adagrad']) expect(names.some((n) => n.startsWith(k)), k).toBe(true);
       expect(rows.every((r) => r.count >= 1 && r.ms >= 0)).toBe(true);
-      expect(formatProfile(rows)).toMatch(/^kernel +ms +count +share/);
+      expect(formatProfile(prof)).toMatch(/^kernel +calls +ms +%/);
       step(); // buffers released during the profile went back to the pool
-      await expect(profileStep(() => { throw new Error('boom'); })).rejects.toThrow('boom');
+      await expect(profileKernels(() => { throw new Error('boom'); })).rejects.toThrow('boom');
       step();
       await sync();
     } finally {
