@@ -22,3 +22,4 @@ export {
 export * from './euclid_score.js';
 export { topkScores, refTopkScores, defaultChunks, type TopkMode, type TopkOptions, type TopkResult, type RefTopkInput, type RefTopkResult } from './topk.js';
 export { smallBmmNT, smallBmmNN } from './small_bmm.js';
+export { gatherDot, refGatherDot } from './gather_dot.js';

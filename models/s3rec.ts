@@ -27,10 +27,10 @@
 // Paper variants (named options): hiddenAct 'relu' (paper Eq. 8); pretraining `objective: 'infonce'` (paper
 //   Eq. 10-12: InfoNCE over sampled negatives through the fused InfoNCE kernel) and `headBias: false` (bilinear
 //   heads without bias) live in models/s3rec_pretrain.ts.
-import { noGrad, reshape, scope, Tensor, type Shape } from '../engine/index.js';
+import { noGrad, reshape, scope, Tensor } from '../engine/index.js';
 import {
-  add, attentionMasked, attentionVarlen, bceNegSampling, embedding, gelu, lastRows, multiLabelBce, mul, packBatch,
-  matmul, pairwiseSigmoidLoss, pairwiseSigmoidLossIds, permute, relu, slice, concat, csrTargets, type PackedBatch,
+  add, attentionMasked, attentionVarlen, bceNegSampling, gatherDot, gelu, lastRows, multiLabelBce, mul, packBatch,
+  pairwiseSigmoidLoss, pairwiseSigmoidLossIds, permute, relu, slice, concat, csrTargets, type PackedBatch,
 } from '../kernels/index.js';
 import { Dropout, Embedding, LayerNorm, Linear, Module, ModuleList } from './nn.js';
 import { normal_, zeros_, ones_ } from './init.js';
@@ -485,11 +485,7 @@ export interface PretrainLosses {
 export function scoreCandidates(model: S3RecModel, h: Tensor, cands: Tensor): Tensor {
   return noGrad(() =>
     scope(() => {
-      const [B, H] = h.shape as [number, number];
-      const C = cands.shape[1]!;
-      const e = embedding(model.itemEmbeddings.weight, cands); // [B, C, H]
-      const hv = reshape(h, [B, H, 1] as Shape); // [B, H, 1]
-      return reshape(matmul(e, hv), [B, C]); // [B, C]: one batched product (no [B, C, H] temporary)
+      return gatherDot(h, model.itemEmbeddings.weight, cands); // [B, C]: no [B, C, H] gathered rows
     }),
   );
 }
