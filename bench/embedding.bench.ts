@@ -1,16 +1,18 @@
-// Embedding forward (row gather) and backward (deterministic segment-sum into the table) at the shapes the
-// models use: S3-Rec items V=12,103 D=64 ids [256, 50]; AttRec items V=1,683 D=150 ids [1000, 5].
-// Ids are left-padded sequences (lengths uniform in 1..L, pad id 0) of Zipf-like items, as a batch looks.
-// Variants:
-//   embedding.fwd            index_select, widest vector dividing D;  embedding.fwd_scalar: 1 float per lane
-//   embedding.bwd            the op's backward from the ids tensor: GPU radix-built inverse index + segment sum
-//   embedding.bwd_hostcsr    the same with hostIds: inverse index by counting sort on the host + upload
-//   embedding.bwd_scalar     GPU index, segment sum with 1 float per lane (vs the widest vector dividing D)
+// embedding (kernels/embedding.ts): forward (row gather) and backward (deterministic segment-sum into the table)
+// at the shapes the models use: S3-Rec items V=12,103 D=64 ids [256, 50]; AttRec items V=1,683 D=150 ids
+// [1000, 5]. Ids are left-padded sequences (lengths uniform in 1..L, pad id 0) of Zipf-like items, as a batch
+// looks. Forward and backward of one shape are one group. Variants:
+//   fwd            index_select (kernels/shape.ts), widest vector dividing D;  fwd_scalar: 1 float per lane
+//   bwd            the op's backward from the ids tensor: GPU radix-built inverse index + segment sum
+//                  (kernels/scatter.ts)
+//   bwd_hostcsr    the same with host ids: inverse index by counting sort on the host + upload
+//   bwd_scalar     GPU index, segment sum with 1 float per lane (vs the widest vector dividing D)
+// Validation is exact: the forward equals refEmbedding, the backward equals the ascending-order f32 sum
+// (refSegmentSumF32) value for value.
 import { ref, Tensor } from '../engine/index.js';
-import { refEmbedding } from '../kernels/embedding.js';
-import { refSegmentSumF32, scatterAddRows } from '../kernels/scatter.js';
-import { indexSelectInto } from '../kernels/shape.js';
-import type { BenchCase, BenchInstance } from './types.js';
+import { indexSelectInto, refEmbedding, refSegmentSumF32, scatterAddRows } from '../kernels/index.js';
+import { engineVariant, f64, rand, type HostTensor } from './common.js';
+import type { BenchEntry, BenchSize } from './types.js';
 
 interface Shape {
   tag: string;
@@ -20,10 +22,11 @@ interface Shape {
   L: number;
 }
 
-const SHAPES: Shape[] = [
-  { tag: 'S3-Rec', V: 12103, D: 64, B: 256, L: 50 },
-  { tag: 'AttRec', V: 1683, D: 150, B: 1000, L: 5 },
-];
+interface In {
+  w: HostTensor; // [V, D]
+  ids: HostTensor; // [B, L] left-padded
+  gy: HostTensor; // [B*L, D]
+}
 
 function batchIds(s: Shape, seed = 42): Int32Array {
   const rnd = ref.mulberry32(seed);
@@ -35,93 +38,61 @@ function batchIds(s: Shape, seed = 42): Int32Array {
   return ids;
 }
 
-function randF32(n: number, seed: number): Float32Array {
-  const rnd = ref.mulberry32(seed);
-  return Float32Array.from({ length: n }, () => rnd() * 2 - 1);
-}
+const EXACT = { atol: 0, rtol: 0 };
 
-function label(s: Shape): string {
-  return `${s.tag} V${s.V} D${s.D} ids[${s.B},${s.L}]`;
-}
-
-function fwdCase(s: Shape, variant: 'default' | 'scalar'): BenchCase {
-  const N = s.B * s.L;
+function common(s: Shape) {
   return {
-    name: variant === 'default' ? 'embedding.fwd' : 'embedding.fwd_scalar',
-    shape: label(s),
+    op: 'embedding',
+    shape: `${s.tag} V${s.V} D${s.D} ids[${s.B},${s.L}]`,
+    dims: { V: s.V, D: s.D, B: s.B, L: s.L },
+    inputs: (): In => ({ w: rand([s.V, s.D], 1), ids: { data: batchIds(s), shape: [s.B, s.L] }, gy: rand([s.B * s.L, s.D], 2) }),
+    tol: EXACT,
+  };
+}
+
+function fwdEntry(s: Shape): BenchEntry<In> {
+  const N = s.B * s.L;
+  const fwd = (scalar: boolean) =>
+    engineVariant<In>(scalar ? 'fwd_scalar' : 'fwd', scalar ? 'alt' : 'fused', {
+      tensors: (h) => ({ w: Tensor.from(h.w.data, h.w.shape), ids: Tensor.from(h.ids.data, h.ids.shape, 'i32') }),
+      forward: ({ w, ids }) => {
+        const out = Tensor.empty([s.B, s.L, s.D]); // [B, L, D]
+        indexSelectInto(w!, ids!, out, 1, s.V, s.D, scalar ? 1 : undefined);
+        return out;
+      },
+    });
+  return {
+    ...common(s),
     bytes: 4 * (2 * N * s.D + N),
-    setup(): BenchInstance {
-      const wv = randF32(s.V * s.D, 1);
-      const ids = batchIds(s);
-      const w = Tensor.from(wv, [s.V, s.D]); // [V, D]
-      const idsT = Tensor.from(ids, [s.B, s.L], 'i32'); // [B, L]
-      let last: Tensor | null = null;
-      const run = (): void => {
-        last?.dispose();
-        last = Tensor.empty([s.B, s.L, s.D]); // [B, L, D]
-        indexSelectInto(w, idsT, last, 1, s.V, s.D, variant === 'scalar' ? 1 : undefined);
-      };
-      return {
-        run,
-        async validate() {
-          run();
-          const got = await last!.toArray();
-          const want = refEmbedding({ data: Float64Array.from(wv), shape: [s.V, s.D] }, { data: Float64Array.from(ids), shape: [s.B, s.L] });
-          for (let i = 0; i < want.data.length; i++) {
-            if (got[i] !== want.data[i]) throw new Error(`embedding.fwd ${label(s)}: [${i}] got ${got[i]}, want ${want.data[i]}`);
-          }
-        },
-        dispose() {
-          last?.dispose();
-          w.dispose();
-          idsT.dispose();
-        },
-      };
-    },
+    reference: (h) => ({ out: refEmbedding(f64(h.w), f64(h.ids)).data }),
+    variants: [fwd(false), fwd(true)],
   };
 }
 
-function bwdCase(s: Shape, variant: 'default' | 'hostcsr' | 'scalar'): BenchCase {
+function bwdEntry(s: Shape): BenchEntry<In> {
   const N = s.B * s.L;
+  const bwd = (variant: 'default' | 'hostcsr' | 'scalar') =>
+    engineVariant<In>(variant === 'default' ? 'bwd' : `bwd_${variant}`, variant === 'default' ? 'fused' : 'alt', {
+      tensors: (h) => ({ gy: Tensor.from(h.gy.data, h.gy.shape), ids: Tensor.from(h.ids.data, [N], 'i32') }),
+      // What embedding's backward does (paddingIdx 0): inverse index, then the segment sum -> [V, D].
+      forward: ({ gy, ids }, h) =>
+        scatterAddRows(gy!, variant === 'hostcsr' ? (h.ids.data as Int32Array) : ids!, s.V, { exclude: 0, ...(variant === 'scalar' ? { width: 1 as const } : {}) }),
+    });
   return {
-    name: variant === 'default' ? 'embedding.bwd' : `embedding.bwd_${variant}`,
-    shape: label(s),
+    ...common(s),
     bytes: 4 * (N * s.D + s.V * s.D + 2 * N + s.V),
-    setup(): BenchInstance {
-      const gv = randF32(N * s.D, 2);
-      const ids = batchIds(s);
-      const gy = Tensor.from(gv, [N, s.D]); // [B*L, D]
-      const idsT = Tensor.from(ids, [N], 'i32'); // [B*L]
-      let last: Tensor | null = null;
-      const run = (): void => {
-        last?.dispose();
-        // What embedding's backward does (paddingIdx 0): inverse index, then the segment sum.
-        last = scatterAddRows(gy, variant === 'hostcsr' ? ids : idsT, s.V, { exclude: 0, ...(variant === 'scalar' ? { width: 1 as const } : {}) }); // [V, D]
-      };
-      return {
-        run,
-        async validate() {
-          run();
-          const got = new Uint32Array((await last!.toArray()).buffer);
-          const want = new Uint32Array(refSegmentSumF32(gv, [N, s.D], ids, s.V, 0).buffer);
-          for (let i = 0; i < want.length; i++) {
-            if (got[i] !== want[i]) throw new Error(`embedding.bwd ${label(s)}: [${i}] differs from the ascending-order f32 sum`);
-          }
-        },
-        dispose() {
-          last?.dispose();
-          gy.dispose();
-          idsT.dispose();
-        },
-      };
-    },
+    reference: (h) => ({ out: refSegmentSumF32(h.gy.data as Float32Array, [N, s.D], h.ids.data, s.V, 0) }),
+    variants: [bwd('default'), bwd('hostcsr'), bwd('scalar')],
   };
 }
 
-export const cases: BenchCase[] = SHAPES.flatMap((s) => [
-  fwdCase(s, 'default'),
-  fwdCase(s, 'scalar'),
-  bwdCase(s, 'default'),
-  bwdCase(s, 'hostcsr'),
-  bwdCase(s, 'scalar'),
-]);
+export function entries(size: BenchSize): BenchEntry[] {
+  const shapes: Shape[] =
+    size === 'tiny'
+      ? [{ tag: 'tiny', V: 37, D: 12, B: 5, L: 7 }]
+      : [
+          { tag: 'S3-Rec', V: 12103, D: 64, B: 256, L: 50 },
+          { tag: 'AttRec', V: 1683, D: 150, B: 1000, L: 5 },
+        ];
+  return shapes.flatMap((s) => [fwdEntry(s), bwdEntry(s)]);
+}

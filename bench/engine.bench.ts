@@ -1,7 +1,7 @@
 // Engine overheads: one empty dispatch with its own submit and wait, and a batch of 1000 dispatches in one
-// submit (the cost a training step pays per kernel launch).
-import { defineKernel, rt, sync, Tensor } from '../engine/index.js';
-import type { BenchCase } from './types.js';
+// submit (the cost a training step pays per kernel launch). The "reference" is the count: each dispatch adds 1.
+import { defineKernel, sync, Tensor } from '../engine/index.js';
+import type { BenchEntry, BenchSize, Instance } from './types.js';
 
 const noop = defineKernel({
   name: 'noop',
@@ -14,31 +14,40 @@ const noop = defineKernel({
   grid: () => [1],
 });
 
-function dispatches(name: string, count: number): BenchCase {
+function dispatches(variant: string, count: number): BenchEntry<null> {
   return {
-    name,
+    op: 'engine',
+    name: 'engine.dispatch',
     shape: `${count} dispatch${count > 1 ? 'es' : ''}`,
-    setup() {
-      const out = Tensor.from(new Float32Array(1)); // [1]
-      const run = (): void => {
-        for (let i = 0; i < count; i++) noop.run({ out });
-      };
-      return {
-        run,
-        async validate() {
-          const before = (await out.toArray())[0]!;
-          run();
-          await sync();
-          const after = (await out.toArray())[0]!;
-          if (after - before !== count) throw new Error(`${name}: expected +${count}, got +${after - before}`);
-          if (rt().queue.stats.dispatches === 0) throw new Error(`${name}: no dispatch recorded`);
+    dims: { dispatches: count },
+    inputs: () => null,
+    reference: () => ({ added: [count] }),
+    tol: { atol: 0, rtol: 0 },
+    variants: [
+      {
+        name: variant,
+        kind: 'overhead',
+        setup(): Instance {
+          const out = Tensor.from(new Float32Array(1)); // [1]
+          const run = (): void => {
+            for (let i = 0; i < count; i++) noop.run({ out });
+          };
+          return {
+            run,
+            async outputs() {
+              const before = (await out.toArray())[0]!;
+              run();
+              await sync();
+              return { added: [(await out.toArray())[0]! - before] };
+            },
+            dispose: () => out.dispose(),
+          };
         },
-        dispose() {
-          out.dispose();
-        },
-      };
-    },
+      },
+    ],
   };
 }
 
-export const cases: BenchCase[] = [dispatches('dispatch.empty', 1), dispatches('dispatch.batch1000', 1000)];
+export function entries(size: BenchSize): BenchEntry[] {
+  return [dispatches('empty', 1), dispatches('batch1000', size === 'tiny' ? 10 : 1000)];
+}

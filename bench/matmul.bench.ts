@@ -1,12 +1,10 @@
-// matmul: every variant of kernels/matmul.ts and tfjs-backend-webgpu's matMul on the same device, at cubes and at
-// the model's shapes (S3-Rec fine-tuning B·L = 12800, pretraining 5000, V = 12103 items, H = 64, attention
-// B·H = 512, L = 50, D = 32). Rows: matmul.<variant>, matmul.tfjs. Every case is validated on sampled outputs
-// against a float64 dot product before timing.
-import { noGrad, type Tensor } from '../engine/index.js';
-import { MATMUL_VARIANTS, matmul, type MatmulVariant } from '../kernels/matmul.js';
-import { dotTol, matmulBytes, matmulFlops, randTensor, validateSampled } from './common.js';
-import { getTfjs, tfjsSubmit } from './tfjs.js';
-import type { BenchCase } from './types.js';
+// matmul (kernels/matmul.ts): every variant and tfjs-backend-webgpu's matMul on the same device, at cubes and at
+// the models' shapes (S3-Rec fine-tuning B·L = 12800, pretraining 5000, V = 12103 items, H = 64, attention
+// B·H = 512, L = 50, D = 32). Rows: matmul.<variant> (kind 'fused' for the one pickVariant chooses, 'alt' for
+// the others), matmul.tfjs. Validated on 256 sampled outputs against a float64 dot product.
+import { MATMUL_VARIANTS, matmul, pickVariant, type MatmulVariant } from '../kernels/index.js';
+import { dotTol, engineVariant, matmulBytes, matmulFlops, rand, tfjsVariant, type HostTensor } from './common.js';
+import type { BenchEntry, BenchSize } from './types.js';
 
 interface Shape {
   label: string;
@@ -44,6 +42,17 @@ const SHAPES: Shape[] = [
   { label: '[512,50,50]x[512,50,32]', batch: 512, M: 50, N: 32, K: 50 },
 ];
 
+const TINY: Shape[] = [
+  { label: '33x17x9', batch: 0, M: 33, N: 17, K: 9 },
+  { label: '[8,20]^Tx[8,12]', batch: 0, M: 20, N: 12, K: 8, transA: true },
+  { label: '[3,5,7]x[3,6,7]^T', batch: 3, M: 5, N: 6, K: 7, transB: true },
+];
+
+interface In {
+  a: HostTensor;
+  b: HostTensor;
+}
+
 function operandShapes(s: Shape): { a: number[]; b: number[] } {
   const pre = s.batch ? [s.batch] : [];
   return {
@@ -52,8 +61,8 @@ function operandShapes(s: Shape): { a: number[]; b: number[] } {
   };
 }
 
-/** Float64 C[bi, i, j] from the host copies. */
-function refAt(s: Shape, a: Float32Array, b: Float32Array): (idx: number) => number {
+/** Float64 C[bi, i, j] from the host copies (a function of the flat index: checked on sampled positions). */
+function refAt(s: Shape, a: ArrayLike<number>, b: ArrayLike<number>): (idx: number) => number {
   const { M, N, K } = s;
   return (idx) => {
     const bi = Math.floor(idx / (M * N));
@@ -71,75 +80,31 @@ function refAt(s: Shape, a: Float32Array, b: Float32Array): (idx: number) => num
   };
 }
 
-function inputs(s: Shape): { a: ReturnType<typeof randTensor>; b: ReturnType<typeof randTensor> } {
-  const sh = operandShapes(s);
-  return { a: randTensor(sh.a, 1), b: randTensor(sh.b, 2) };
-}
-
-function ourCase(s: Shape, variant: MatmulVariant): BenchCase {
+function entry(s: Shape): BenchEntry<In> {
+  const batch = Math.max(1, s.batch);
+  const opts = { transA: s.transA ?? false, transB: s.transB ?? false };
+  const chosen = pickVariant(s.M, s.N);
   return {
-    name: `matmul.${variant}`,
+    op: 'matmul',
     shape: s.label,
-    flops: matmulFlops(s.M, s.N, s.K, Math.max(1, s.batch)),
-    bytes: matmulBytes(s.M, s.N, s.K, Math.max(1, s.batch)),
-    setup() {
-      const { a, b } = inputs(s);
-      const opts = { transA: s.transA ?? false, transB: s.transB ?? false, variant };
-      const mm = (): Tensor => noGrad(() => matmul(a.t, b.t, opts));
-      return {
-        run() {
-          mm().dispose();
-        },
-        async validate() {
-          const y = mm();
-          validateSampled(`matmul.${variant} ${s.label}`, await y.toArray(), refAt(s, a.host, b.host), dotTol(s.K));
-          y.dispose();
-        },
-        dispose() {
-          a.t.dispose();
-          b.t.dispose();
-        },
-      };
-    },
-  };
-}
-
-function tfjsCase(s: Shape): BenchCase {
-  return {
-    name: 'matmul.tfjs',
-    shape: s.label,
-    flops: matmulFlops(s.M, s.N, s.K, Math.max(1, s.batch)),
-    bytes: matmulBytes(s.M, s.N, s.K, Math.max(1, s.batch)),
-    async setup() {
-      const tf = await getTfjs();
+    dims: { batch, M: s.M, N: s.N, K: s.K },
+    flops: matmulFlops(s.M, s.N, s.K, batch),
+    bytes: matmulBytes(s.M, s.N, s.K, batch),
+    inputs: () => {
       const sh = operandShapes(s);
-      const { a, b } = inputs(s);
-      a.t.dispose();
-      b.t.dispose();
-      const ta = tf.tensor(a.host, sh.a);
-      const tb = tf.tensor(b.host, sh.b);
-      const mm = () => tf.matMul(ta, tb, s.transA ?? false, s.transB ?? false);
-      return {
-        run() {
-          const y = mm();
-          tfjsSubmit();
-          y.dispose();
-        },
-        async validate() {
-          const y = mm();
-          validateSampled(`matmul.tfjs ${s.label}`, (await y.data()) as Float32Array, refAt(s, a.host, b.host), dotTol(s.K));
-          y.dispose();
-        },
-        dispose() {
-          ta.dispose();
-          tb.dispose();
-        },
-      };
+      return { a: rand(sh.a, 1), b: rand(sh.b, 2) };
     },
+    reference: ({ a, b }) => ({ out: refAt(s, a.data, b.data) }),
+    tol: dotTol(s.K),
+    variants: [
+      ...MATMUL_VARIANTS.filter((v) => !s.skip?.includes(v)).map((v) =>
+        engineVariant<In>(v, v === chosen ? 'fused' : 'alt', { forward: ({ a, b }) => matmul(a!, b!, { ...opts, variant: v }) }),
+      ),
+      ...(s.noTfjs ? [] : [tfjsVariant<In>({ forward: (tf, { a, b }) => tf.matMul(a!, b!, opts.transA, opts.transB) })]),
+    ],
   };
 }
 
-export const cases: BenchCase[] = SHAPES.flatMap((s) => [
-  ...MATMUL_VARIANTS.filter((v) => !s.skip?.includes(v)).map((v) => ourCase(s, v)),
-  ...(s.noTfjs ? [] : [tfjsCase(s)]),
-]);
+export function entries(size: BenchSize): BenchEntry[] {
+  return (size === 'tiny' ? TINY : SHAPES).map(entry);
+}

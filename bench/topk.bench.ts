@@ -1,30 +1,27 @@
-// topk: full-catalogue evaluation (top-K ids + scores per user and the rank of the held-out item) at the two
-// evaluation protocols:
+// topk (kernels/topk.ts): full-catalogue evaluation (top-K ids + scores per user and the rank of the held-out item)
+// at the two evaluation protocols:
 //   AttRec ML-100k   euclid, B=943 users, V=1683 items, D=150, K=50 (HR@50), each user's training items excluded
 //                    (~100 per user), id 0 excluded (ATTREC_SPEC §5)
 //   S3-Rec Beauty    dot, B=256 users (one eval batch), V=12103 items, D=64, K=20, historyMode 'zero' (history
 //                    scores set to 0, pad and mask ids kept: S3REC_SPEC §6 full ranking)
-// Rows:
-//   topk.fused          kernels/topk.ts: block scores into a GPU scratch (dot: the engine's matmul; euclid: the
-//                       register-tiled distance kernel), then the selection kernel (chunks by defaultChunks():
-//                       1 on llvmpipe); reads back nothing while timed
-//   topk.fused_chunks4  variant: 4 item chunks per user + the merge kernel (what a real GPU gets)
-//   topk.composed       this engine's unfused ops build the [B, V] score matrix (matmul + elementwise; the
-//                       euclid distances by expansion), read it back, top-K + exclusions + rank on the host
-//   topk.tfjs           tfjs-backend-webgpu: the same [B, V] scores, masks (uploaded once), tf.topk, and the
-//                       rank as a masked count, all on the GPU; reads back nothing while timed
-// validate() checks every row on a sample of users against the float64 reference (refTopkScores), allowing
-// near-ties (within an f32 tolerance) to swap.
+// Variants:
+//   fused          kernels/topk.ts: block scores into a GPU scratch (dot: the engine's matmul; euclid: the
+//                  register-tiled distance kernel), then the selection kernel (chunks by defaultChunks(): 1 on
+//                  llvmpipe); reads back nothing while timed
+//   fused_chunks4  4 item chunks per user + the merge kernel (what a real GPU gets)
+//   composed       this engine's unfused ops build the [B, V] score matrix (matmul + elementwise; the euclid
+//                  distances by expansion), read it back, top-K + exclusions + rank on the host (host clock always)
+//   tfjs           tfjs-backend-webgpu: the same [B, V] scores, masks (uploaded once), tf.topk, and the rank as a
+//                  masked count, all on the GPU; reads back nothing while timed
+// Validation checks every variant on a sample of users (every 37th, and the last) against the float64 reference
+// (refTopkScores), allowing near-ties (within an f32 tolerance) to swap.
 import { noGrad, ref, Tensor } from '../engine/index.js';
-import { add, mul, square, sub } from '../kernels/elementwise.js';
-import { matmul } from '../kernels/matmul.js';
-import { sum } from '../kernels/reduce.js';
-import { refTopkScores, topkScores, type TopkOptions } from '../kernels/topk.js';
-import { getTfjs, tfjsSubmit, type Tfjs } from './tfjs.js';
-import type { BenchCase, BenchInstance } from './types.js';
+import { add, matmul, mul, refTopkScores, square, sub, sum, topkScores, type TopkOptions, type TopkResult } from '../kernels/index.js';
+import { getTfjs, tfjsSubmit } from './tfjs.js';
+import type { TfT } from './common.js';
+import type { BenchEntry, BenchSize, Instance, Outputs, Reference, Variant } from './types.js';
 
 type F64 = ref.F64;
-type TfT = ReturnType<Tfjs['tensor']>;
 
 interface Cfg {
   tag: string;
@@ -43,21 +40,16 @@ interface Cfg {
   tScale: number;
 }
 
-const ATTREC: Cfg = { tag: 'AttRec', mode: 'euclid', B: 943, V: 1683, D: 150, K: 50, alpha: 0.2, historyMode: 'exclude', hist: 100, excludeIds: [0], qScale: 0.1, tScale: 0.1 };
-const S3REC: Cfg = { tag: 'S3-Rec', mode: 'dot', B: 256, V: 12103, D: 64, K: 20, alpha: 0.2, historyMode: 'zero', hist: 9, excludeIds: [], qScale: 1, tScale: 0.05 };
-
 const label = (c: Cfg): string => `${c.tag} ${c.mode} B${c.B} V${c.V} D${c.D} K${c.K}${c.historyMode === 'zero' ? ' zero' : ''}`;
-const flops = (c: Cfg): number => (c.mode === 'dot' ? 2 : 6) * c.B * c.V * c.D;
-const bytes = (c: Cfg): number => 4 * (c.mode === 'dot' ? 1 : 2) * (c.B + c.V) * c.D;
 
-interface Host {
+interface In {
   tensors: F64[]; // dot: [q, E]; euclid: [u, m, X, Q]
   offsets: Int32Array; // [B + 1]
   items: Int32Array; // [nnz]
   answer: Int32Array; // [B]
 }
 
-function host(c: Cfg): Host {
+function inputs(c: Cfg): In {
   const rnd = ref.mulberry32(77);
   const mk = (rows: number, s: number): F64 => ({ data: Float64Array.from({ length: rows * c.D }, () => Math.fround((rnd() * 2 - 1) * s)), shape: [rows, c.D] });
   const tensors = c.mode === 'dot' ? [mk(c.B, c.qScale), mk(c.V, c.tScale)] : [mk(c.B, c.qScale), mk(c.B, c.qScale), mk(c.V, c.tScale), mk(c.V, c.tScale)];
@@ -80,18 +72,11 @@ function sampleUsers(B: number): number[] {
   return us;
 }
 
-interface Result {
-  ids: ArrayLike<number>; // [B, K]
-  scores: ArrayLike<number>; // [B, K]
-  rank: ArrayLike<number>; // [B]
-}
-
-/** Checks the sampled users against refTopkScores; near-ties within `tol` may swap. */
-function validate(what: string, c: Cfg, h: Host, got: Result): void {
+/** refTopkScores over the sampled users (their query rows and histories). */
+function reference(c: Cfg, h: In): Reference {
   const users = sampleUsers(c.B);
   const rows = (t: F64, rs: number[]): F64 => ({ data: Float64Array.from(rs.flatMap((r) => Array.from(t.data.subarray(r * c.D, (r + 1) * c.D)))), shape: [rs.length, c.D] });
   const nq = c.mode === 'dot' ? 1 : 2;
-  const tensors = h.tensors.map((t, k) => (k < nq ? rows(t, users) : t));
   const offsets = [0];
   const items: number[] = [];
   for (const b of users) {
@@ -100,7 +85,7 @@ function validate(what: string, c: Cfg, h: Host, got: Result): void {
   }
   const want = refTopkScores({
     mode: c.mode,
-    tensors,
+    tensors: h.tensors.map((t, k) => (k < nq ? rows(t, users) : t)),
     k: c.K,
     alpha: c.alpha,
     exclude: { offsets, items },
@@ -108,52 +93,58 @@ function validate(what: string, c: Cfg, h: Host, got: Result): void {
     historyMode: c.historyMode,
     answer: users.map((b) => h.answer[b]!),
   });
-  let scale = 0;
-  for (const v of want.scores) if (Number.isFinite(v)) scale = Math.max(scale, Math.abs(v));
-  const tol = 1e-5 * Math.max(1, scale);
-  const V = c.V;
-  users.forEach((b, u) => {
-    const fail = (msg: string): never => {
-      throw new Error(`${what}: user ${b}: ${msg}`);
-    };
-    const seen = new Set<number>();
-    for (let r = 0; r < c.K; r++) {
-      const id = got.ids[b * c.K + r]!;
-      const s = got.scores[b * c.K + r]!;
-      const ws = want.scores[u * c.K + r]!;
-      if (want.ids[u * c.K + r] === -1) {
-        if (id !== -1) fail(`slot ${r}: id ${id}, want -1 (fewer candidates than K)`);
-        continue;
+  return { users: Int32Array.from(users), ids: want.ids, scores: want.scores, rank: want.rank!, all: want.all, candidate: want.candidate };
+}
+
+/** Checks the sampled users: each slot's id is a candidate whose f64 score is the true slot score (near-ties may swap), the rank is within the tie range. */
+function check(c: Cfg) {
+  return (what: string, got: Outputs, want: Reference, h: In): void => {
+    const users = want.users as Int32Array;
+    const [wIds, wScores, all, cand] = [want.ids, want.scores, want.all, want.candidate] as ArrayLike<number>[];
+    let scale = 0;
+    for (let i = 0; i < wScores!.length; i++) if (Number.isFinite(wScores![i]!)) scale = Math.max(scale, Math.abs(wScores![i]!));
+    const tol = 1e-5 * Math.max(1, scale);
+    const V = c.V;
+    users.forEach((b, u) => {
+      const fail = (msg: string): never => {
+        throw new Error(`${what}: user ${b}: ${msg}`);
+      };
+      const seen = new Set<number>();
+      for (let r = 0; r < c.K; r++) {
+        const id = got.ids![b * c.K + r]!;
+        const s = got.scores![b * c.K + r]!;
+        const ws = wScores![u * c.K + r]!;
+        if (wIds![u * c.K + r] === -1) {
+          if (id !== -1) fail(`slot ${r}: id ${id}, want -1 (fewer candidates than K)`);
+          continue;
+        }
+        if (id < 0 || id >= V || seen.has(id) || !cand![u * V + id]) fail(`slot ${r}: id ${id} is not a new candidate`);
+        seen.add(id);
+        const f = all![u * V + id]!;
+        if (Math.abs(f - ws) > tol || Math.abs(s - f) > tol) fail(`slot ${r}: id ${id} scores ${s} (f64 ${f}), the true slot-${r} score is ${ws} (tol ${tol})`);
       }
-      if (id < 0 || id >= V || seen.has(id) || !want.candidate[u * V + id]) fail(`slot ${r}: id ${id} is not a new candidate`);
-      seen.add(id);
-      const f = want.all[u * V + id]!;
-      if (Math.abs(f - ws) > tol || Math.abs(s - f) > tol) fail(`slot ${r}: id ${id} scores ${s} (f64 ${f}), the true slot-${r} score is ${ws} (tol ${tol})`);
-    }
-    const sa = want.all[u * V + h.answer[b]!]!;
-    let lo = 0;
-    let hi = 0;
-    for (let i = 0; i < V; i++) {
-      if (i === h.answer[b] || !want.candidate[u * V + i]) continue;
-      const s = want.all[u * V + i]!;
-      if (s > sa + tol) lo++;
-      if (s >= sa - tol) hi++;
-    }
-    const rk = got.rank[b]!;
-    if (rk < lo || rk > hi) fail(`rank ${rk} outside [${lo}, ${hi}] (f64 rank ${want.rank![u]})`);
-  });
+      const sa = all![u * V + h.answer[b]!]!;
+      let lo = 0;
+      let hi = 0;
+      for (let i = 0; i < V; i++) {
+        if (i === h.answer[b] || !cand![u * V + i]) continue;
+        const s = all![u * V + i]!;
+        if (s > sa + tol) lo++;
+        if (s >= sa - tol) hi++;
+      }
+      const rk = got.rank![b]!;
+      if (rk < lo || rk > hi) fail(`rank ${rk} outside [${lo}, ${hi}] (f64 rank ${(want.rank as Int32Array)[u]})`);
+    });
+  };
 }
 
 const upload = (x: F64): Tensor => Tensor.from(Float32Array.from(x.data), x.shape);
 
-function fusedCase(c: Cfg, name: string, variant: { chunks?: number } = {}): BenchCase {
+function fusedVariant(c: Cfg, name: string, variant: { chunks?: number } = {}): Variant<In> {
   return {
     name,
-    shape: label(c),
-    flops: flops(c),
-    bytes: bytes(c),
-    setup(): BenchInstance {
-      const h = host(c);
+    kind: variant.chunks ? 'alt' : 'fused',
+    setup(h): Instance {
       const ts = h.tensors.map(upload); // dot: q [B, D], E [V, D]; euclid: u, m [B, D], X, Q [V, D]
       const offsets = Tensor.from(h.offsets, [c.B + 1], 'i32'); // [B + 1]
       const items = Tensor.from(h.items, [h.items.length], 'i32'); // [nnz]
@@ -170,7 +161,7 @@ function fusedCase(c: Cfg, name: string, variant: { chunks?: number } = {}): Ben
         answer,
         ...variant,
       };
-      let out: ReturnType<typeof topkScores> | null = null;
+      let out: TopkResult | null = null;
       const free = (): void => {
         out?.ids.dispose();
         out?.scores.dispose();
@@ -183,9 +174,9 @@ function fusedCase(c: Cfg, name: string, variant: { chunks?: number } = {}): Ben
       };
       return {
         run,
-        async validate() {
+        async outputs() {
           run();
-          validate(name, c, h, { ids: await out!.ids.toArray(), scores: await out!.scores.toArray(), rank: await out!.rank!.toArray() });
+          return { ids: await out!.ids.toArray(), scores: await out!.scores.toArray(), rank: await out!.rank!.toArray() };
         },
         dispose() {
           free();
@@ -197,7 +188,7 @@ function fusedCase(c: Cfg, name: string, variant: { chunks?: number } = {}): Ben
 }
 
 /** Host top-K over a read-back [B, V] score matrix, with the same exclusions, ties and rank as topkScores. */
-function hostTopk(c: Cfg, h: Host, S: Float32Array): Result {
+function hostTopk(c: Cfg, h: In, S: Float32Array): Outputs {
   const { B, V, K } = c;
   const ids = new Int32Array(B * K).fill(-1);
   const scores = new Float32Array(B * K).fill(-Infinity);
@@ -243,33 +234,29 @@ function engineScores(c: Cfg, ts: Tensor[]): Tensor {
       const at = matmul(a, t, { transB: true }); // [B, V]
       return sub(add(aa, tt), mul(at, 2)); // [B, V]
     };
-    const lt = dist(ts[0]!, ts[2]!); // [B, V]
-    const st = dist(ts[1]!, ts[3]!); // [B, V]
-    return mul(add(mul(lt, c.alpha), mul(st, 1 - c.alpha)), -1); // [B, V]
+    return mul(add(mul(dist(ts[0]!, ts[2]!), c.alpha), mul(dist(ts[1]!, ts[3]!), 1 - c.alpha)), -1); // [B, V]
   });
 }
 
-function composedCase(c: Cfg): BenchCase {
+function composedVariant(c: Cfg): Variant<In> {
   return {
-    name: 'topk.composed',
-    shape: label(c),
-    flops: flops(c),
-    bytes: bytes(c),
-    setup(): BenchInstance {
-      const h = host(c);
+    name: 'composed',
+    kind: 'composed',
+    hostWork: true,
+    setup(h): Instance {
       const ts = h.tensors.map(upload);
-      let res: Result | null = null;
+      let res: Outputs | null = null;
       const run = async (): Promise<void> => {
-        const S = engineScores(c, ts); // [B, V]: scope-less, so the intermediates are freed by hand below
+        const S = engineScores(c, ts); // [B, V]: intermediates freed by hand below
         const data = (await S.toArray()) as Float32Array;
         S.dispose();
         res = hostTopk(c, h, data);
       };
       return {
         run,
-        async validate() {
+        async outputs() {
           await run();
-          validate('topk.composed', c, h, res!);
+          return res!;
         },
         dispose() {
           for (const t of ts) t.dispose();
@@ -279,15 +266,12 @@ function composedCase(c: Cfg): BenchCase {
   };
 }
 
-function tfjsCase(c: Cfg): BenchCase {
+function tfjsVariant(c: Cfg): Variant<In> {
   return {
-    name: 'topk.tfjs',
-    shape: label(c),
-    flops: flops(c),
-    bytes: bytes(c),
-    async setup(): Promise<BenchInstance> {
+    name: 'tfjs',
+    kind: 'tfjs',
+    async setup(h): Promise<Instance> {
       const tf = await getTfjs();
-      const h = host(c);
       const { B, V } = c;
       const ts = h.tensors.map((x) => tf.tensor2d(Float32Array.from(x.data), x.shape as [number, number]));
       // Masks built once on the host and uploaded (not timed): history [B, V] and excluded [B, V].
@@ -320,22 +304,25 @@ function tfjsCase(c: Cfg): BenchCase {
           return [indices, values, rank];
         });
       let outs: TfT[] = [];
-      const run = (): void => {
+      const once = (): void => {
         for (const t of outs) t.dispose();
         outs = step();
       };
       return {
         run() {
-          run();
+          once();
           tfjsSubmit(); // the runner's sync() then waits for tfjs's work on the shared queue
         },
-        async validate() {
-          run();
+        async gpuMs() {
+          return Number((await tf.time(once)).kernelMs);
+        },
+        async outputs() {
+          once();
           const [ids, scores, rank] = await Promise.all(outs.map((t) => t.data()));
           // tfjs's topk does not know about excluded slots: they come back as -Infinity with some id.
           const idsArr = Int32Array.from(ids as Int32Array);
           for (let k = 0; k < idsArr.length; k++) if ((scores as Float32Array)[k] === -Infinity) idsArr[k] = -1;
-          validate('topk.tfjs', c, h, { ids: idsArr, scores: scores as Float32Array, rank: rank as Int32Array });
+          return { ids: idsArr, scores: scores as Float32Array, rank: rank as Int32Array };
         },
         dispose() {
           for (const t of [...outs, ...ts, hist, excl, ans, iota, ansHot]) t.dispose();
@@ -345,9 +332,23 @@ function tfjsCase(c: Cfg): BenchCase {
   };
 }
 
-export const cases: BenchCase[] = [ATTREC, S3REC].flatMap((c) => [
-  fusedCase(c, 'topk.fused'),
-  fusedCase(c, 'topk.fused_chunks4', { chunks: 4 }),
-  composedCase(c),
-  tfjsCase(c),
-]);
+function entry(c: Cfg): BenchEntry<In> {
+  return {
+    op: 'topk',
+    shape: label(c),
+    dims: { B: c.B, V: c.V, D: c.D, K: c.K },
+    flops: (c.mode === 'dot' ? 2 : 6) * c.B * c.V * c.D,
+    bytes: 4 * (c.mode === 'dot' ? 1 : 2) * (c.B + c.V) * c.D,
+    inputs: () => inputs(c),
+    reference: (h) => reference(c, h),
+    check: check(c),
+    variants: [fusedVariant(c, 'fused'), fusedVariant(c, 'fused_chunks4', { chunks: 4 }), composedVariant(c), tfjsVariant(c)],
+  };
+}
+
+export function entries(size: BenchSize): BenchEntry[] {
+  const tiny = size === 'tiny';
+  const ATTREC: Cfg = { tag: 'AttRec', mode: 'euclid', B: tiny ? 40 : 943, V: tiny ? 90 : 1683, D: tiny ? 12 : 150, K: tiny ? 7 : 50, alpha: 0.2, historyMode: 'exclude', hist: tiny ? 6 : 100, excludeIds: [0], qScale: 0.1, tScale: 0.1 };
+  const S3REC: Cfg = { tag: 'S3-Rec', mode: 'dot', B: tiny ? 38 : 256, V: tiny ? 120 : 12103, D: tiny ? 8 : 64, K: tiny ? 5 : 20, alpha: 0.2, historyMode: 'zero', hist: tiny ? 4 : 9, excludeIds: [], qScale: 1, tScale: 0.05 };
+  return [entry(ATTREC), entry(S3REC)];
+}

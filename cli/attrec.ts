@@ -8,7 +8,9 @@ import {
   type AttRecTrainOptions, type AttRecEpochRecord,
 } from '../models/attrec_train.js';
 import { buildAttRecBatch, epochOrder, formatMetricsTable, isDataError, Rng } from '../models/data/index.js';
+import { join } from 'node:path';
 import { formatHelp, parseOptions, UsageError, type OptSpec, type ParsedOptions } from './args.js';
+import { attrecCurvesSvg, LivePlot } from './plot.js';
 import { ProgressBar, formatDuration } from './progress.js';
 
 const DATA_NOTES = `datasets (--data-dir DIR, --dataset NAME), resolved in this order:
@@ -66,6 +68,7 @@ const TRAIN_OPTS: OptSpec[] = [
   { name: 'check-finite', type: 'int', min: 0, default: 0, metavar: 'N', help: 'check every parameter (and the loss) for NaN/Inf after each step, stop with the first one named (reported every N steps; 0: off)' },
   { name: 'out', type: 'string', help: 'run folder: log.jsonl, last.safetensors, best.safetensors', metavar: 'DIR' },
   { name: 'resume', type: 'flag', help: 'continue from --out/last.safetensors (bit-identical to an uninterrupted run)' },
+  { name: 'plot', type: 'string', metavar: 'FILE.svg', help: "draw the training loss and the validation HR@50, MRR, AUC (test under --protocol authors) per epoch into this SVG (rewritten after every epoch; with --resume, all epochs)" },
   { name: 'json', type: 'flag', help: 'print one JSON line on stdout (metrics has HR@50, MRR, AUC) and nothing else' },
   { name: 'profile', type: 'flag', help: 'after training, print a per-kernel profile of one training step on stderr' },
 ];
@@ -115,6 +118,12 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
   const log = (m: string): void => {
     if (!json) console.error(m);
   };
+  const plot = o.plot
+    ? new LivePlot(o.plot as string, (recs) => attrecCurvesSvg(recs, `AttRec, ${data.name}`), {
+        resumeLog: o.resume ? join(o.out as string, 'log.jsonl') : undefined, warn: (m) => console.error(`${cmd}: ${m}`),
+      })
+    : null;
+  await plot?.check(cmd);
   let bar: ProgressBar | null = null;
   const opts: AttRecTrainOptions = {
     protocol: o.protocol as 'validation' | 'authors', epochs: o.epochs as number, patience: o.patience as number, select: o.select as 'HR@50',
@@ -128,7 +137,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
       onLog: log,
       onProgress: (e) => {
         if (json || e.phase !== 'train') return;
-        if (e.step === 0 || !bar) bar = new ProgressBar(`epoch ${e.epoch}/${e.epochs}`, e.steps, { unit: 'windows' });
+        if (e.step === 0 || !bar) bar = new ProgressBar(`epoch ${e.epoch + 1}/${e.epochs}`, e.steps, { unit: 'windows' });
         bar.update(e.step, e.samples, e.losses ? { loss: e.losses.loss! } : {});
         if (e.step >= e.steps) bar = null;
       },
@@ -136,6 +145,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
         const r = rec as AttRecEpochRecord;
         const f = (m?: Record<string, number>): string => (m ? `HR@50 ${m['HR@50']!.toFixed(4)} MRR ${m.MRR!.toFixed(4)} AUC ${m.AUC!.toFixed(4)}` : '');
         log(`epoch ${r.epoch}: loss ${r.loss.toFixed(3)}, train ${r.trainSeconds.toFixed(2)} s, eval ${r.evalSeconds.toFixed(2)} s${r.valid ? ` | valid ${f(r.valid)}` : ''} | test ${f(r.test)}`);
+        plot?.add(r);
       },
     },
   };
@@ -149,6 +159,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
     }
     r.optimizer.dispose();
     r.model.dispose();
+    const plotted = plot ? await plot.close() : 0;
     const summary = {
       secondsPerEpoch: r.secondsPerEpoch, secondsPerEval: r.secondsPerEval, peakGpuBytes: r.peakGpuBytes, seconds: r.seconds,
       epochs: r.history.length,
@@ -157,7 +168,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
       console.log(JSON.stringify({
         model: 'attrec', dataset: r.data.name, format: r.data.format, protocol: r.protocol, bestEpoch: r.bestEpoch, metrics: r.test,
         ...(r.valid ? { valid: r.valid } : {}), popularity: r.popularity, rows: r.rows, data: r.data, config: r.config, train: r.train, ...summary,
-        ...(o.out ? { out: o.out } : {}),
+        ...(o.out ? { out: o.out } : {}), ...(plot ? { plot: plotted > 0 ? plot.file : null } : {}),
       }));
     } else {
       console.log(`\nAttRec on ${r.data.name} (${r.data.users} users, ${r.data.items} items, ${r.data.windows} windows), protocol ${r.protocol}, ${r.history.length} epochs`);
@@ -165,6 +176,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
       const rows = r.valid ? [...r.rows, { name: `AttRec (valid, epoch ${r.bestEpoch})`, metrics: r.valid }, { name: 'popularity (valid)', metrics: r.popularity.valid! }] : r.rows;
       console.log(formatMetricsTable(rows, { title: 'model' }));
       console.log(`\n${formatDuration(r.seconds)} total; ${r.secondsPerEpoch.toFixed(2)} s per training epoch (median), ${r.secondsPerEval.toFixed(2)} s per full evaluation of ${r.data.users} users; peak GPU memory ${mb(r.peakGpuBytes)}${o.out ? `; run folder ${String(o.out)}` : ''}`);
+      if (plot) console.log(plotted > 0 ? `curves: ${plot.file} (${plotted} epochs)` : 'curves: none written (no epoch finished)');
     }
     return 0;
   } catch (e) {

@@ -6,7 +6,8 @@
 //
 // With --json, the last line of stdout is one JSON object (`metrics` keyed HR@1 .. MRR for the sampled protocol,
 // HR@5 .. NDCG@20 for full); progress and messages go to stderr.
-import { destroyGpu, initGpu, manualSeed } from '../engine/index.js';
+import { join } from 'node:path';
+import { destroyGpu, initGpu, manualSeed, packagePath } from '../engine/index.js';
 import { formatMetricsTable, isDataError, loadS3RecDataset, type S3RecDataset } from '../models/data/index.js';
 import { S3RecModel, S3REC_DEFAULTS, type S3RecConfig } from '../models/s3rec.js';
 import {
@@ -14,10 +15,11 @@ import {
 } from '../models/s3rec_train.js';
 import type { ProgressEvent } from '../models/run.js';
 import { formatHelp, parseOptions, UsageError, type OptSpec, type ParsedOptions } from './args.js';
+import { finetuneCurvesSvg, LivePlot } from './plot.js';
 import { formatDuration, phaseBars } from './progress.js';
 
 const DATA_OPTS: OptSpec[] = [
-  { name: 'data-dir', type: 'string', default: 'data/sample', help: 'folder with NAME.txt, NAME_item2attributes.json (and NAME_sample.txt for the sampled protocol)' },
+  { name: 'data-dir', type: 'string', default: packagePath('data/sample') ?? 'data/sample', help: 'folder with NAME.txt, NAME_item2attributes.json (and NAME_sample.txt for the sampled protocol)' },
   { name: 'dataset', type: 'string', default: 'Beauty', help: 'dataset name (any dataset in the S3-Rec format)' },
 ];
 
@@ -50,6 +52,7 @@ const FINETUNE_SPECS: OptSpec[] = [
   { name: 'attn-dropout', type: 'number', min: 0, max: 0.99, default: S3REC_DEFAULTS.attentionProbsDropoutProb, help: 'attention-probability dropout' },
   { name: 'seed', type: 'int', min: 0, default: FINETUNE_DEFAULTS.seed, help: 'seed of every random stream (init, order, negatives, dropout)' },
   { name: 'check-finite', type: 'int', min: 0, default: 0, metavar: 'N', help: 'check the loss and every parameter for NaN/Inf, stop with the first one named (reported every N steps; 0: off)' },
+  { name: 'plot', type: 'string', metavar: 'FILE.svg', help: 'draw the training loss and the validation metrics per epoch into this SVG (rewritten after every epoch; with --resume, all epochs of the run)' },
   ...MODEL_OPTS,
   ...EVAL_OPTS,
 ];
@@ -100,6 +103,13 @@ export async function runFinetune(argv: string[]): Promise<number> {
   const protocol = str(o, 'protocol') as Protocol;
   const json = o.json === true;
   const ds = await loadData(cmd, o, protocol);
+  const ckptName = o.ckpt as string | undefined;
+  const plot = o.plot
+    ? new LivePlot(str(o, 'plot'), (recs) => finetuneCurvesSvg(recs, `S3-Rec fine-tuning, ${ds.name}${ckptName ? '' : ' (SASRec mode)'}`, protocol), {
+        resumeLog: o.resume ? join(str(o, 'out'), 'log.jsonl') : undefined, warn: (m) => process.stderr.write(`${cmd}: ${m}\n`),
+      })
+    : null;
+  await plot?.check(cmd);
   await initGpu();
   try {
     manualSeed(num(o, 'seed'));
@@ -107,7 +117,7 @@ export async function runFinetune(argv: string[]): Promise<number> {
       numAttentionHeads: num(o, 'heads'), hiddenAct: str(o, 'act') as S3RecConfig['hiddenAct'],
       hiddenDropoutProb: num(o, 'dropout'), attentionProbsDropoutProb: num(o, 'attnDropout'),
     };
-    const ckpt = o.ckpt as string | undefined;
+    const ckpt = ckptName;
     const model = ckpt
       ? await loadS3RecModel(ckpt, overrides, ds)
       : new S3RecModel({
@@ -124,15 +134,20 @@ export async function runFinetune(argv: string[]): Promise<number> {
       pretrained: ckpt ?? null, checkFinite: num(o, 'checkFinite'),
       hooks: {
         onProgress: progressPrinter(true),
-        onEpoch: (r) => log(`epoch ${r.epoch}: loss ${(r.loss as number).toFixed(4)}  valid ${fmtMetrics(r.valid as Record<string, number>)}  (${(r.trainSeconds as number).toFixed(1)} s train, ${(r.validSeconds as number).toFixed(1)} s valid)${r.best ? '  *' : ''}`),
+        onEpoch: (r) => {
+          log(`epoch ${r.epoch}: loss ${(r.loss as number).toFixed(4)}  valid ${fmtMetrics(r.valid as Record<string, number>)}  (${(r.trainSeconds as number).toFixed(1)} s train, ${(r.validSeconds as number).toFixed(1)} s valid)${r.best ? '  *' : ''}`);
+          plot?.add(r);
+        },
         onLog: (m) => (m.startsWith('no pretrained') ? undefined : log(m)),
       },
     });
     const seconds = (performance.now() - t0) / 1000;
+    const plotted = plot ? await plot.close() : 0;
     const summary = {
       model: 's3rec', dataset: ds.name, protocol, pretrained: ckpt ?? null, epochs: res.epochs, bestEpoch: res.bestEpoch,
       stoppedEarly: res.stoppedEarly, valid: res.bestValid, metrics: res.test ?? {}, trainSecondsPerEpoch: res.trainSecondsPerEpoch,
       validSecondsPerEpoch: res.validSecondsPerEpoch, seconds, peakGpuBytes: res.peakGpuBytes, out: (o.out as string | undefined) ?? null,
+      ...(plot ? { plot: plotted > 0 ? plot.file : null } : {}),
     };
     if (json) console.log(JSON.stringify(summary));
     else {
@@ -142,6 +157,7 @@ export async function runFinetune(argv: string[]): Promise<number> {
       if (res.test) rows.push({ name: 'test', metrics: res.test });
       console.log(formatMetricsTable(rows, { title: `${protocol} protocol` }));
       if (o.out) console.log(`\nrun folder: ${o.out as string} (best.safetensors, last.safetensors, log.jsonl)`);
+      if (plot) console.log(plotted > 0 ? `curves: ${plot.file} (${plotted} epochs)` : `curves: none written (no epoch finished)`);
     }
     model.dispose();
     return 0;

@@ -12,7 +12,7 @@
 // line of stdout is one JSON object (final losses, epochs, seconds per epoch, peak GPU memory, checkpoints) and
 // nothing else is printed on stdout. Ctrl-C stops after the current step; the last finished epoch stays saved.
 import { join } from 'node:path';
-import { destroyGpu, initGpu, manualSeed } from '../engine/index.js';
+import { destroyGpu, initGpu, manualSeed, packagePath } from '../engine/index.js';
 import { isDataError, loadS3RecDataset, pretrainPrefixes, type S3RecDataset } from '../models/data/index.js';
 import { S3RecModel, S3REC_DEFAULTS, PRETRAIN_WEIGHTS, type S3RecConfig } from '../models/s3rec.js';
 import {
@@ -20,13 +20,14 @@ import {
 } from '../models/s3rec_pretrain.js';
 import type { ProgressEvent } from '../models/run.js';
 import { formatHelp, parseOptions, UsageError, type OptSpec, type ParsedOptions } from './args.js';
+import { LivePlot, pretrainCurvesSvg } from './plot.js';
 import { formatDuration, ProgressBar } from './progress.js';
 
 const D = PRETRAIN_DEFAULTS;
 const P = PAPER_PRESET;
 
 export const PRETRAIN_SPECS: OptSpec[] = [
-  { name: 'data-dir', type: 'string', default: 'data/sample', help: 'folder with NAME.txt and NAME_item2attributes.json' },
+  { name: 'data-dir', type: 'string', default: packagePath('data/sample') ?? 'data/sample', help: 'folder with NAME.txt and NAME_item2attributes.json' },
   { name: 'dataset', type: 'string', default: 'Beauty', help: 'dataset name (any dataset in the S3-Rec format)' },
   { name: 'out', type: 'string', metavar: 'DIR', help: 'run folder: checkpoints, last.safetensors, log.jsonl (default runs/pretrain-<dataset>)' },
   { name: 'resume', type: 'flag', help: 'continue the run in --out from its last.safetensors (same options)' },
@@ -59,6 +60,7 @@ export const PRETRAIN_SPECS: OptSpec[] = [
   { name: 'path', type: 'choice', choices: ['varlen', 'padded'], default: D.path, help: 'encoder path: padding-free (exact, faster) or the padded official layout' },
   { name: 'steps-per-epoch', type: 'int', min: 1, help: 'run at most N steps per epoch (timing, smoke tests; the averages use the steps run)' },
   { name: 'progress-every', type: 'int', min: 0, default: D.progressEvery, help: 'read the running losses back every N steps for the progress bar (0: at epoch end only)' },
+  { name: 'plot', type: 'string', metavar: 'FILE.svg', help: 'draw the AAP, MIP, MAP, SP and total losses per epoch into this SVG (rewritten after every epoch; with --resume, all epochs of the run)' },
   { name: 'json', type: 'flag', help: 'print one JSON object as the last line of stdout (and nothing else there)' },
 ];
 
@@ -116,6 +118,10 @@ export async function runPretrain(argv: string[]): Promise<number> {
   if (pretrainPrefixes(ds.sequences, L).count === 0) throw new UsageError(`${cmd}: ${ds.files.sequences} has no pretraining samples (every sequence has fewer than 3 items)`);
   const out = (o.out as string | undefined) ?? join('runs', `pretrain-${ds.name}`);
   const log = (m: string): void => void process.stderr.write(`${m}\n`);
+  const plot = o.plot
+    ? new LivePlot(str(o, 'plot'), (recs) => pretrainCurvesSvg(recs, `S3-Rec pretraining, ${ds.name}`), { resumeLog: o.resume ? join(out, 'log.jsonl') : undefined, warn: (m) => log(`${cmd}: ${m}`) })
+    : null;
+  await plot?.check(cmd);
   await initGpu();
   const ac = new AbortController();
   const onSigint = (): void => {
@@ -149,22 +155,27 @@ export async function runPretrain(argv: string[]): Promise<number> {
       stepsPerEpoch: o.stepsPerEpoch as number | undefined, progressEvery: num(o, 'progressEvery'), checkFinite: num(o, 'checkFinite'),
       hooks: {
         onProgress: progressPrinter(),
-        onEpoch: (r) => log(`epoch ${r.epoch}: ${fmtLosses(r)}  (${r.seconds.toFixed(1)} s)${r.checkpoint ? `  -> ${r.checkpoint as string}` : ''}`),
+        onEpoch: (r) => {
+          log(`epoch ${r.epoch}: ${fmtLosses(r)}  (${r.seconds.toFixed(1)} s)${r.checkpoint ? `  -> ${r.checkpoint as string}` : ''}`);
+          plot?.add(r);
+        },
         onLog: log,
         signal: ac.signal,
       },
     });
+    const plotted = plot ? await plot.close() : 0;
     const final = res.final ? { aap: res.final.aap, mip: res.final.mip, map: res.final.map, sp: res.final.sp, total: res.final.total } : null;
     const summary = {
       model: 's3rec', stage: 'pretrain', dataset: ds.name, preset, objective: objective ?? (paper ? P.objective : D.objective),
       epochs: res.epochs, aborted: res.aborted, final, secondsPerEpoch: res.secondsPerEpoch, seconds: res.seconds,
       peakGpuBytes: res.peakGpuBytes, checkpoints: res.checkpoints, last: res.checkpoints[res.checkpoints.length - 1] ?? null,
-      out, log: join(out, 'log.jsonl'),
+      out, log: join(out, 'log.jsonl'), ...(plot ? { plot: plotted > 0 ? plot.file : null } : {}),
     };
     if (json) console.log(JSON.stringify(summary));
     else {
       console.log(`S3-Rec pretraining on ${ds.name}: ${res.epochs} epochs${res.aborted ? ' (interrupted)' : ''}, ${formatDuration(res.seconds)} (${res.secondsPerEpoch.toFixed(2)} s per epoch, median); peak GPU memory ${(res.peakGpuBytes / 2 ** 20).toFixed(1)} MiB`);
       if (final) console.log(`final losses: ${fmtLosses(final)}`);
+      if (plot) console.log(plotted > 0 ? `curves: ${plot.file} (${plotted} epochs)` : 'curves: none written (no epoch finished)');
       if (res.checkpoints.length) console.log(`checkpoints: ${res.checkpoints.join(', ')}\nfine-tune with: seqrec finetune --data-dir ${str(o, 'dataDir')} --dataset ${ds.name} --ckpt ${res.checkpoints[res.checkpoints.length - 1]!}`);
     }
     model.dispose();

@@ -11,6 +11,7 @@ commands:
   train --model attrec [...]    train and evaluate AttRec
   eval --model s3rec|attrec     evaluate a checkpoint
   data <stats|gen-sample|help>  dataset statistics and 99-negative sample files (seqrec data help)
+  bench [filter ...] [options]  kernel and training-step benchmarks, validated first (seqrec bench --help)
   help                          this text
 
 Environment variables are listed in the README (DEBUG, SYNC, POOL, FLUSH_EVERY, SEQREC_BACKEND, ...).`;
@@ -99,6 +100,10 @@ export async function main(argv: string[]): Promise<number> {
     case 'data': {
       const { runDataCommand } = await import('./data.js');
       return runDataCommand(rest);
+    }
+    case 'bench': {
+      const { runBench } = await import('../bench/run.js');
+      return runBench(rest);
     }
     case undefined:
     case 'help':

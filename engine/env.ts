@@ -23,7 +23,7 @@ export function getenvInt(name: string, fallback: number): number {
 export const flags = {
   /** 0 quiet; 1 adapter + flushes; 2 one line per dispatch; 3 + bindings and uniforms; 4 + WGSL of new pipelines. */
   debug: getenvInt('DEBUG', 0),
-  /** Limit DEBUG output to kernels whose name contains one of these (comma-separated). */
+  /** Limit DEBUG output (every level) to kernels whose name contains one of these (comma-separated). */
   kernelFilter: getenv('KERNEL_FILTER').split(',').map((s) => s.trim()).filter(Boolean),
   /** Write each new pipeline's WGSL to this folder (Node only). */
   dumpDir: getenv('DUMP_DIR'),
@@ -62,11 +62,42 @@ function readLoopBudget(): number | null {
   return n;
 }
 
+/** Whether to print a DEBUG line of `level` about kernel `name` (KERNEL_FILTER, when set, must match the name). */
 export function debugKernel(name: string, level: number): boolean {
   if (flags.debug < level) return false;
   return flags.kernelFilter.length === 0 || flags.kernelFilter.some((f) => name.includes(f));
 }
 
+/** Whether to print a DEBUG line about several kernels (a flush): with KERNEL_FILTER, one of them must match. */
+export function debugKernels(names: Iterable<string>, level: number): boolean {
+  if (flags.debug < level) return false;
+  if (flags.kernelFilter.length === 0) return true;
+  for (const n of names) if (debugKernel(n, level)) return true;
+  return false;
+}
+
 export function log(...args: unknown[]): void {
   console.error('[seqrec]', ...args);
+}
+
+/**
+ * Absolute path of a file or folder shipped with the package (e.g. `packagePath('data/sample')`), the same from
+ * the TypeScript sources (<root>/engine/env.ts) and from the compiled package (<root>/dist/engine/env.js), so a
+ * default like the bundled sample data does not depend on the working directory. Node only (null elsewhere).
+ */
+export function packagePath(rel = ''): string | null {
+  const proc = (globalThis as { process?: { platform?: string; getBuiltinModule?: (id: string) => unknown } }).process;
+  let url: URL;
+  try {
+    url = new URL('..', import.meta.url); // <root>/ or <root>/dist/
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'file:' || !proc) return null;
+  if (url.pathname.endsWith('/dist/')) url = new URL('..', url);
+  const target = new URL(rel.replace(/^\/+/, ''), url);
+  const nodeUrl = proc.getBuiltinModule?.('node:url') as { fileURLToPath(u: URL): string } | undefined;
+  if (nodeUrl) return nodeUrl.fileURLToPath(target);
+  const p = decodeURIComponent(target.pathname);
+  return proc.platform === 'win32' ? p.replace(/^\/([A-Za-z]:)/, '$1').replace(/\//g, '\\') : p;
 }

@@ -1,3 +1,4 @@
+/// <reference types="@webgpu/types" preserve="true" />
 // Device acquisition. One device is "current" at a time (like tfjs's backend): kernels, the queue and the pool
 // all run on it. Order: a caller's own GPUDevice > a forced backend (SEQREC_BACKEND) > the default backend with a
 // core adapter > Dawn's OpenGL ES backend at compatibility level (Mesa llvmpipe on GPU-less Linux machines).
@@ -99,8 +100,32 @@ async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
   for (const f of ['timestamp-query', 'shader-f16', 'subgroups'] as const) {
     if (adapter.features.has(f)) requiredFeatures.push(f as GPUFeatureName);
   }
-  return adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'seqrec' });
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'seqrec' });
+  if (flags.debug >= 1) logLimits(adapter, device, requiredLimits, requiredFeatures);
+  return device;
 }
+
+/**
+ * DEBUG >= 1: what was requested and what the device got. Also names the limits Dawn itself capped when it
+ * created the adapter: Dawn prints "Warning: maxDynamic{Uniform,Storage}BuffersPerPipelineLayout artificially
+ * reduced from N to 16" on stderr from native code at requestAdapter() (Mesa's GL reports 90 and 80 UBO/SSBO
+ * bindings; Dawn's internal maximum is 16) whatever the requested limits are; bin/seqrec.js filters those two
+ * lines unless DEBUG is set. The kernels use no dynamic offsets, so the cap costs nothing.
+ */
+function logLimits(adapter: GPUAdapter, device: GPUDevice, requested: Record<string, number>, features: GPUFeatureName[]): void {
+  const dev = device.limits as unknown as Record<string, number>;
+  const ad = adapter.limits as unknown as Record<string, number>;
+  const parts = Object.entries(requested).map(([k, v]) => `${k}=${v}${dev[k] !== v ? ` (got ${dev[k]})` : ''}`);
+  log(`requested limits: ${parts.join(', ') || '(none)'}`);
+  log(`requested features: ${features.join(', ') || '(none)'}`);
+  const capped = ['maxDynamicUniformBuffersPerPipelineLayout', 'maxDynamicStorageBuffersPerPipelineLayout']
+    .filter((k) => ad[k] === DAWN_MAX_DYNAMIC_BUFFERS)
+    .map((k) => `${k}=${ad[k]}`);
+  if (capped.length) log(`adapter limits at Dawn's internal maximum (Dawn may have printed 'artificially reduced' for them): ${capped.join(', ')}`);
+}
+
+/** Dawn's kMaxDynamic{Uniform,Storage}BuffersPerPipelineLayout. */
+const DAWN_MAX_DYNAMIC_BUFFERS = 16;
 
 interface Attempt {
   backend: string;
@@ -108,15 +133,50 @@ interface Attempt {
 }
 
 /**
- * On Linux Dawn's default backend is Vulkan; without a Vulkan loader it can only fail (noisily), so the probe is
- * skipped when no libvulkan.so.1 is in the usual places. SEQREC_BACKEND=vulkan still forces it.
+ * Why the default-backend (Vulkan, core) probe is pointless on this machine, or null when it is worth trying.
+ * On Linux Dawn's default backend is Vulkan. Without a loader (libvulkan.so.1) or without any driver manifest
+ * (ICD json) it can only fail, noisily ("vkCreateInstance: Found no drivers!" on stderr); with only Mesa's
+ * lavapipe Dawn rejects the adapter after creating it (slower start, same result). In those cases the probe is
+ * skipped and the OpenGL ES compatibility adapter is used directly. VK_ICD_FILENAMES / VK_DRIVER_FILES /
+ * VK_ADD_DRIVER_FILES (a driver chosen on purpose, e.g. SwiftShader) always probe; SEQREC_BACKEND=vulkan forces it.
  */
-async function vulkanLoaderMissing(): Promise<boolean> {
+async function vulkanProbeSkipReason(): Promise<string | null> {
   const proc = (globalThis as { process?: { platform?: string; env: Record<string, string | undefined> } }).process;
-  if (proc?.platform !== 'linux' || proc.env.LD_LIBRARY_PATH) return false;
-  const { existsSync } = await import('node:fs');
-  const dirs = ['/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib/x86_64-linux-gnu', '/lib64'];
-  return !dirs.some((d) => existsSync(`${d}/libvulkan.so.1`));
+  if (proc?.platform !== 'linux') return null;
+  const env = proc.env;
+  if (env.VK_ICD_FILENAMES || env.VK_DRIVER_FILES || env.VK_ADD_DRIVER_FILES) return null;
+  const { existsSync, readdirSync } = await import('node:fs');
+  const libDirs = [
+    ...(env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib/x86_64-linux-gnu', '/lib64',
+  ];
+  if (!libDirs.some((d) => existsSync(`${d}/libvulkan.so.1`))) return 'no Vulkan loader (libvulkan.so.1)';
+  // The loader's manifest search path on Linux (XDG config dirs, /etc, XDG data dirs).
+  const home = env.HOME ?? '';
+  const icdDirs = [
+    env.XDG_CONFIG_HOME || (home && `${home}/.config`),
+    ...(env.XDG_CONFIG_DIRS || '/etc/xdg').split(':'),
+    '/etc',
+    env.XDG_DATA_HOME || (home && `${home}/.local/share`),
+    ...(env.XDG_DATA_DIRS || '/usr/local/share:/usr/share').split(':'),
+  ].filter(Boolean).map((d) => `${d}/vulkan/icd.d`);
+  const manifests: string[] = [];
+  for (const d of icdDirs) {
+    try {
+      for (const f of readdirSync(d)) if (f.endsWith('.json')) manifests.push(f);
+    } catch {
+      // no such folder
+    }
+  }
+  if (manifests.length === 0) return 'no Vulkan driver manifest (ICD) installed';
+  if (manifests.every((f) => /^lvp_icd/.test(f))) return 'the only Vulkan driver is Mesa lavapipe, which Dawn rejects';
+  return null;
+}
+
+async function defaultAttempts(): Promise<Attempt[]> {
+  const skip = await vulkanProbeSkipReason();
+  if (skip && flags.debug >= 1) log(`adapter attempt backend=default level=core: skipped (${skip})`);
+  return [...(skip ? [] : [{ backend: 'default', level: 'core' } as Attempt]), { backend: 'opengles', level: 'compatibility' }];
 }
 
 async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backend: string; level: FeatureLevel }> {
@@ -143,10 +203,7 @@ async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backe
           { backend: forced, level: 'core' },
           { backend: forced, level: 'compatibility' },
         ]
-    : [
-        ...((await vulkanLoaderMissing()) ? [] : [{ backend: 'default', level: 'core' } as Attempt]),
-        { backend: 'opengles', level: 'compatibility' },
-      ];
+    : await defaultAttempts();
   const tried: string[] = [];
   for (const a of attempts) {
     const dawnFlags = [...flags.dawnFlags];
@@ -164,7 +221,10 @@ async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backe
       tried.push(`${a.backend} (${a.level}): ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
     }
   }
-  throw new Error(`No WebGPU adapter found. Tried:\n  ${tried.join('\n  ')}\n${INSTALL_HINT}`);
+  const forcedHint = forced
+    ? `SEQREC_BACKEND=${forced} (or initGpu({ backend })) forced this backend; unset it for the default order.\n`
+    : '';
+  throw new Error(`No WebGPU adapter found. Tried:\n  ${tried.join('\n  ')}\n${forcedHint}${INSTALL_HINT}`);
 }
 
 /**

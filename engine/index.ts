@@ -1,5 +1,5 @@
 // Public API of the engine (runtime only; the op library is in kernels/).
-export { flags, getenv } from './env.js';
+export { flags, getenv, packagePath } from './env.js';
 export { initGpu, getGpu, hasGpu, destroyGpu, INSTALL_HINT, type Gpu, type GpuInfo, type InitOptions, type FeatureLevel } from './gpu.js';
 export { reflectKernel, type KernelLayout, type StorageBinding, type UniformBinding, type UniformMember, type Scalar } from './reflect.js';
 export {
@@ -14,6 +14,9 @@ export {
   MESA_LOOP_BUDGET,
   definedKernels,
   wgslHasLoop,
+  WgslCompileError,
+  pipelineKey,
+  type WgslMessage,
   type KernelSpec,
   type Bindable,
   type ParamValue,

@@ -1,6 +1,10 @@
 // defineKernel: the WGSL is the spec. A kernel is a complete WGSL module with explicit @group(0)/@binding(n);
 // reflection derives the bind-group layout, the uniform layout and the workgroup size. Nothing happens until
-// the first run(); then the pipeline is compiled once per (name, overrides) and cached.
+// the first compile() or run(); then the pipeline is compiled once per (name, overrides) and cached under a
+// readable key: the name, plus `{K=64,WG=128}` when override constants are given.
+// WGSL errors name the kernel, the line and the line's text: a parse error (wgsl_reflect) throws at first use,
+// synchronously; a compile error (Dawn's getCompilationInfo, async) rejects `await kernel.compile()`, is thrown
+// at the next sync()/readback after a first run() (ahead of the GPU errors it causes), and by every run() after.
 import { debugKernel, flags, log } from './env.js';
 import { reflectKernel, resolveWorkgroupSize, type KernelLayout, type Scalar } from './reflect.js';
 import { rt } from './runtime.js';
@@ -47,6 +51,45 @@ interface Compiled {
   pipeline: GPUComputePipeline;
   bgl: GPUBindGroupLayout;
   workgroupSize: [number, number, number];
+  /** The source compiled (two kernels may not share a name with different WGSL: the name is the cache key). */
+  wgsl: string;
+  /** The compile result: the WgslCompileError, or null. Never rejects. */
+  status: Promise<WgslCompileError | null>;
+  /** Set once `status` resolved to an error: every later run() throws it at once. */
+  error: WgslCompileError | null;
+  /** `status` was handed to the queue (its error is thrown at the next sync/readback). */
+  tracked: boolean;
+}
+
+/** One error message of the WGSL compiler: 1-based line and column, the message, the line's text. */
+export interface WgslMessage {
+  line: number;
+  column: number;
+  message: string;
+  text: string;
+}
+
+/**
+ * A kernel's WGSL did not compile. The message names the kernel and, per error, the line, the column, the
+ * compiler's message and the line's text:
+ *   `my_kernel: WGSL compile error\n  line 3:16: unresolved call target 'foo'\n    out[i] = foo(1.0);`
+ */
+export class WgslCompileError extends Error {
+  constructor(
+    readonly kernel: string,
+    readonly messages: readonly WgslMessage[],
+    detail = '',
+  ) {
+    const lines = messages.map((m) => `  line ${m.line}:${m.column}: ${m.message}\n    ${m.text.trim()}`);
+    super(`${kernel}: WGSL compile error\n${lines.join('\n') || '  ' + detail}`);
+    this.name = 'WgslCompileError';
+  }
+}
+
+/** The pipeline cache key: the kernel name, plus `{K=64,WG=128}` (sorted) when override constants are given. */
+export function pipelineKey(name: string, overrides: Record<string, number>): string {
+  const e = Object.entries(overrides).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return e.length ? `${name}{${e.map(([k, v]) => `${k}=${v}`).join(',')}}` : name;
 }
 
 export interface RunOptions {
@@ -122,9 +165,18 @@ export class Kernel {
     return this.spec.name;
   }
 
-  /** The reflected layout (parsed once). */
+  /**
+   * The reflected layout (parsed once, at first use). A WGSL parse error throws here, naming the kernel and the
+   * line (with the line before it: a missing ';' is reported on the next line).
+   */
   layout(): KernelLayout {
-    if (!this.layoutCache) this.layoutCache = reflectKernel(this.spec.name, this.spec.wgsl, this.spec.entryPoint ?? 'main');
+    if (!this.layoutCache) {
+      try {
+        this.layoutCache = reflectKernel(this.spec.name, this.spec.wgsl, this.spec.entryPoint ?? 'main');
+      } catch (e) {
+        throw withSourceLines(e, this.spec.wgsl);
+      }
+    }
     return this.layoutCache;
   }
 
@@ -165,9 +217,14 @@ export class Kernel {
 
   private compiled(overrides: Record<string, number>): Compiled {
     const r = rt();
-    const key = `${this.name}|${JSON.stringify(Object.entries(overrides).sort())}`;
+    const key = pipelineKey(this.name, overrides);
     let c = r.pipelines.get(key) as Compiled | undefined;
-    if (c) return c;
+    if (c) {
+      if (c.wgsl !== this.spec.wgsl) {
+        throw new Error(`${this.name}: another kernel with this name has different WGSL; kernel names must be unique (the name is the pipeline cache key)`);
+      }
+      return c;
+    }
     const layout = this.layout();
     const device = r.device;
     const entries: GPUBindGroupLayoutEntry[] = [];
@@ -175,40 +232,50 @@ export class Kernel {
     for (const s of layout.storage) {
       entries.push({ binding: s.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: s.kind === 'read' ? 'read-only-storage' : 'storage' } });
     }
+    const workgroupSize = resolveWorkgroupSize(this.name, layout, overrides);
     device.pushErrorScope('validation');
     const module = device.createShaderModule({ code: this.spec.wgsl, label: this.name });
     const bgl = device.createBindGroupLayout({ entries, label: this.name });
     const pipeline = device.createComputePipeline({
-      label: this.name,
+      label: key,
       layout: device.createPipelineLayout({ bindGroupLayouts: [bgl], label: this.name }),
       compute: { module, entryPoint: layout.entryPoint, constants: overrides },
     });
     const scope = device.popErrorScope();
-    r.queue.pushPending(this.checkCompile(module, scope));
-    if (debugKernel(this.name, 4)) log(`new pipeline ${key}\n${this.spec.wgsl}`);
+    const compiled: Compiled = { pipeline, bgl, workgroupSize, wgsl: this.spec.wgsl, status: Promise.resolve(null), error: null, tracked: false };
+    compiled.status = this.checkCompile(module, scope).then((err) => (compiled.error = err));
+    if (debugKernel(this.name, 4)) log(`new pipeline ${key}\n${numberLines(this.spec.wgsl)}`);
     if (flags.dumpDir) void dumpWgsl(this.name, this.spec.wgsl);
-    c = { pipeline, bgl, workgroupSize: resolveWorkgroupSize(this.name, layout, overrides) };
-    r.pipelines.set(key, c);
-    return c;
+    r.pipelines.set(key, compiled);
+    return compiled;
   }
 
-  private async checkCompile(module: GPUShaderModule, scope: Promise<GPUError | null>): Promise<void> {
-    const err = await scope;
-    if (!err) return;
-    const info = await module.getCompilationInfo();
+  /** The compile error of a pipeline (kernel name, line, column, message, the line's text), or null. */
+  private async checkCompile(module: GPUShaderModule, scope: Promise<GPUError | null>): Promise<WgslCompileError | null> {
+    let err: GPUError | null;
+    try {
+      err = await scope;
+    } catch (e) {
+      return new WgslCompileError(this.name, [], e instanceof Error ? e.message : String(e));
+    }
+    if (!err) return null;
+    const info = await module.getCompilationInfo().catch(() => ({ messages: [] as GPUCompilationMessage[] }));
     const lines = this.spec.wgsl.split('\n');
     const msgs = info.messages
       .filter((m) => m.type === 'error')
-      .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}\n    ${(lines[m.lineNum - 1] ?? '').trim()}`);
-    throw new Error(`${this.name}: WGSL compile error\n${msgs.join('\n') || '  ' + err.message}`);
+      .map((m) => ({ line: m.lineNum, column: m.linePos, message: m.message, text: lines[m.lineNum - 1] ?? '' }));
+    return new WgslCompileError(this.name, msgs, err.message);
   }
 
-  /** Compile now and report a WGSL error (kernel name, line, source line) as a rejected promise. */
+  /**
+   * Compile now (layout, shader module, pipeline) and wait for the compiler: a WGSL error rejects with a
+   * WgslCompileError naming the kernel and the line. Cheap when already compiled. Tests and tools call it for
+   * every new kernel; run() compiles on its own, but can only report a compile error at the next sync/readback.
+   */
   async compile(opts: RunOptions = {}): Promise<void> {
-    const r = rt();
-    const before = r.pipelines.size;
-    this.compiled(this.overrideValues(opts.overrides));
-    if (r.pipelines.size !== before) await r.queue.sync();
+    const c = this.compiled(this.overrideValues(opts.overrides));
+    const err = await c.status;
+    if (err) throw err;
   }
 
   /**
@@ -220,6 +287,15 @@ export class Kernel {
     const layout = this.layout();
     const overrides = this.overrideValues(opts.overrides);
     const c = this.compiled(overrides);
+    if (c.error) throw c.error;
+    if (!c.tracked) {
+      // The compiler answers asynchronously: its error is thrown at the next sync/readback, before the GPU
+      // validation errors an invalid pipeline causes (queue.ts ranks WgslCompileError first).
+      c.tracked = true;
+      r.queue.pushPending(c.status.then((err) => {
+        if (err) throw err;
+      }));
+    }
     const numeric: Record<string, number> = {};
     for (const [k, v] of Object.entries(params)) if (typeof v === 'number' || typeof v === 'boolean') numeric[k] = Number(v);
     const entries: GPUBindGroupEntry[] = [];
@@ -313,6 +389,25 @@ export function defineKernel(spec: KernelSpec): Kernel {
 }
 
 export const ceilDiv = (a: number, b: number): number => Math.ceil(a / b);
+
+/** WGSL with right-aligned line numbers (the numbers compile errors use). */
+function numberLines(wgsl: string): string {
+  const lines = wgsl.split('\n');
+  const w = String(lines.length).length;
+  return lines.map((l, i) => `${String(i + 1).padStart(w)} | ${l}`).join('\n');
+}
+
+/** A wgsl_reflect parse error ("... Line: 4") with the source lines it points at appended. */
+function withSourceLines(e: unknown, wgsl: string): Error {
+  const err = e instanceof Error ? e : new Error(String(e));
+  const m = /Line: (\d+)/.exec(err.message);
+  if (!m) return err;
+  const n = Number(m[1]);
+  const lines = wgsl.split('\n');
+  const show = [n - 1, n].filter((i) => i >= 1 && i <= lines.length).map((i) => `  line ${i}: ${lines[i - 1]!.trim()}`);
+  if (show.length) err.message += `\n${show.join('\n')}`;
+  return err;
+}
 
 async function dumpWgsl(name: string, wgsl: string): Promise<void> {
   const fs = await import('node:fs/promises');

@@ -7,7 +7,10 @@
 // lost device are thrown at the next sync()/readback as an Error naming the kernels of the failed batch.
 // Check flags (engine/checks.ts: ids out of range, non-finite values) are small GPU buffers written by check
 // kernels; a readback copies the dirty ones into the same staging buffer, so checking costs no extra map.
-import { flags, log, debugKernel } from './env.js';
+// GPU timing (off by default; the bench runner turns it on with enableTimestamps() where the device has
+// 'timestamp-query'): every compute pass gets timestampWrites, each flush resolves its batch's queries into a
+// mapped buffer, and takeGpuTime() returns the summed pass durations since the last call.
+import { flags, log, debugKernel, debugKernels } from './env.js';
 import type { BufferPool } from './pool.js';
 
 const UNIFORM_CHUNK = 1 << 16;
@@ -53,6 +56,19 @@ export class GpuError extends Error {
 }
 
 const MAX_NAMES = 16;
+/** Timestamp queries per batch (two per compute pass); passes beyond it run untimed (counted). */
+const TIMESTAMP_QUERIES = 4096;
+
+interface PassTimer {
+  querySet: GPUQuerySet;
+  resolve: GPUBuffer;
+  /** Queries written by the open batch. */
+  used: number;
+  /** Readbacks of flushed batches, each adding its pass durations to ns. */
+  pending: Promise<void>[];
+  ns: number;
+  untimed: number;
+}
 
 export interface DispatchStats {
   dispatches: number;
@@ -73,6 +89,7 @@ export class Queue {
   private batchNames = new Map<string, number>();
   private dirtyFlags = new Set<FlagSource>();
   private lostInfo: { reason: string; message: string } | null = null;
+  private timer: PassTimer | null = null;
   private readonly lostPromise: Promise<DeviceLostError>;
   readonly stats: DispatchStats = { dispatches: 0, submits: 0, readbacks: 0 };
   /** Set by engine/profile.ts: sees every dispatch as it is recorded (the profiler replays them one by one). */
@@ -149,8 +166,71 @@ export class Queue {
   }
 
   private ensurePass(): GPUComputePassEncoder {
-    if (!this.pass) this.pass = this.ensureEncoder().beginComputePass();
+    if (!this.pass) {
+      const t = this.timer;
+      if (t && t.used + 2 > TIMESTAMP_QUERIES) t.untimed++;
+      const timed = t !== null && t.used + 2 <= TIMESTAMP_QUERIES;
+      this.pass = this.ensureEncoder().beginComputePass(
+        timed ? { timestampWrites: { querySet: t.querySet, beginningOfPassWriteIndex: t.used, endOfPassWriteIndex: t.used + 1 } } : undefined,
+      );
+      if (timed) t.used += 2;
+    }
     return this.pass;
+  }
+
+  /**
+   * GPU timing of every compute pass (benchmarks only; costs a query resolve and a readback per batch). Returns
+   * false, and stays off, when the device lacks 'timestamp-query'.
+   */
+  enableTimestamps(on = true): boolean {
+    if (!on || !this.device.features.has('timestamp-query')) {
+      this.flush();
+      this.timer?.querySet.destroy();
+      this.timer?.resolve.destroy();
+      this.timer = null;
+      return !on;
+    }
+    if (!this.timer) {
+      this.flush(); // passes already recorded stay untimed
+      this.timer = {
+        querySet: this.device.createQuerySet({ type: 'timestamp', count: TIMESTAMP_QUERIES, label: 'seqrec.timestamps' }),
+        resolve: this.device.createBuffer({ size: TIMESTAMP_QUERIES * 8, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, label: 'seqrec.timestamps' }),
+        used: 0, pending: [], ns: 0, untimed: 0,
+      };
+    }
+    return true;
+  }
+
+  /** Summed GPU time (ms) of the compute passes submitted since the last call, and how many passes went untimed. */
+  async takeGpuTime(): Promise<{ ms: number; untimedPasses: number }> {
+    const t = this.timer;
+    if (!t) throw new Error('queue: takeGpuTime() without enableTimestamps()');
+    this.flush();
+    while (t.pending.length) await Promise.all(t.pending.splice(0));
+    const r = { ms: t.ns / 1e6, untimedPasses: t.untimed };
+    t.ns = 0;
+    t.untimed = 0;
+    return r;
+  }
+
+  /** Resolve the open batch's timestamps into a staging buffer (recorded before the batch's submit). */
+  private resolveTimestamps(enc: GPUCommandEncoder): (() => void) | null {
+    const t = this.timer;
+    if (!t || t.used === 0) return null;
+    const n = t.used;
+    t.used = 0;
+    const staging = this.device.createBuffer({ size: n * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'seqrec.timestamps.read' });
+    enc.resolveQuerySet(t.querySet, 0, n, t.resolve, 0);
+    enc.copyBufferToBuffer(t.resolve, 0, staging, 0, n * 8);
+    return () => {
+      const done = staging.mapAsync(GPUMapMode.READ).then(() => {
+        const q = new BigUint64Array(staging.getMappedRange());
+        for (let i = 0; i + 1 < n; i += 2) if (q[i + 1]! > q[i]!) t.ns += Number(q[i + 1]! - q[i]!);
+        staging.unmap();
+        staging.destroy();
+      });
+      t.pending.push(done);
+    };
   }
 
   private endPass(): void {
@@ -228,10 +308,12 @@ export class Queue {
     this.endPass();
     for (const c of this.chunks) this.device.queue.writeBuffer(c.buffer, 0, c.data, 0, c.used);
     if (this.encoder) {
+      const readTimestamps = this.resolveTimestamps(this.encoder);
       this.device.queue.submit([this.encoder.finish()]);
       this.stats.submits++;
+      readTimestamps?.();
     }
-    if (flags.debug >= 1 && !flags.sync) log(`flush: ${this.inBatch} dispatches`);
+    if (!flags.sync && debugKernels(this.batchNames.keys(), 1)) log(`flush: ${this.inBatch} dispatches`);
     for (const c of this.chunks) {
       if (this.retainUniforms) this.retainUniforms.push(c.buffer);
       else this.pool.release(c.buffer);
@@ -261,9 +343,15 @@ export class Queue {
     this.throwPending();
   }
 
+  /**
+   * Throw the most fundamental pending error and drop the rest: a WGSL compile error first (an invalid pipeline
+   * also makes its batch fail validation), then the batches' GPU errors (they make every later value
+   * meaningless), then the check flags'.
+   */
   throwPending(): void {
     if (this.errors.length) {
-      const e = this.errors.shift()!;
+      const rank = (e: Error): number => (e.name === 'WgslCompileError' ? 0 : e instanceof GpuError ? 1 : 2);
+      const e = this.errors.reduce((a, b) => (rank(b) < rank(a) ? b : a));
       this.errors = [];
       throw e;
     }
@@ -317,8 +405,6 @@ export class Queue {
       if (!this.lostInfo) {
         this.pool.release(staging); // reusable after the next flush
         await this.syncChain;
-        // GPU errors of the batches first (they make every later value meaningless), then the flags'.
-        this.errors.sort((a, b) => Number(b instanceof GpuError) - Number(a instanceof GpuError));
         this.throwPending();
       }
     }

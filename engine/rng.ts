@@ -4,13 +4,16 @@
 // Each random op takes a fresh `offset` from a global counter (as PyTorch's Philox offsets): manualSeed(s) then
 // the same sequence of ops reproduces the same tensors.
 
-/** WGSL snippet for kernels: `rng_u32(seed, offset, i)`, `rng_uniform(seed, offset, i)` in [0, 1). */
-export const RNG_WGSL = /* wgsl */ `
+/** WGSL `pcg_hash(v)`: the hash alone (kernels that precompute the seed's part on the host: attention). */
+export const PCG_HASH_WGSL = /* wgsl */ `
 fn pcg_hash(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
   let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
   return (w >> 22u) ^ w;
-}
+}`;
+
+/** WGSL snippet for kernels: `rng_u32(seed, offset, i)`, `rng_uniform(seed, offset, i)` in [0, 1) (and pcg_hash). */
+export const RNG_WGSL = /* wgsl */ `${PCG_HASH_WGSL}
 fn rng_u32(seed: u32, offset: u32, i: u32) -> u32 {
   return pcg_hash(i + pcg_hash(seed + pcg_hash(offset)));
 }

@@ -63,22 +63,9 @@
 //   varlen vs padded on Beauty fine-tuning batches (1447 of 12800 slots real): kernel alone 6.3-6.6 vs
 //   48-53 ms (7.6-8x); whole encoder layer 65-68 vs 448-943 ms (6.9-13.8x), outputs and all parameter
 //   gradients equal on the real positions (validated by the bench).
-import {
-  BackwardNotSupported,
-  ceilDiv,
-  defineKernel,
-  defineOp,
-  nextRng,
-  pcgHash,
-  ref,
-  rngUniform,
-  Tensor,
-  type Kernel,
-  loopBudget,
-  loopCost,
-  maxLoopIterations,
-  chunkRanges as ranges,
-} from '../engine/index.js';
+import { BackwardNotSupported, ceilDiv, chunkRanges as ranges, defineOp, loopBudget, loopCost, maxLoopIterations, nextRng, pcgHash, ref, rngUniform, Tensor, type Kernel } from '../engine/index.js';
+import { PCG_HASH_WGSL } from '../engine/rng.js';
+import { foldedIndex, forSlots, kernelFamily, main1d, unroll } from './common.js';
 
 type F64 = ref.F64;
 
@@ -200,7 +187,14 @@ fn first_valid(g: Geo) -> u32 {
   return p.L;
 }
 fn any_visible(i: u32, fv: u32) -> bool { return select(fv < p.L, fv <= i, p.causal != 0u); }
-fn key_pad(g: Geo, j: u32) -> bool { return p.has_ids != 0u && ids[g.ids_base + j] == 0u; }`;
+fn key_pad(g: Geo, j: u32) -> bool { return p.has_ids != 0u && ids[g.ids_base + j] == 0u; }
+// The score of row x against key y with the official additive mask (fill on padded keys and, causal, future
+// ones), added only in rows that have a visible key.
+fn masked_score(s: f32, vis: bool, kpad: bool, x: u32, y: u32) -> f32 {
+  var z = s * p.scale;
+  if (vis && (kpad || (p.causal != 0u && y > x))) { z += p.fill; }
+  return z;
+}`;
   }
   return /* wgsl */ `
 struct Geo { x0: u32, n: u32, base: u32, stride: u32, lo: u32, hi: u32, lb: u32, gb: u32, sh: u32, ids_base: u32 }
@@ -215,16 +209,13 @@ fn geo(r: u32) -> Geo {
 }
 fn first_valid(g: Geo) -> u32 { return 0u; }
 fn any_visible(i: u32, fv: u32) -> bool { return true; }
-fn key_pad(g: Geo, j: u32) -> bool { return false; }`;
+fn key_pad(g: Geo, j: u32) -> bool { return false; }
+// Masked keys are absent in varlen (the loops skip them): the score is the scaled dot.
+fn masked_score(s: f32, vis: bool, kpad: bool, x: u32, y: u32) -> f32 { return s * p.scale; }`;
 }
 
-const COMMON = /* wgsl */ `
-fn pcg_hash(v: u32) -> u32 {
-  let s = v * 747796405u + 2891336453u;
-  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-  return (w >> 22u) ^ w;
-}
-// Multiplier M[i, j] of P[i, j]: dropout keep (inverted scale) and the AttRec diagonal.
+// The multiplier M[i, j] of P[i, j]: dropout keep (inverted scale) and the AttRec diagonal.
+const MULT = /* wgsl */ `${PCG_HASH_WGSL}
 fn mult(g: Geo, i: u32, j: u32) -> f32 {
   var m = 1.0;
   if (p.dropout != 0u) {
@@ -236,181 +227,212 @@ fn mult(g: Geo, i: u32, j: u32) -> f32 {
   return m;
 }`;
 
-function bindings(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: boolean): string {
-  const b: string[] = [];
-  let n = 1;
-  const add = (name: string, ty: string, rw: boolean, shape: string): void => {
-    b.push(`@group(0) @binding(${n++}) var<storage, ${rw ? 'read_write' : 'read'}> ${name}: array<${ty}>; // ${shape}`);
-  };
+/** The bindings after the uniform, in order: [name, element type, writable, shape comment]. */
+function bindingList(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: boolean): Array<[string, string, boolean, string]> {
   const X = mode === 'padded' ? '[B, H, L, D]' : '[T, H, D]';
   const R = mode === 'padded' ? '[B, H, L]' : '[H, T]';
-  add('q', V, false, X);
-  add('k', V, false, X);
-  add('v', V, false, X);
-  if (mode === 'padded') add('ids', 'u32', false, '[B, L] (0 = padding; a 1-element dummy without ids)');
-  else {
-    add('offsets', 'i32', false, '[B + 1]');
-    add('seq_of', 'i32', false, '[T]');
-    add('blocks', 'i32', false, '[NB] first token of each R-row block');
-  }
-  if (storeZ) add('zs', 'f32', pass === 'fwd', mode === 'padded' ? '[B, H, L, L] masked scores z' : '[H, T, L] masked scores z (key j - start)');
-  if (pass === 'fwd') {
-    add('out', V, true, X);
-    add('lse', 'f32', true, R);
-    add('lsum', 'f32', true, R + ' running softmax sums between key chunks (1-element dummy in one dispatch)');
-  } else if (pass === 'bwd_q') {
-    add('out', V, false, X);
-    add('dout', V, false, X);
-    add('lse', 'f32', false, R);
-    add('dq', V, true, X);
-    add('delta', 'vec2<f32>', true, R + ' (dO_i . O_i, 1 if dO_i != 0 else 0)');
-  } else {
-    add('dout', V, false, X);
-    add('lse', 'f32', false, R);
-    add('delta', 'vec2<f32>', false, R);
-    add('dk', V, true, X);
-    add('dv', V, true, X);
-  }
-  return b.join('\n');
+  const aux: Array<[string, string, boolean, string]> =
+    mode === 'padded'
+      ? [['ids', 'u32', false, '[B, L] (0 = padding; a 1-element dummy without ids)']]
+      : [
+          ['offsets', 'i32', false, '[B + 1]'],
+          ['seq_of', 'i32', false, '[T]'],
+          ['blocks', 'i32', false, '[NB] first token of each R-row block'],
+        ];
+  const zs: Array<[string, string, boolean, string]> = storeZ
+    ? [['zs', 'f32', pass === 'fwd', mode === 'padded' ? '[B, H, L, L] masked scores z' : '[H, T, L] masked scores z (key j - start)']]
+    : [];
+  const outputs: Record<AttentionPass, Array<[string, string, boolean, string]>> = {
+    fwd: [
+      ['out', V, true, X],
+      ['lse', 'f32', true, R],
+      ['lsum', 'f32', true, `${R} running softmax sums between key chunks (1-element dummy in one dispatch)`],
+    ],
+    bwd_q: [
+      ['out', V, false, X],
+      ['dout', V, false, X],
+      ['lse', 'f32', false, R],
+      ['dq', V, true, X],
+      ['delta', 'vec2<f32>', true, `${R} (dO_i . O_i, 1 if dO_i != 0 else 0)`],
+    ],
+    bwd_kv: [
+      ['dout', V, false, X],
+      ['lse', 'f32', false, R],
+      ['delta', 'vec2<f32>', false, R],
+      ['dk', V, true, X],
+      ['dv', V, true, X],
+    ],
+  };
+  return [['q', V, false, X], ['k', V, false, X], ['v', V, false, X], ...aux, ...zs, ...outputs[pass]];
 }
 
-// The body is unrolled here over the R rows, and over the NV vector slots when NV <= UNROLL_D, so private arrays
-// are indexed by constants and live in registers (Mesa lowers dynamically indexed private arrays to slow code).
-// Wider rows (AttRec's D = 150) loop over d instead: unrolled they took minutes to compile on llvmpipe.
+function bindings(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: boolean): string {
+  return bindingList(mode, pass, V, storeZ)
+    .map(([name, ty, rw, shape], i) => `@group(0) @binding(${i + 1}) var<storage, ${rw ? 'read_write' : 'read'}> ${name}: array<${ty}>; // ${shape}`)
+    .join('\n');
+}
+
+// The passes are written out over the R rows of a thread (`{u}` below) and, when NV <= UNROLL_D, over the NV
+// vector slots of a row (`{d}`), so private arrays are indexed by constants and live in registers (Mesa lowers
+// dynamically indexed private arrays to slow code). Wider rows (AttRec's D = 150) loop over d instead: unrolled
+// they took minutes to compile on llvmpipe.
 const UNROLL_D = 8;
 
-function body(mode: AttentionMode, pass: AttentionPass, V: string, NV: number, R: number, storeZ: boolean): string {
-  const us = [...Array(R).keys()];
-  const unroll = NV <= UNROLL_D;
-  const vd = (a: string, b: string): string => (V === 'f32' ? `${a} * ${b}` : `dot(${a}, ${b})`);
-  /** Statements over the vector slots d of a row (d is a WGSL u32 expression). */
-  const forD = (f: (d: string) => string): string =>
-    unroll ? [...Array(NV).keys()].map((i) => f(`${i}u`)).join(' ') : `for (var d = 0u; d < ${NV}u; d++) { ${f('d')} }`;
-  /** `name` = sum_d a(d) . b(d). */
-  const dotInto = (name: string, a: (d: string) => string, b: (d: string) => string): string =>
-    unroll
-      ? `let ${name} = ${[...Array(NV).keys()].map((i) => vd(a(`${i}u`), b(`${i}u`))).join(' + ')};`
-      : `var ${name} = 0.0; ${forD((d) => `${name} += ${vd(a(d), b(d))};`)}`;
-  const each = (f: (u: number) => string): string => us.map(f).join('\n');
-  const any = (f: (u: number) => string): string => us.map(f).join(' || ');
-  const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
-  // Score of row x against key y, with the additive mask (padded): the official formula.
-  const score = (z: string, a: (d: string) => string, b: (d: string) => string, x: string, y: string, vis: string, kpad: string): string => {
-    const dot = dotInto(`${z}s`, a, b);
-    return mode === 'padded'
-      ? `${dot}
-    var ${z} = ${z}s * p.scale;
-    if (${vis} && (${kpad} || (p.causal != 0u && ${y} > ${x}))) { ${z} += p.fill; }`
-      : `${dot}
-    let ${z} = ${z}s * p.scale;`;
+/** The WGSL text helpers of one (V, NV, R) shape: rows(`...{u}...`), slots(`...{d}...`), dot products. */
+function writer(V: string, NV: number, R: number) {
+  const slots = (text: string): string => forSlots(NV, text, { key: 'd', limit: UNROLL_D });
+  const vdot = (a: string, b: string): string => (V === 'f32' ? `${a} * ${b}` : `dot(${a}, ${b})`);
+  return {
+    /** `text` once per row u of the thread. */
+    rows: (text: string): string => unroll(R, text, 'u'),
+    /** `text` (a condition on row u) or-ed over the rows. */
+    anyRow: (text: string): string => unroll(R, text, 'u', ' || '),
+    /** Statements over the slots d of a row. */
+    slots,
+    /** `name` = sum over the slots d of a(d) . b(d). */
+    dot: (name: string, a: string, b: string): string =>
+      NV <= UNROLL_D
+        ? `let ${name} = ${forSlots(NV, vdot(a, b), { key: 'd', limit: UNROLL_D, sep: ' + ' })};`
+        : `var ${name} = 0.0; ${slots(`${name} += ${vdot(a, b)};`)}`,
+    /** `text` for each row u that the thread owns (g.n may be < R at the end of a group). */
+    store: (text: string): string => unroll(R, `  if ({u}u < g.n) {\n${text}\n  }`, 'u'),
   };
-  const head = /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let r = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+}
+
+/** The thread's rows: group geometry, first visible key, and its R row indices x{u}. */
+const HEAD = (R: number): string => /* wgsl */ `
+${main1d(WG)} {
+  let r = ${foldedIndex(WG)};
   if (r >= p.threads) { return; }
   let g = geo(r);
   let fv = first_valid(g);
-${each((u) => `  let x${u} = g.x0 + min(${u}u, g.n - 1u);`)}`;
-  const store = (f: (u: number) => string): string => each((u) => `  if (${u}u < g.n) {\n${f(u)}\n  }`);
-  if (pass === 'fwd') {
-    return /* wgsl */ `${head}
-${each((u) => `  let vis${u} = any_visible(x${u}, fv);
-  let ra${u} = g.base + x${u} * g.stride;
-  var q${u}: array<${V}, ${NV}>;
-  var a${u}: array<${V}, ${NV}>;
-  ${forD((d) => `q${u}[${d}] = q[ra${u} + ${d}];`)}
-  var m${u} = -3.0e38;
-  var l${u} = 0.0;`)}
+${unroll(R, '  let x{u} = g.x0 + min({u}u, g.n - 1u);', 'u')}`;
+
+/**
+ * fwd: online softmax over the keys j (running max m, sum l; the accumulators rescaled when m grows); weights
+ * that are exactly 0 skip the V accumulation; out = a / l, lse = m + log(l) (or, before the last key chunk, the
+ * unnormalised state in out, lse = m, lsum = l).
+ */
+function fwdWgsl(mode: AttentionMode, V: string, NV: number, R: number, storeZ: boolean): string {
+  const { rows, anyRow, slots, dot, store } = writer(V, NV, R);
+  const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
+  return /* wgsl */ `${HEAD(R)}
+${rows(`  let vis{u} = any_visible(x{u}, fv);
+  let ra{u} = g.base + x{u} * g.stride;
+  var q{u}: array<${V}, ${NV}>;
+  var a{u}: array<${V}, ${NV}>;
+  ${slots('q{u}[{d}] = q[ra{u} + {d}];')}
+  var m{u} = -3.0e38;
+  var l{u} = 0.0;`)}
   let last = p.j1 >= p.L;
   if (p.j0 != 0u) {
-${each((u) => `    m${u} = lse[g.lb + x${u}]; l${u} = lsum[g.lb + x${u}]; ${forD((d) => `a${u}[${d}] = out[ra${u} + ${d}];`)}`)}
+${rows(`    m{u} = lse[g.lb + x{u}]; l{u} = lsum[g.lb + x{u}]; ${slots('a{u}[{d}] = out[ra{u} + {d}];')}`)}
   }
   var kr: array<${V}, ${NV}>;
   var vr: array<${V}, ${NV}>;
   let jend = min(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo + p.j1);
   for (var j = g.lo + p.j0; j < jend; j++) {
     let ka = g.base + j * g.stride;
-    ${forD((d) => `kr[${d}] = k[ka + ${d}];`)}
+    ${slots('kr[{d}] = k[ka + {d}];')}
     let kpad = key_pad(g, j);
-${each((u) => `    ${score(`z${u}`, (d) => `q${u}[${d}]`, (d) => `kr[${d}]`, `x${u}`, 'j', `vis${u}`, 'kpad')}${storeZ ? `
-    zs[(g.lb + x${u}) * p.L + j - g.lo] = z${u};` : ''}
-    var w${u} = 0.0;
-    if (!(${varlenCausal} && j > x${u})) {
-      if (z${u} > m${u}) {
-        let c = exp(m${u} - z${u});
-        l${u} *= c;
-        ${forD((d) => `a${u}[${d}] *= c;`)}
-        m${u} = z${u};
+${rows(`    ${dot('z{u}s', 'q{u}[{d}]', 'kr[{d}]')}
+    let z{u} = masked_score(z{u}s, vis{u}, kpad, x{u}, j);${storeZ ? '\n    zs[(g.lb + x{u}) * p.L + j - g.lo] = z{u};' : ''}
+    var w{u} = 0.0;
+    if (!(${varlenCausal} && j > x{u})) {
+      if (z{u} > m{u}) {
+        let c = exp(m{u} - z{u});
+        l{u} *= c;
+        ${slots('a{u}[{d}] *= c;')}
+        m{u} = z{u};
       }
-      let e = exp(z${u} - m${u});
-      l${u} += e;
-      w${u} = e * mult(g, x${u}, j);
+      let e = exp(z{u} - m{u});
+      l{u} += e;
+      w{u} = e * mult(g, x{u}, j);
     }`)}
-    if (${any((u) => `w${u} != 0.0`)}) {
-      ${forD((d) => `vr[${d}] = v[ka + ${d}];`)}
-${each((u) => `      ${forD((d) => `a${u}[${d}] += w${u} * vr[${d}];`)}`)}
+    if (${anyRow('w{u} != 0.0')}) {
+      ${slots('vr[{d}] = v[ka + {d}];')}
+${rows(`      ${slots('a{u}[{d}] += w{u} * vr[{d}];')}`)}
     }
   }
-${store((u) => `    if (!last) {
-      ${forD((d) => `out[ra${u} + ${d}] = a${u}[${d}];`)}
-      lse[g.lb + x${u}] = m${u};
-      lsum[g.lb + x${u}] = l${u};
+${store(`    if (!last) {
+      ${slots('out[ra{u} + {d}] = a{u}[{d}];')}
+      lse[g.lb + x{u}] = m{u};
+      lsum[g.lb + x{u}] = l{u};
     } else {
-    let inv = 1.0 / l${u};
-    ${forD((d) => `out[ra${u} + ${d}] = a${u}[${d}] * inv;`)}
-    lse[g.lb + x${u}] = m${u} + log(l${u});
+    let inv = 1.0 / l{u};
+    ${slots('out[ra{u} + {d}] = a{u}[{d}] * inv;')}
+    lse[g.lb + x{u}] = m{u} + log(l{u});
     }`)}
 }`;
-  }
-  if (pass === 'bwd_q') {
-    return /* wgsl */ `${head}
-${each((u) => `  let vis${u} = any_visible(x${u}, fv);
-  let ra${u} = g.base + x${u} * g.stride;
-  var q${u}: array<${V}, ${NV}>;
-  var o${u}: array<${V}, ${NV}>;
-  var dq${u}: array<${V}, ${NV}>;
-  var live${u} = false;
-  ${forD((d) => `q${u}[${d}] = q[ra${u} + ${d}]; o${u}[${d}] = dout[ra${u} + ${d}]; live${u} = live${u} || any(o${u}[${d}] != ${V}(0.0));`)}
-  ${dotInto(`dl${u}`, (d) => `o${u}[${d}]`, (d) => `out[ra${u} + ${d}]`)}
-  let li${u} = lse[g.lb + x${u}];`)}
+}
+
+/**
+ * bwd_q: P_ij = exp(z_ij - lse_i) recomputed, delta_i = dO_i . O_i, dS_ij = P_ij (M_ij dA_ij - delta_i) with
+ * dA_ij = dO_i . v_j, dq_i = scale sum_j dS_ij k_j; writes (delta_i, dO_i != 0). Threads with no live row skip.
+ */
+function bwdQWgsl(mode: AttentionMode, V: string, NV: number, R: number, storeZ: boolean): string {
+  const { rows, anyRow, slots, dot, store } = writer(V, NV, R);
+  const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
+  const score = storeZ
+    ? 'let z{u} = zs[(g.lb + x{u}) * p.L + j - g.lo];'
+    : `${dot('z{u}s', 'q{u}[{d}]', 'kr[{d}]')}
+    let z{u} = masked_score(z{u}s, vis{u}, kpad, x{u}, j);`;
+  return /* wgsl */ `${HEAD(R)}
+${rows(`  let vis{u} = any_visible(x{u}, fv);
+  let ra{u} = g.base + x{u} * g.stride;
+  var q{u}: array<${V}, ${NV}>;
+  var o{u}: array<${V}, ${NV}>;
+  var dq{u}: array<${V}, ${NV}>;
+  var live{u} = false;
+  ${slots(`q{u}[{d}] = q[ra{u} + {d}]; o{u}[{d}] = dout[ra{u} + {d}]; live{u} = live{u} || any(o{u}[{d}] != ${V}(0.0));`)}
+  ${dot('dl{u}', 'o{u}[{d}]', 'out[ra{u} + {d}]')}
+  let li{u} = lse[g.lb + x{u}];`)}
   let last = p.j1 >= p.L;
   if (p.j0 != 0u) {
-${each((u) => `    ${forD((d) => `dq${u}[${d}] = dq[ra${u} + ${d}];`)}`)}
+${rows(`    ${slots('dq{u}[{d}] = dq[ra{u} + {d}];')}`)}
   }
   var kr: array<${V}, ${NV}>;
   var vr: array<${V}, ${NV}>;
   // Rows with dO_i == 0 (pad positions of a real loss) have dS_i. == 0: a thread with no live row skips.
-  let jend = min(select(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo, !(${any((u) => `live${u}`)})), g.lo + p.j1);
+  let jend = min(select(select(g.hi, min(g.hi, g.x0 + g.n), ${varlenCausal}), g.lo, !(${anyRow('live{u}')})), g.lo + p.j1);
   for (var j = g.lo + p.j0; j < jend; j++) {
     let ka = g.base + j * g.stride;
-    ${forD((d) => `kr[${d}] = k[ka + ${d}];`)}
+    ${slots('kr[{d}] = k[ka + {d}];')}
     let kpad = key_pad(g, j);
-${each((u) => `    ${storeZ ? `let z${u} = zs[(g.lb + x${u}) * p.L + j - g.lo];` : score(`z${u}`, (d) => `q${u}[${d}]`, (d) => `kr[${d}]`, `x${u}`, 'j', `vis${u}`, 'kpad')}
-    let p${u} = select(exp(z${u} - li${u}), 0.0, ${varlenCausal} && j > x${u});`)}
-    if (${any((u) => `p${u} != 0.0`)}) {
-      ${forD((d) => `vr[${d}] = v[ka + ${d}];`)}
-${each((u) => `      ${dotInto(`da${u}`, (d) => `o${u}[${d}]`, (d) => `vr[${d}]`)}
-      let ds${u} = p${u} * (mult(g, x${u}, j) * da${u} - dl${u});
-      ${forD((d) => `dq${u}[${d}] += ds${u} * kr[${d}];`)}`)}
+${rows(`    ${score}
+    let p{u} = select(exp(z{u} - li{u}), 0.0, ${varlenCausal} && j > x{u});`)}
+    if (${anyRow('p{u} != 0.0')}) {
+      ${slots('vr[{d}] = v[ka + {d}];')}
+${rows(`      ${dot('da{u}', 'o{u}[{d}]', 'vr[{d}]')}
+      let ds{u} = p{u} * (mult(g, x{u}, j) * da{u} - dl{u});
+      ${slots('dq{u}[{d}] += ds{u} * kr[{d}];')}`)}
     }
   }
-${store((u) => `    let sc${u} = select(1.0, p.scale, last);
-    ${forD((d) => `dq[ra${u} + ${d}] = dq${u}[${d}] * sc${u};`)}
-    delta[g.lb + x${u}] = vec2<f32>(dl${u}, select(0.0, 1.0, live${u}));`)}
+${store(`    let sc{u} = select(1.0, p.scale, last);
+    ${slots('dq[ra{u} + {d}] = dq{u}[{d}] * sc{u};')}
+    delta[g.lb + x{u}] = vec2<f32>(dl{u}, select(0.0, 1.0, live{u}));`)}
 }`;
-  }
-  return /* wgsl */ `${head}
-${each((u) => `  let ra${u} = g.base + x${u} * g.stride;
-  let kpad${u} = key_pad(g, x${u});
-  var k${u}: array<${V}, ${NV}>;
-  var v${u}: array<${V}, ${NV}>;
-  var dk${u}: array<${V}, ${NV}>;
-  var dv${u}: array<${V}, ${NV}>;
-  ${forD((d) => `k${u}[${d}] = k[ra${u} + ${d}]; v${u}[${d}] = v[ra${u} + ${d}];`)}`)}
+}
+
+/** bwd_kv: dv_j = sum_i A_ij dO_i, dk_j = scale sum_i dS_ij q_i (the same recomputation, a loop over query rows i). */
+function bwdKvWgsl(mode: AttentionMode, V: string, NV: number, R: number, storeZ: boolean): string {
+  const { rows, anyRow, slots, dot, store } = writer(V, NV, R);
+  const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
+  const score = storeZ
+    ? 'let z{u} = zs[(g.lb + i) * p.L + x{u} - g.lo];'
+    : `${dot('z{u}s', 'qr[{d}]', 'k{u}[{d}]')}
+    let z{u} = masked_score(z{u}s, vis, kpad{u}, i, x{u});`;
+  return /* wgsl */ `${HEAD(R)}
+${rows(`  let ra{u} = g.base + x{u} * g.stride;
+  let kpad{u} = key_pad(g, x{u});
+  var k{u}: array<${V}, ${NV}>;
+  var v{u}: array<${V}, ${NV}>;
+  var dk{u}: array<${V}, ${NV}>;
+  var dv{u}: array<${V}, ${NV}>;
+  ${slots('k{u}[{d}] = k[ra{u} + {d}]; v{u}[{d}] = v[ra{u} + {d}];')}`)}
   let last = p.j1 >= p.L;
   if (p.j0 != 0u) {
-${each((u) => `    ${forD((d) => `dk${u}[${d}] = dk[ra${u} + ${d}]; dv${u}[${d}] = dv[ra${u} + ${d}];`)}`)}
+${rows(`    ${slots('dk{u}[{d}] = dk[ra{u} + {d}]; dv{u}[{d}] = dv[ra{u} + {d}];')}`)}
   }
   var qr: array<${V}, ${NV}>;
   var orow: array<${V}, ${NV}>;
@@ -420,50 +442,53 @@ ${each((u) => `    ${forD((d) => `dk${u}[${d}] = dk[ra${u} + ${d}]; dv${u}[${d}]
     let dli = delta[g.lb + i];
     if (dli.y == 0.0) { continue; }             // dO_i == 0: row i contributes nothing
     let qa = g.base + i * g.stride;
-    ${forD((d) => `qr[${d}] = q[qa + ${d}];`)}
+    ${slots('qr[{d}] = q[qa + {d}];')}
     let li = lse[g.lb + i];
     let vis = any_visible(i, fv);
-${each((u) => `    ${storeZ ? `let z${u} = zs[(g.lb + i) * p.L + x${u} - g.lo];` : score(`z${u}`, (d) => `qr[${d}]`, (d) => `k${u}[${d}]`, 'i', `x${u}`, 'vis', `kpad${u}`)}
-    let p${u} = select(exp(z${u} - li), 0.0, ${varlenCausal} && x${u} > i);`)}
-    if (${any((u) => `p${u} != 0.0`)}) {
-      ${forD((d) => `orow[${d}] = dout[qa + ${d}];`)}
-${each((u) => `      let mm${u} = mult(g, i, x${u});
-      ${dotInto(`da${u}`, (d) => `orow[${d}]`, (d) => `v${u}[${d}]`)}
-      let ds${u} = p${u} * (mm${u} * da${u} - dli.x);
-      let w${u} = p${u} * mm${u};
-      ${forD((d) => `dv${u}[${d}] += w${u} * orow[${d}]; dk${u}[${d}] += ds${u} * qr[${d}];`)}`)}
+${rows(`    ${score}
+    let p{u} = select(exp(z{u} - li), 0.0, ${varlenCausal} && x{u} > i);`)}
+    if (${anyRow('p{u} != 0.0')}) {
+      ${slots('orow[{d}] = dout[qa + {d}];')}
+${rows(`      let mm{u} = mult(g, i, x{u});
+      ${dot('da{u}', 'orow[{d}]', 'v{u}[{d}]')}
+      let ds{u} = p{u} * (mm{u} * da{u} - dli.x);
+      let w{u} = p{u} * mm{u};
+      ${slots('dv{u}[{d}] += w{u} * orow[{d}]; dk{u}[{d}] += ds{u} * qr[{d}];')}`)}
     }
   }
-${store((u) => `    let sc${u} = select(1.0, p.scale, last);
-    ${forD((d) => `dk[ra${u} + ${d}] = dk${u}[${d}] * sc${u}; dv[ra${u} + ${d}] = dv${u}[${d}];`)}`)}
+${store(`    let sc{u} = select(1.0, p.scale, last);
+    ${slots('dk[ra{u} + {d}] = dk{u}[{d}] * sc{u}; dv[ra{u} + {d}] = dv{u}[{d}];')}`)}
 }`;
 }
 
-const kernelCache = new Map<string, Kernel>();
+const PASS_WGSL = { fwd: fwdWgsl, bwd_q: bwdQWgsl, bwd_kv: bwdKvWgsl };
+
+/** One kernel per (pass, mode, D, R, storeZ): `attention_masked_fwd{D=32,R=4}`, `attention_masked_bwd_q{D=64,R=4,varlen}`. */
+const attnKernels = Object.fromEntries(
+  (['fwd', 'bwd_q', 'bwd_kv'] as const).map((pass) => [
+    pass,
+    kernelFamily(`attention_masked_${pass}`, ({ varlen, D, R, scores }: { varlen: boolean; D: number; R: number; scores: boolean }) => {
+      const mode: AttentionMode = varlen ? 'varlen' : 'padded';
+      const { V, NV } = vecOf(D);
+      return {
+        foldable: true,
+        wgsl: [
+          `// attention_masked_${pass} (${mode}${scores ? ', stored scores' : ''}): see kernels/attention_masked.ts (one thread per ${R} ${pass === 'bwd_kv' ? 'key' : 'query'} rows of one (sequence, head); D = ${D} baked in).`,
+          PARAMS,
+          bindings(mode, pass, V, scores),
+          geometry(mode, NV, R),
+          MULT,
+          PASS_WGSL[pass](mode, V, NV, R, scores),
+        ].join('\n'),
+        grid: ({ threads }) => [ceilDiv(threads!, WG)],
+        loopTrips: (prm) => attentionTrips(mode, pass, NV, R, prm),
+      };
+    }),
+  ]),
+) as Record<AttentionPass, (p: { varlen: boolean; D: number; R: number; scores: boolean }) => Kernel>;
 
 function attnKernel(mode: AttentionMode, pass: AttentionPass, D: number, R: number, storeZ = false): Kernel {
-  const prefix = mode === 'padded' ? 'attention_masked' : 'attention_varlen';
-  const name = `${prefix}_${pass}_d${D}_r${R}${storeZ ? '_z' : ''}`;
-  let k = kernelCache.get(name);
-  if (k) return k;
-  const { V, NV } = vecOf(D);
-  const wgsl = [
-    `// ${name}: see kernels/attention_masked.ts (one thread per ${R} ${pass === 'bwd_kv' ? 'key' : 'query'} rows of one (sequence, head); D = ${D} baked in).`,
-    PARAMS,
-    bindings(mode, pass, V, storeZ),
-    geometry(mode, NV, R),
-    COMMON,
-    body(mode, pass, V, NV, R, storeZ),
-  ].join('\n');
-  k = defineKernel({
-    name,
-    wgsl,
-    foldable: true,
-    grid: ({ threads }) => [ceilDiv(threads!, WG)],
-    loopTrips: (prm) => attentionTrips(mode, pass, NV, R, prm),
-  });
-  kernelCache.set(name, k);
-  return k;
+  return attnKernels[pass]({ varlen: mode === 'varlen', D, R, scores: storeZ });
 }
 
 /**

@@ -11,6 +11,7 @@
 // Parallel strategy: one thread per element, 1-D foldable grid. Traffic: reads x, writes y (4 B each per
 // element); the hash is ~15 integer ops per element. Variants: one.
 import { ceilDiv, defineKernel, defineOp, nextRng, reshape, ref, RNG_WGSL, rngUniform, Tensor } from '../engine/index.js';
+import { foldedIndex, main1d } from './common.js';
 
 type F64 = ref.F64;
 const WG = 256;
@@ -25,9 +26,8 @@ struct Params { n: u32, seed: u32, offset: u32, p: f32, scale: f32 }
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [n]
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [n]
 ${RNG_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
   let keep = rng_uniform(p.seed, p.offset, i) >= p.p;
   out[i] = select(0.0, x[i] * p.scale, keep);

@@ -1,51 +1,25 @@
-// Elementwise ops: a table of rows {name, wgsl, ref, grad}, one template kernel per (row, mode).
+// kernels/elementwise.ts — elementwise ops: a table of rows {name, wgsl, ref, grad}, one kernel family per row
+// (`add{mode=same}`, `exp`, `exp{bwd}`).
 //   binary: add, sub, mul, div with numpy broadcasting; `b` may be a number (scalar mode: b is a uniform).
 //   unary:  neg, exp, log, sqrt, relu, sigmoid, tanh, gelu (erf form), square, abs.
 // Modes: `same` (equal shapes: one thread per element, vec-free), `scalar`, `bcast` (up to 8 dims; strides in a
 // uniform, 0 on broadcast dims). Memory traffic: reads each input element once (broadcast ones from cache),
 // writes n. Backward: binary grads are compositions (mul/div + sumTo over broadcast dims); unary grads are one
 // fused kernel per row, gx = gy * f'(x), recomputing f from the saved input.
-import {
-  ceilDiv,
-  defineKernel,
-  loopCost,
-  defineOp,
-  ref,
-  sameShape,
-  shapeStr,
-  Tensor,
-  type Kernel,
-  type Shape,
-} from '../engine/index.js';
-import { broadcastPattern, broadcastStrides, MAX_BCAST_DIMS, padDims, sumTo } from './reduce.js';
+import { ceilDiv, defineOp, loopCost, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
+import { bcastIndex2Wgsl, broadcastPattern, broadcastStrides, DIMS_T, foldedIndex, GELU_WGSL, kernelFamily, main1d, MAX_BCAST_DIMS, padDims, refSigmoid, SIGMOID_WGSL } from './common.js';
+import { sumTo } from './reduce.js';
+
+// ERF_WGSL moved to common.ts; re-exported here for imports written before the move.
+export { ERF_WGSL } from './common.js';
 
 type F64 = ref.F64;
 const WG = 256;
 const MAX_DIMS = MAX_BCAST_DIMS;
 
-const LINEAR = 'let i = (wid.x + wid.y * nwg.x) * WG + lid.x;';
-const ENTRY = '@compute @workgroup_size(WG)\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)';
-
-/** erf for WGSL (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7) — WGSL has no erf. */
-export const ERF_WGSL = /* wgsl */ `
-fn erf_(x: f32) -> f32 {
-  let t = 1.0 / (1.0 + 0.3275911 * abs(x));
-  let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * exp(-x * x);
-  return select(-y, y, x >= 0.0);
-}`;
-
-const HELPERS = /* wgsl */ `
-${ERF_WGSL}
-fn sigmoid_(x: f32) -> f32 {
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
-}
-fn tanh_(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }
-fn gelu_(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_(x * 0.7071067811865476)); }
-fn gelu_grad_(x: f32) -> f32 {
-  return 0.5 * (1.0 + erf_(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
-}`;
+const HELPERS = /* wgsl */ `${GELU_WGSL}
+${SIGMOID_WGSL}
+fn tanh_(x: f32) -> f32 { return tanh(clamp(x, -15.0, 15.0)); }`;
 
 // ------------------------------------------------------------------ binary ops
 interface BinaryRow {
@@ -61,62 +35,57 @@ const BINARY: Record<BinaryRow['name'], BinaryRow> = {
   div: { name: 'div', wgsl: 'a / b', ref: (a, b) => a / b },
 };
 
-const binaryKernels = new Map<string, Kernel>();
+type BinaryMode = 'same' | 'scalar' | 'block' | 'bcast';
 
-function binaryKernel(row: BinaryRow, mode: 'same' | 'scalar' | 'block' | 'bcast'): Kernel {
-  const key = `${row.name}_${mode}`;
-  let k = binaryKernels.get(key);
-  if (k) return k;
-  const params =
-    mode === 'same'
-      ? 'struct Params { n: u32 }'
-      : mode === 'scalar'
-        ? 'struct Params { n: u32, scalar: f32 }'
-        : mode === 'block'
-          ? 'struct Params { n: u32, a_inner: u32, a_size: u32, b_inner: u32, b_size: u32 }'
-          : 'struct Params { n: u32, ndim: u32, shape: array<vec4<u32>, 2>, sa: array<vec4<u32>, 2>, sb: array<vec4<u32>, 2> }';
-  const bBinding = mode === 'scalar' ? '' : '@group(0) @binding(2) var<storage, read> B: array<f32>;  // broadcastable to out';
-  const body =
-    mode === 'same'
-      ? 'let a = A[i]; let b = B[i];'
-      : mode === 'scalar'
-        ? 'let a = A[i]; let b = p.scalar;'
-        : mode === 'block'
-          ? 'let a = A[(i / p.a_inner) % p.a_size]; let b = B[(i / p.b_inner) % p.b_size];'
-          : `var rem = i; var ia = 0u; var ib = 0u;
-  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
-    let dd = u32(d);
-    let dim = p.shape[dd / 4u][dd % 4u];
-    let c = rem % dim;
-    rem = rem / dim;
-    ia = ia + c * p.sa[dd / 4u][dd % 4u];
-    ib = ib + c * p.sb[dd / 4u][dd % 4u];
-  }
-  let a = A[ia]; let b = B[ib];`;
-  k = defineKernel({
-    name: `${row.name}_${mode}`,
-    foldable: true,
-    wgsl: /* wgsl */ `
+/** Per mode: the uniform struct and how a thread reads its a and b. */
+const BINARY_MODES: Record<BinaryMode, { params: string; load: string }> = {
+  same: { params: 'struct Params { n: u32 }', load: 'let a = A[i]; let b = B[i];' },
+  scalar: { params: 'struct Params { n: u32, scalar: f32 }', load: 'let a = A[i]; let b = p.scalar;' },
+  // block: each side's non-1 dims are one contiguous run of out's (common.ts broadcastPattern)
+  block: {
+    params: 'struct Params { n: u32, a_inner: u32, a_size: u32, b_inner: u32, b_size: u32 }',
+    load: 'let a = A[(i / p.a_inner) % p.a_size]; let b = B[(i / p.b_inner) % p.b_size];',
+  },
+  // bcast: the general stride walk over up to MAX_BCAST_DIMS dims, both operands in one loop
+  bcast: {
+    params: `struct Params { n: u32, ndim: u32, shape: ${DIMS_T}, sa: ${DIMS_T}, sb: ${DIMS_T} }
+${bcastIndex2Wgsl('sa', 'sb')}`,
+    load: 'let ab = bidx2(i); let a = A[ab.x]; let b = B[ab.y];',
+  },
+};
+
+/** The kernels of a binary row, one per mode: `add{mode=same}`, `mul{mode=bcast}`, ... */
+const binaryKernels = Object.fromEntries(
+  (Object.keys(BINARY) as Array<BinaryRow['name']>).map((name) => [
+    name,
+    kernelFamily(name, ({ mode }: { mode: BinaryMode }) => {
+      const row = BINARY[name];
+      const m = BINARY_MODES[mode];
+      return {
+        foldable: true,
+        wgsl: /* wgsl */ `
 // out = ${row.wgsl} (${mode} mode). One thread per output element.
 override WG: u32 = ${WG};
-${params}
+${m.params}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;  // broadcastable to out
-${bBinding}
+${mode === 'scalar' ? '' : '@group(0) @binding(2) var<storage, read> B: array<f32>;  // broadcastable to out'}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [n]
-${ENTRY} {
-  ${LINEAR}
+${main1d('WG')} {
+  let i = ${foldedIndex('WG')};
   if (i >= p.n) { return; }
-  ${body}
+  ${m.load}
   out[i] = ${row.wgsl};
 }`,
-    grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
-    minSizes: ({ n }) => ({ out: n! }),
-    loopTrips: loopCost(MAX_DIMS), // the general mode's loop over at most MAX_DIMS dims
-  });
-  binaryKernels.set(key, k);
-  return k;
-}
+        grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
+        minSizes: ({ n }) => ({ out: n! }),
+        loopTrips: loopCost(MAX_DIMS), // the bcast mode's loop over at most MAX_DIMS dims
+      };
+    }),
+  ]),
+) as Record<BinaryRow['name'], (p: { mode: BinaryMode }) => Kernel>;
+
+const binaryKernel = (row: BinaryRow, mode: BinaryMode): Kernel => binaryKernels[row.name]({ mode });
 
 /** Run a binary row with broadcasting; returns a new tensor (no autograd). */
 function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
@@ -260,14 +229,13 @@ interface UnaryRow {
   refGrad: (x: number) => number;
 }
 
-const sig = (x: number): number => 1 / (1 + Math.exp(-x));
 const UNARY: Record<UnaryName, UnaryRow> = {
   neg: { wgsl: '-x', grad: '-1.0', ref: (x) => -x, refGrad: () => -1 },
   exp: { wgsl: 'exp(x)', grad: 'exp(x)', ref: Math.exp, refGrad: Math.exp },
   log: { wgsl: 'log(x)', grad: '1.0 / x', ref: Math.log, refGrad: (x) => 1 / x },
   sqrt: { wgsl: 'sqrt(x)', grad: '0.5 / sqrt(x)', ref: Math.sqrt, refGrad: (x) => 0.5 / Math.sqrt(x) },
   relu: { wgsl: 'max(x, 0.0)', grad: 'select(0.0, 1.0, x > 0.0)', ref: (x) => Math.max(x, 0), refGrad: (x) => (x > 0 ? 1 : 0) },
-  sigmoid: { wgsl: 'sigmoid_(x)', grad: 'sigmoid_(x) * (1.0 - sigmoid_(x))', ref: sig, refGrad: (x) => sig(x) * (1 - sig(x)) },
+  sigmoid: { wgsl: 'sigmoid_(x)', grad: 'sigmoid_(x) * (1.0 - sigmoid_(x))', ref: refSigmoid, refGrad: (x) => refSigmoid(x) * (1 - refSigmoid(x)) },
   tanh: { wgsl: 'tanh_(x)', grad: '1.0 - tanh_(x) * tanh_(x)', ref: Math.tanh, refGrad: (x) => 1 - Math.tanh(x) ** 2 },
   gelu: {
     wgsl: 'gelu_(x)',
@@ -279,37 +247,37 @@ const UNARY: Record<UnaryName, UnaryRow> = {
   abs: { wgsl: 'abs(x)', grad: 'sign(x)', ref: Math.abs, refGrad: Math.sign },
 };
 
-const unaryKernels = new Map<string, Kernel>();
-
-function unaryKernel(name: UnaryName, backward: boolean): Kernel {
-  const key = `${name}${backward ? '_bwd' : ''}`;
-  let k = unaryKernels.get(key);
-  if (k) return k;
-  const row = UNARY[name];
-  k = defineKernel({
-    name: key,
-    foldable: true,
-    wgsl: /* wgsl */ `
-// ${backward ? `gx = gy * d/dx ${row.wgsl}` : `y = ${row.wgsl}`}. One thread per element.
+/** The kernels of a unary row: `exp` (y = f(x)) and `exp{bwd}` (gx = gy * f'(x)). */
+const unaryKernels = Object.fromEntries(
+  (Object.keys(UNARY) as UnaryName[]).map((name) => [
+    name,
+    kernelFamily(name, ({ bwd }: { bwd: boolean }) => {
+      const row = UNARY[name];
+      return {
+        foldable: true,
+        wgsl: /* wgsl */ `
+// ${bwd ? `gx = gy * d/dx ${row.wgsl}` : `y = ${row.wgsl}`}. One thread per element.
 override WG: u32 = ${WG};
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> X: array<f32>;          // [n]
-${backward ? '@group(0) @binding(2) var<storage, read> GY: array<f32>;         // [n]' : ''}
+${bwd ? '@group(0) @binding(2) var<storage, read> GY: array<f32>;         // [n]' : ''}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n]
 ${HELPERS}
-${ENTRY} {
-  ${LINEAR}
+${main1d('WG')} {
+  let i = ${foldedIndex('WG')};
   if (i >= p.n) { return; }
   let x = X[i];
-  out[i] = ${backward ? `GY[i] * (${row.grad})` : row.wgsl};
+  out[i] = ${bwd ? `GY[i] * (${row.grad})` : row.wgsl};
 }`,
-    grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
-    minSizes: ({ n }) => ({ X: n!, out: n! }),
-  });
-  unaryKernels.set(key, k);
-  return k;
-}
+        grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
+        minSizes: ({ n }) => ({ X: n!, out: n! }),
+      };
+    }),
+  ]),
+) as Record<UnaryName, (p: { bwd: boolean }) => Kernel>;
+
+const unaryKernel = (name: UnaryName, bwd: boolean): Kernel => unaryKernels[name]({ bwd });
 
 const unaryOps = Object.fromEntries(
   (Object.keys(UNARY) as UnaryName[]).map((name) => [

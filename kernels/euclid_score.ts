@@ -1,5 +1,5 @@
-// euclid_score: AttRec's distance between a user and candidate items (ATTREC_SPEC §2.4), fused, with a
-// deterministic backward.
+// kernels/euclid_score.ts — euclid_score: AttRec's distance between a user and candidate items (ATTREC_SPEC §2.4),
+// fused, with a deterministic backward.
 //
 //   score[b, n] = alpha * ||u[b] - X[i]||^2 + (1 - alpha) * ||m[b] - Q[i]||^2,   i = idx[b, n]
 //
@@ -28,59 +28,41 @@
 // drop the unneeded half of each pass (its binding then gets a 1-element scratch tensor).
 // Ids outside [0, V) give a NaN score (and NaN du/dm for that row) instead of reading out of bounds; they are
 // left out of dX/dQ.
-// Every kernel reads rows as vecW<f32>, W the widest of 4, 2, 1 dividing D (AttRec's D = 150: vec2; names get a
-// _vecW suffix): on llvmpipe each storage load is a per-lane scalar loop, so wider loads mean fewer of them.
+// Every kernel reads rows as vecW<f32>, W the widest of 4, 2, 1 dividing D (AttRec's D = 150: vec2; names get
+// {w=W}): on llvmpipe each storage load is a per-lane scalar loop, so wider loads mean fewer of them.
 // Rejected variant: a workgroup per (row, block of d) for the backward passes (uniform per-row loads, no
 // div/mod) measured no faster on llvmpipe (11.2 vs 14.5 ms for B=1000 N=3) and was dropped.
 // Measured (npm run bench -- euclid., llvmpipe, 2 shared cores, medians of interleaved runs, forward + backward
 // into u, m, X, Q): B=1000 N=3 D=150 V=1682: fused 9.6-11.1 ms, composed engine ops 56-58 ms (5.8-6.1x),
 // tfjs-webgpu 342-350 ms (31-36x); B=256 N=100: fused 25-28 ms, composed 248-449 ms, tfjs 484-930 ms.
-import { ceilDiv, checkIds, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, zeros, type Kernel, type Op } from '../engine/index.js';
+import { ceilDiv, checkIds, defineOp, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, zeros, type Op } from '../engine/index.js';
+import { foldedIndex, kernelFamily, main1d, vecType, vecWidth, type VecWidth } from './common.js';
 import { buildInverseIndex } from './scatter.js';
 
 type F64 = ref.F64;
 const WG = 64;
 
-const LINEAR = 'let t = (wid.x + wid.y * nwg.x) * WG + lid.x;';
-const ENTRY =
-  `@compute @workgroup_size(${WG})\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)`;
-
-/** Widest vector width (4, 2, 1) dividing D: rows are read as vecW<f32> (fewer, wider loads). */
-const vecWidth = (D: number): 1 | 2 | 4 => (D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1);
-
-interface Kernels {
-  fwd: Kernel;
-  rows: Kernel;
-  table: Kernel;
-}
-
-const byWidth = new Map<number, Kernels>();
-function kernelsFor(w: 1 | 2 | 4): Kernels {
-  let ks = byWidth.get(w);
-  if (ks) return ks;
-  const T = w === 1 ? 'f32' : `vec${w}<f32>`;
-  const sfx = w === 1 ? '' : `_vec${w}`;
-  const sq = (x: string): string => (w === 1 ? `${x} * ${x}` : `dot(${x}, ${x})`);
-  const zero = w === 1 ? '0.0' : `${T}(0.0)`;
-  const nanv = w === 1 ? 'p.nan' : `${T}(p.nan)`;
-  ks = {
-    fwd: defineKernel({
-      name: `euclid_score${sfx}`,
-      foldable: true,
-      wgsl: /* wgsl */ `
-// score[b, n] = alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2, i = idx[b, n]. One thread per (b, n);
-// rows read as ${T} (DW = D / ${w} per row).
-const WG = ${WG}u;
-struct Params { P: u32, N: u32, DW: u32, V: u32, alpha: f32, nan: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
+/** Bindings 1-4 of every euclid_score kernel: the user rows and the item tables, rows read as T. */
+const ROWS_AND_TABLES = (T: string): string => /* wgsl */ `
 @group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
 @group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
 @group(0) @binding(3) var<storage, read> X: array<${T}>;          // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]`;
+
+/** Forward: one thread per (b, n), rows read as vecW: `euclid_score{w=2}`. */
+const fwdKernel = kernelFamily('euclid_score', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
+// score[b, n] = alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2, i = idx[b, n]. One thread per (b, n);
+// rows read as ${T} (DW = D / ${w} per row).
+struct Params { P: u32, N: u32, DW: u32, V: u32, alpha: f32, nan: f32 }
+@group(0) @binding(0) var<uniform> p: Params;${ROWS_AND_TABLES(T)}
 @group(0) @binding(5) var<storage, read> idx: array<i32>;         // [B, N]
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;   // [B, N]
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.P) { return; }
   let i = idx[t];
   if (i < 0 || u32(i) >= p.V) { out[t] = p.nan; return; }
@@ -91,43 +73,42 @@ ${ENTRY} {
   for (var d = 0u; d < p.DW; d = d + 1u) {
     let dl = u[ub + d] - X[xb + d];
     let ds = m[ub + d] - Q[xb + d];
-    sl = sl + ${sq('dl')};
-    ss = ss + ${sq('ds')};
+    sl = sl + ${w === 1 ? 'dl * dl' : 'dot(dl, dl)'};
+    ss = ss + ${w === 1 ? 'ds * ds' : 'dot(ds, ds)'};
   }
   out[t] = p.alpha * sl + (1.0 - p.alpha) * ss;
 }`,
-      grid: ({ P }) => [ceilDiv(P!, WG)],
-      loopTrips: ({ DW }) => loopCost(DW!),
-    }),
-    rows: defineKernel({
-      name: `euclid_score_bwd_rows${sfx}`,
-      foldable: true,
-      wgsl: /* wgsl */ `
+    grid: ({ P }) => [ceilDiv(P!, WG)],
+    loopTrips: ({ DW }) => loopCost(DW!),
+  };
+});
+
+/** Backward into u and m: one thread per (b, W consecutive d), a serial loop over n. */
+const rowsKernel = kernelFamily('euclid_score_bwd_rows', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
 // du[b, d] = cu * sum_n g[b, n] (u[b, d] - X[i, d]), dm[b, d] = cm * sum_n g[b, n] (m[b, d] - Q[i, d]),
 // cu = 2 alpha, cm = 2 (1 - alpha). One thread per (b, ${w} consecutive d), n in order. WANT_U/WANT_M = 0 skip a half.
 // Candidates [n0, n1) per dispatch (past llvmpipe's loop budget: several; the unscaled sums wait in du / dm).
-const WG = ${WG}u;
 override WANT_U: u32 = 1u;
 override WANT_M: u32 = 1u;
 struct Params { BDW: u32, N: u32, DW: u32, V: u32, cu: f32, cm: f32, nan: f32, n0: u32, n1: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<${T}>;          // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]
+@group(0) @binding(0) var<uniform> p: Params;${ROWS_AND_TABLES(T)}
 @group(0) @binding(5) var<storage, read> idx: array<i32>;         // [B, N]
 @group(0) @binding(6) var<storage, read> gy: array<f32>;          // [B, N]
 @group(0) @binding(7) var<storage, read_write> du: array<${T}>;   // [B, D] (or [${w}] when WANT_U = 0)
 @group(0) @binding(8) var<storage, read_write> dm: array<${T}>;   // [B, D] (or [${w}] when WANT_M = 0)
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.BDW) { return; }
   let b = t / p.DW;
   let d = t - b * p.DW;
   let uv = u[t];
   let mv = m[t];
-  var gu = ${zero};
-  var gm = ${zero};
+  var gu = ${T}(0.0);
+  var gm = ${T}(0.0);
   if (p.n0 != 0u) {
     if (WANT_U != 0u) { gu = du[t]; }
     if (WANT_M != 0u) { gm = dm[t]; }
@@ -135,7 +116,7 @@ ${ENTRY} {
   for (var n = p.n0; n < p.n1; n = n + 1u) {
     let g = gy[b * p.N + n];
     let i = idx[b * p.N + n];
-    if (i < 0 || u32(i) >= p.V) { gu = ${nanv}; gm = ${nanv}; continue; }
+    if (i < 0 || u32(i) >= p.V) { gu = ${T}(p.nan); gm = ${T}(p.nan); continue; }
     let r = u32(i) * p.DW + d;
     if (WANT_U != 0u) { gu = gu + g * (uv - X[r]); }
     if (WANT_M != 0u) { gm = gm + g * (mv - Q[r]); }
@@ -144,40 +125,39 @@ ${ENTRY} {
   if (WANT_U != 0u) { du[t] = select(gu, p.cu * gu, last); }
   if (WANT_M != 0u) { dm[t] = select(gm, p.cm * gm, last); }
 }`,
-      grid: ({ BDW }) => [ceilDiv(BDW!, WG)],
-      loopTrips: ({ n0, n1 }) => loopCost(n1! - n0!),
-    }),
-    table: defineKernel({
-      name: `euclid_score_bwd_table${sfx}`,
-      foldable: true,
-      wgsl: /* wgsl */ `
+    grid: ({ BDW }) => [ceilDiv(BDW!, WG)],
+    loopTrips: ({ n0, n1 }) => loopCost(n1! - n0!),
+  };
+});
+
+/** Backward into X and Q: one thread per (i, W consecutive d) over its CSR segment. */
+const tableKernel = kernelFamily('euclid_score_bwd_table', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
 // dX[i, d] = cx * sum_{q in seg(i)} g[q] (X[i, d] - u[b(q), d]), dQ[i, d] = cq * sum g[q] (Q[i, d] - m[b(q), d]),
 // seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N. One thread per
 // (i, ${w} consecutive d). Piece [s0, s0 + len) of each segment per dispatch (a hot item can own every position,
 // past llvmpipe's loop budget): the unscaled sums of unfinished segments wait in dX / dQ.
-const WG = ${WG}u;
 override WANT_X: u32 = 1u;
 override WANT_Q: u32 = 1u;
 struct Params { VDW: u32, N: u32, DW: u32, cx: f32, cq: f32, s0: u32, len: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<${T}>;          // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<${T}>;          // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<${T}>;          // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<${T}>;          // [V, D]
+@group(0) @binding(0) var<uniform> p: Params;${ROWS_AND_TABLES(T)}
 @group(0) @binding(5) var<storage, read> gy: array<f32>;          // [B, N]
 @group(0) @binding(6) var<storage, read> offsets: array<u32>;     // [V + 1]
 @group(0) @binding(7) var<storage, read> perm: array<u32>;        // [B * N]
 @group(0) @binding(8) var<storage, read_write> dX: array<${T}>;   // [V, D] (or [${w}] when WANT_X = 0)
 @group(0) @binding(9) var<storage, read_write> dQ: array<${T}>;   // [V, D] (or [${w}] when WANT_Q = 0)
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.VDW) { return; }
   let i = t / p.DW;
   let d = t - i * p.DW;
   let xv = X[t];
   let qv = Q[t];
-  var gx = ${zero};
-  var gq = ${zero};
+  var gx = ${T}(0.0);
+  var gq = ${T}(0.0);
   let a = offsets[i];
   let e = offsets[i + 1u];
   let k0 = a + min(p.s0, e - a);
@@ -198,13 +178,10 @@ ${ENTRY} {
   if (WANT_X != 0u) { dX[t] = select(gx, p.cx * gx, last); }
   if (WANT_Q != 0u) { dQ[t] = select(gq, p.cq * gq, last); }
 }`,
-      grid: ({ VDW }) => [ceilDiv(VDW!, WG)],
-      loopTrips: ({ len }) => loopCost(len!),
-    }),
+    grid: ({ VDW }) => [ceilDiv(VDW!, WG)],
+    loopTrips: ({ len }) => loopCost(len!),
   };
-  byWidth.set(w, ks);
-  return ks;
-}
+});
 
 export interface EuclidScoreAttrs {
   /** Weight of the long-term term (AttRec's code: 0.2). */
@@ -232,7 +209,7 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
     const { B, D, V, N } = checkInputs(u!, m!, X!, Q!, idx!);
     const out = Tensor.empty([B, N]); // [B, N]
     const w = vecWidth(D);
-    if (B * N) kernelsFor(w).fwd.run({ u: u!, m: m!, X: X!, Q: Q!, idx: idx!, out }, { P: B * N, N, DW: D / w, V, alpha, nan: NaN });
+    if (B * N) fwdKernel({ w }).run({ u: u!, m: m!, X: X!, Q: Q!, idx: idx!, out }, { P: B * N, N, DW: D / w, V, alpha, nan: NaN });
     ctx.save(u!, m!, X!, Q!, idx!);
     ctx.extra.dims = { B, D, V, N };
     return out;
@@ -247,7 +224,6 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
       return [needU ? zeros([B, D]) : null, needM ? zeros([B, D]) : null, needX ? zeros([V, D]) : null, needQ ? zeros([V, D]) : null, null];
     }
     const w = vecWidth(D);
-    const ks = kernelsFor(w);
     // A skipped half of a pass writes nothing; its binding gets a one-vector scratch tensor.
     const outOrScratch = (need: boolean, shape: number[]): Tensor => Tensor.empty(need ? shape : [w]);
     let du: Tensor | null = null;
@@ -257,7 +233,7 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
       dm = outOrScratch(needM, [B, D]); // [B, D]
       const per = Math.max(1, maxLoopIterations(loopBudget())); // candidates per dispatch
       for (let n0 = 0; n0 < N; n0 += per) {
-        ks.rows.run(
+        rowsKernel({ w }).run(
           { u, m, X, Q, idx, gy, du, dm },
           { BDW: (B * D) / w, N, DW: D / w, V, cu: 2 * a, cm: 2 * (1 - a), nan: NaN, n0, n1: Math.min(N, n0 + per) },
           { overrides: { WANT_U: needU ? 1 : 0, WANT_M: needM ? 1 : 0 } },
@@ -274,7 +250,7 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
       const P = B * N;
       const len = Math.max(1, Math.min(P, maxLoopIterations(loopBudget())));
       for (let s0 = 0; s0 < P; s0 += len) {
-        ks.table.run(
+        tableKernel({ w }).run(
           { u, m, X, Q, gy, offsets: csr.offsets, perm: csr.perm, dX, dQ },
           { VDW: (V * D) / w, N, DW: D / w, cx: 2 * a, cq: 2 * (1 - a), s0, len },
           { overrides: { WANT_X: needX ? 1 : 0, WANT_Q: needQ ? 1 : 0 } },

@@ -15,11 +15,22 @@ export {
   infonce, infonceDense, refInfonce, refInfonceGrad, type InfonceOptions, type InfonceDenseOptions, type Reduction,
 } from './infonce.js';
 export {
-  pairwiseSigmoidLoss, pairwiseSigmoidLossIds, bceNegSampling, multiLabelBce, csrTargets, refPairLoss, refPairGrad,
-  refPairRow, refMultiLabelBce, refMultiLabelBceGrad, refBceElem, refCsrToDense, refSigmoid, refSoftplus,
-  type CsrTargets, type PairwiseOptions, type BceNegSamplingOptions, type MultiLabelOptions,
+  pairwiseSigmoidLoss, pairwiseSigmoidLossIds, refPairwiseSigmoidRow, refPairwiseSigmoidLoss, refPairwiseSigmoidGrad,
+  refPairLoss, refPairGrad, refPairRow, type PairwiseOptions, type PairKind, type RefPairInputs,
 } from './pairwise.js';
+export * from './bce_neg_sampling.js';
+export * from './multilabel_bce.js';
 export * from './euclid_score.js';
 export { topkScores, refTopkScores, defaultChunks, type TopkMode, type TopkOptions, type TopkResult, type RefTopkInput, type RefTopkResult } from './topk.js';
 export { smallBmmNT, smallBmmNN } from './small_bmm.js';
 export { gatherDot, refGatherDot } from './gather_dot.js';
+export { scaleShiftOp, refScaleShift } from './scale_shift.js';
+export { biasGelu, refBiasGelu, refBiasGeluGrad } from './bias_gelu.js';
+export {
+  adamUpdate, adagradUpdate, sgdUpdate, optimUpdate, refAdam, refAdagrad, refSgd, OPTIM_RULES,
+  type AdamHyper, type AdagradHyper, type SgdHyper, type OptimRule, type UpdateSlot,
+} from './optim.js';
+// The kernel toolkit (WGSL snippets and templates, kernel families, shared helpers) for writing kernels outside
+// this folder; the float64 sigmoid / softplus also at the top level, as before.
+export * as common from './common.js';
+export { refSigmoid, refSoftplus } from './common.js';

@@ -1,5 +1,5 @@
-// infonce: fused batched InfoNCE (softmax cross-entropy over sampled or dense candidates), forward + backward,
-// plus the deterministic row index / row scatter that every id-based loss here uses for table gradients.
+// kernels/infonce.ts — infonce: fused batched InfoNCE (softmax cross-entropy over sampled or dense candidates),
+// forward + backward (the table gradient through scatter.ts's deterministic row index / rows scatter).
 //
 // Computes (per valid row n, w_n = mask[n], default 1; rows with w_n == 0 contribute nothing):
 //   s[n, c] = <q[n], table[id(n, c)]> / tau           id(n, c) = clamp(cand[n, c], 0, V-1)   (ids form)
@@ -20,275 +20,46 @@
 //   the logits (online max/sum over C, no barriers); one thread per row for the backward, which reloads each
 //   candidate row once, recomputes its logit, writes coef and accumulates dq in registers; one thread per table
 //   row for the scatter (the row's sum in registers). The row width D is baked into each kernel as a WGSL const
-//   (kernels named `_d64`), vec4 loads when D % 4 == 0. Masked rows cost one weight read and their stores.
+//   (kernels named `{D=64}`), vec4 loads when D % 4 == 0. Masked rows cost one weight read and their stores.
 // Memory traffic: forward reads N*C*D (gathered rows) + N*D + N*C ids, writes 4N floats; backward reads the
 //   gathered rows once more, writes N*C coefs and N*D (dq); the scatter reads M valid entries' q rows and writes
 //   V*D (dtable, every row written). Random row gathers from the [V, D] table dominate on llvmpipe.
-// Row index (`buildRowIndex`): the entries e (entry e belongs to row e / K) grouped by table id in ascending e,
-//   so the scatter sums every table row's contributions in a fixed order (bit-reproducible, no float atomics).
-//   rowidx_keys writes clamp(id) for entries of valid rows and V (dropped) for masked rows, then kernels/scatter.ts
-//   builds the CSR with its stable GPU radix sort (linear in M for any id distribution, e.g. padding ids
-//   repeated 10^5 times). An earlier version here (atomic histogram + atomic placement + per-segment rank sort)
-//   was quadratic in a segment's length. Kernels: rowidx_keys, scatter.ts's csr_*, rows_scatter_dD.
-// Kernels are generated per row width D (`_d64`: D baked in as a WGSL const so rows live in registers; vec4
-//   loads when D % 4 == 0): infonce_fwd_dD, infonce_bwd_dD, rows_scatter_dD; infonce_dense_dk_v4 / _v1.
-// Other kernels: loss_reduce (one workgroup, fixed order: per-row losses -> scalar, and the denominator).
+// Table gradient (ids form): scatter.ts's buildRowIndex (the entries e = (n, c) grouped by table id, ascending e;
+//   entries of masked rows dropped) and scatterRows (rows_scatter{D}: one thread per table row, fixed order,
+//   bit-reproducible, no float atomics; linear in the entries for any id distribution).
+// Kernels are generated per row width D (D baked in as a WGSL const so rows live in registers; vec4 loads when
+//   D % 4 == 0): infonce_fwd{D=64}, infonce_bwd{D=64}; infonce_dense_dk{lanes=4|1}; the final reduction is
+//   common.ts's loss_reduce (one workgroup, fixed order: per-row losses -> scalar, and the denominator).
 // llvmpipe's loop budget (65,535 iterations per invocation, shared by all loops): loops over D4 <= 16 are written
-// out; at D = 150 (scalar rows) each candidate costs a thread ~153 iterations, so the candidate loop is cut into
-// ranges per dispatch (online state carried in lse / rowLoss / dq); the scatter takes segments in pieces, the
-// dense candidate gradient rows in ranges, loss_reduce elements in ranges. All bit-identical to one dispatch.
-import { ceilDiv, checkIds, chunkRanges as ranges, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, Tensor, type Kernel } from '../engine/index.js';
-import { buildInverseIndex } from './scatter.js';
+// out (common.ts forSlots); at D = 150 (scalar rows) each candidate costs a thread ~153 iterations, so the
+// candidate loop is cut into ranges per dispatch (online state carried in lse / rowLoss / dq); the scatter takes
+// segments in pieces, the dense candidate gradient rows in ranges, loss_reduce elements in ranges. All
+// bit-identical to one dispatch.
+import { ceilDiv, checkIds, chunkRanges as ranges, defineOp, loopBudget, loopCost, maxLoopIterations, ref, Tensor } from '../engine/index.js';
+import { concatFlat, dotvWgsl, foldedIndex, forSlots, kernelFamily, lanesFor, main1d, reduceLoss, slotsConst, slotsCost, vecType, type Lanes, type Reduction } from './common.js';
+import { buildRowIndex, scatterRows } from './scatter.js';
+
+// Moved to scatter.ts (the row index and rows scatter) and common.ts (Reduction); re-exported here for imports
+// written before the move.
+export { buildRowIndex, refScatterRows, scatterRows, type RowIndex } from './scatter.js';
+export type { Reduction } from './common.js';
 
 type F64 = ref.F64;
-export type Reduction = 'mean' | 'sum';
-
 const WG = 64;
-const LINEAR = `let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;`;
-const ENTRY = `@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)`;
-
-/** Lanes per storage element along D: 4 (vec4 loads) when D % 4 == 0, else 1. */
-export type Lanes = 1 | 4;
-export const lanesFor = (D: number): Lanes => (D % 4 === 0 ? 4 : 1);
-export const vt = (l: Lanes): string => (l === 4 ? 'vec4<f32>' : 'f32');
-export const dotFn = (l: Lanes): string =>
-  l === 4 ? 'fn dotv(a: vec4<f32>, b: vec4<f32>) -> f32 { return dot(a, b); }' : 'fn dotv(a: f32, b: f32) -> f32 { return a * b; }';
-
-/** Numerically stable sigmoid / softplus shared by the loss kernels. */
-export const MATH_WGSL = /* wgsl */ `
-fn sig(x: f32) -> f32 {
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
-}
-// softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|); log1p by series for tiny arguments.
-fn softplus(x: f32) -> f32 {
-  let e = exp(-abs(x));
-  return max(x, 0.0) + select(log(1.0 + e), e * (1.0 - 0.5 * e), e < 1e-3);
-}`;
-
-const kernelCache = new Map<string, Kernel>();
-/** One Kernel object per generated name (the engine caches the pipeline by name). */
-export function cachedKernel(name: string, make: () => Kernel): Kernel {
-  let k = kernelCache.get(name);
-  if (!k) {
-    k = make();
-    if (k.name !== name) throw new Error(`cachedKernel: made '${k.name}' for '${name}'`);
-    kernelCache.set(name, k);
-  }
-  return k;
-}
-
-// ------------------------------------------------------------------ loops and llvmpipe's loop budget
-/**
- * Loops over a row's D4 storage elements are unrolled in the generated WGSL up to this length (Mesa unrolls
- * such loops itself; written out, they cost nothing of llvmpipe's per-invocation loop budget for certain).
- */
-export const UNROLL_D4 = 16;
-
-/** Statements `body(k)` for k in [0, n): unrolled (k a constant) when n <= UNROLL_D4, else a loop (`k` a var). */
-export function forD4(n: number, body: (k: string) => string, v = 'k'): string {
-  if (n <= UNROLL_D4) return Array.from({ length: n }, (_, j) => body(`${j}u`)).join(' ');
-  return `for (var ${v} = 0u; ${v} < ${n}u; ${v} = ${v} + 1u) { ${body(v)} }`;
-}
-
-/** Loop cost of forD4(n, body) whose body costs `body`. */
-export const d4Cost = (n: number, body = 0): number => (n <= UNROLL_D4 ? n * body : loopCost(n, body));
-
-// ------------------------------------------------------------------ loss_reduce
-const lossReduce = defineKernel({
-  name: 'loss_reduce',
-  wgsl: /* wgsl */ `
-// out[0] = sum(part) / den, den[0] = mean ? (sum(w) * scale, or 1 when sum(w) == 0) : 1.
-// part and w start at element offsets partOff / wOff of their buffers (they may be regions of one buffer).
-// One workgroup; thread t sums part[t], part[t + 256], ... then thread 0 adds the 256 partials in order.
-// Elements [i0, i1) per dispatch: longer inputs than one invocation's loop budget take several dispatches, the
-// running sums carried in out[0] / den[0] until the last one (i1 >= max(nPart, nW)).
-struct Params { nPart: u32, partOff: u32, nW: u32, wOff: u32, mean: u32, scale: f32, i0: u32, i1: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> part: array<f32>;       // [partOff + nPart] weighted loss partials
-@group(0) @binding(2) var<storage, read> w: array<f32>;          // [wOff + nW] row weights
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [1] the loss
-@group(0) @binding(4) var<storage, read_write> den: array<f32>;  // [1] the denominator (saved for backward)
-var<workgroup> sl: array<f32, 256>;
-var<workgroup> sw: array<f32, 256>;
-@compute @workgroup_size(256)
-fn main(@builtin(local_invocation_id) lid: vec3u) {
-  var a = 0.0;
-  let ea = min(p.nPart, p.i1);
-  for (var i = p.i0 + lid.x; i < ea; i = i + 256u) { a = a + part[p.partOff + i]; }
-  var b = 0.0;
-  let eb = min(p.nW, p.i1);
-  for (var i = p.i0 + lid.x; i < eb; i = i + 256u) { b = b + w[p.wOff + i]; }
-  sl[lid.x] = a;
-  sw[lid.x] = b;
-  workgroupBarrier();
-  if (lid.x == 0u) {
-    var L = 0.0;
-    var W = 0.0;
-    for (var t = 0u; t < 256u; t = t + 1u) { L = L + sl[t]; W = W + sw[t]; }
-    if (p.i0 != 0u) { L = out[0] + L; W = den[0] + W; }
-    if (p.i1 < max(p.nPart, p.nW)) { out[0] = L; den[0] = W; return; }
-    var d = 1.0;
-    if (p.mean == 1u && W != 0.0) { d = W * p.scale; }
-    out[0] = L / d;
-    den[0] = d;
-  }
-}`,
-  grid: () => [1],
-  minSizes: ({ nPart, partOff, nW, wOff }) => ({ part: partOff! + nPart!, w: wOff! + nW!, out: 1, den: 1 }),
-  loopTrips: ({ i0, i1 }) => 2 * loopCost(ceilDiv(i1! - i0!, 256)) + loopCost(256),
-});
-
-/** A region [off, off + n) of a flat tensor, for reduceLoss. */
-export interface Region {
-  t: Tensor;
-  off?: number;
-  n?: number;
-}
-
-/** loss [] = sum(part) / den and den [1] (see loss_reduce). */
-export function reduceLoss(part: Region, w: Region, mean: boolean, scale = 1): { loss: Tensor; den: Tensor } {
-  const loss = Tensor.empty([]); // []
-  const den = Tensor.empty([1]); // [1]
-  const partOff = part.off ?? 0;
-  const wOff = w.off ?? 0;
-  const nPart = part.n ?? part.t.size - partOff;
-  const nW = w.n ?? w.t.size - wOff;
-  // Elements per dispatch: 256 threads, two strided loops and the 256-step sum within the loop budget.
-  const per = maxLoopIterations(loopBudget(), 1, loopCost(256) + 2) * 256;
-  for (const [i0, i1] of ranges(Math.max(nPart, nW), per)) {
-    lossReduce.run({ part: part.t, w: w.t, out: loss, den }, { nPart, partOff, nW, wOff, mean: mean ? 1 : 0, scale, i0, i1 });
-  }
-  return { loss, den };
-}
-
-// ------------------------------------------------------------------ deterministic row index (CSR by table id)
-const IDX_PRELUDE = /* wgsl */ `
-struct Params { M: u32, K: u32, V: u32, pair: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> ids0: array<i32>;  // [M] entry ids; pair mode: [M/2] ids of even entries
-@group(0) @binding(2) var<storage, read> ids1: array<i32>;  // pair mode: [M/2] ids of odd entries (else unused)
-@group(0) @binding(3) var<storage, read> w: array<f32>;     // [M/K] row weights: rows with w == 0 are left out
-fn entry_id(e: u32) -> u32 {
-  var id = ids0[e];
-  if (p.pair == 1u) { id = select(ids0[e >> 1u], ids1[e >> 1u], (e & 1u) == 1u); }
-  return u32(clamp(id, 0, i32(p.V) - 1));
-}
-fn entry_valid(e: u32) -> bool { return w[e / p.K] != 0.0; }`;
-
-const idxKeys = defineKernel({
-  name: 'rowidx_keys',
-  foldable: true,
-  wgsl: /* wgsl */ `
-// keys[e] = clamp(id(e), 0, V-1) for entries of rows with w != 0, V (out of range: dropped by the index) else.
-${IDX_PRELUDE}
-@group(0) @binding(4) var<storage, read_write> keys: array<u32>; // [M]
-${ENTRY} {
-  ${LINEAR}
-  if (i >= p.M) { return; }
-  keys[i] = select(p.V, entry_id(i), entry_valid(i));
-}`,
-  grid: ({ M }) => [ceilDiv(M!, WG)],
-  minSizes: ({ M }) => ({ keys: M! }),
-});
-
-/** Entries grouped by table id: segment v is entries[offsets[v] .. offsets[v+1]), ascending. */
-export interface RowIndex {
-  offsets: Tensor; // [V + 1] u32
-  entries: Tensor; // [M] u32 (dropped entries after offsets[V])
-  M: number;
-  K: number;
-  V: number;
-  dispose(): void;
-}
-
-/**
- * Build the row index of M entries into a table of V rows. Entry e has id clamp(ids0[e], 0, V-1), or in pair
- * mode (ids1 given, K = 2) ids0[e/2] for even e and ids1[e/2] for odd e. Entries of rows with w[e / K] == 0
- * are left out. One key kernel, then kernels/scatter.ts's GPU radix sort (stable, linear in M whatever the id
- * distribution); no readback.
- */
-export function buildRowIndex(ids0: Tensor, ids1: Tensor | null, K: number, V: number, w: Tensor): RowIndex {
-  const M = ids1 ? 2 * ids0.size : ids0.size;
-  if (ids1 && (K !== 2 || ids1.size !== ids0.size)) throw new Error(`buildRowIndex: pair mode needs K = 2 and equal id counts`);
-  if (M % K !== 0 || w.size < M / K) throw new Error(`buildRowIndex: ${M} entries, K = ${K}, ${w.size} row weights`);
-  const keys = Tensor.empty([M], 'u32'); // [M]
-  idxKeys.run({ ids0, ids1: ids1 ?? ids0, w, keys }, { M, K, V, pair: ids1 ? 1 : 0 });
-  const csr = buildInverseIndex(keys, V);
-  keys.dispose();
-  return { offsets: csr.offsets, entries: csr.perm, M, K, V, dispose: () => csr.dispose() };
-}
-
-/** WGSL constants baking the row width in: D4 storage elements of `lanes` floats per row. */
-export const dConsts = (D: number): string => `const D4 = ${D / lanesFor(D)}u;`;
-
-function scatterKernel(D: number): Kernel {
-  const l = lanesFor(D);
-  const name = `rows_scatter_d${D}`;
-  return cachedKernel(name, () =>
-    defineKernel({
-      name,
-      foldable: true,
-      wgsl: /* wgsl */ `
-// out[v] = sum over the entries e of segment v (ascending) of coef[e] * x[e / K]. One thread per table row,
-// the row accumulated in registers; every row is written (rows without entries get 0).
-// Piece [s0, s0 + len) of each segment per dispatch (a hot id can own every entry, more than one invocation's
-// loop budget): the first piece starts from 0, later ones continue from out[v] (same order: bit-identical).
-struct Params { V: u32, K: u32, s0: u32, len: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> offsets: array<u32>;        // [V + 1]
-@group(0) @binding(2) var<storage, read> entries: array<u32>;        // [M]
-@group(0) @binding(3) var<storage, read> coef: array<f32>;           // [M]
-@group(0) @binding(4) var<storage, read> x: array<${vt(l)}>;         // [M / K, D]
-@group(0) @binding(5) var<storage, read_write> out: array<${vt(l)}>; // [V, D]
-${dConsts(D)}
-${ENTRY} {
-  ${LINEAR}
-  if (i >= p.V) { return; }
-  let a = offsets[i];
-  let b = offsets[i + 1u];
-  let j0 = a + min(p.s0, b - a);
-  let j1 = j0 + min(p.len, b - j0);
-  if (p.s0 != 0u && j0 == j1) { return; }
-  var acc: array<${vt(l)}, D4>;
-  if (p.s0 != 0u) { ${forD4(D / l, (k) => `acc[${k}] = out[i * D4 + ${k}];`)} }
-  for (var j = j0; j < j1; j = j + 1u) {
-    let e = entries[j];
-    let cf = coef[e];
-    let xr = (e / p.K) * D4;
-    ${forD4(D / l, (k) => `acc[${k}] = acc[${k}] + cf * x[xr + ${k}];`)}
-  }
-  ${forD4(D / l, (k) => `out[i * D4 + ${k}] = acc[${k}];`)}
-}`,
-      grid: ({ V }) => [ceilDiv(V!, WG)],
-      minSizes: ({ V }) => ({ offsets: V! + 1, out: V! * (D / l) }),
-      loopTrips: ({ len }) => 3 * d4Cost(D / l) + loopCost(len!, d4Cost(D / l)),
-    }),
-  );
-}
-
-/** out [V, D]: out[v] = sum over the index's entries e with id v (ascending e) of coef[e] * x[e / K]. */
-export function scatterRows(index: RowIndex, coef: Tensor, x: Tensor, D: number): Tensor {
-  if (coef.size < index.M || x.size < (index.M / index.K) * D) throw new Error(`scatterRows: coef ${coef.describe()} / x ${x.describe()} too small for ${index.M} entries`);
-  const out = Tensor.empty([index.V, D]); // [V, D]
-  const d4 = D / lanesFor(D);
-  // A segment can hold every entry (a padding id repeated M times): pieces of `len` entries per dispatch.
-  const len = Math.min(index.M, maxLoopIterations(loopBudget(), d4Cost(d4), 3 * d4Cost(d4)));
-  for (const [s0, s1] of ranges(index.M, len)) {
-    scatterKernel(D).run({ offsets: index.offsets, entries: index.entries, coef, x, out }, { V: index.V, K: index.K, s0, len: Math.max(s1 - s0, 0) });
-  }
-  return out;
-}
 
 // ------------------------------------------------------------------ infonce kernels
 // Candidates [c0, c1) per dispatch: more candidates than one invocation's loop budget allows (D = 150 rows loop
 // over D inside the candidate loop) take several dispatches; the online state (max, sum, positive logit; dq)
 // is carried in the outputs between them, in the same order as one dispatch (bit-identical).
-const INFONCE_PARAMS = 'struct Params { N: u32, C: u32, V: u32, invTau: f32, dense: u32, hasPos: u32, hasMask: u32, c0: u32, c1: u32 }';
+/** The uniform and the inputs (bindings 0-4) of the forward and backward kernels. */
+const INFONCE_INPUTS = (T: string): string => /* wgsl */ `struct Params { N: u32, C: u32, V: u32, invTau: f32, dense: u32, hasPos: u32, hasMask: u32, c0: u32, c1: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<${T}>;      // [N, D]
+@group(0) @binding(2) var<storage, read> table: array<${T}>;  // [V, D] (dense: [C, D])
+@group(0) @binding(3) var<storage, read> cand: array<i32>;        // [N, C] (dense: unused)
+@group(0) @binding(4) var<storage, read> pos: array<i32>;         // [N] positive column (hasPos)`;
 const INFONCE_FNS = (l: Lanes): string => /* wgsl */ `
-${dotFn(l)}
+${dotvWgsl(l)}
 fn cand_id(n: u32, c: u32) -> u32 {
   if (p.dense == 1u) { return c; }
   return u32(clamp(cand[n * p.C + c], 0, i32(p.V) - 1));
@@ -298,37 +69,31 @@ fn pos_col(n: u32) -> u32 {
   return u32(clamp(pos[n], 0, i32(p.C) - 1));
 }`;
 
-function infonceFwdKernel(D: number): Kernel {
+/** Forward, one thread per row with q[n] in registers, D baked in: `infonce_fwd{D=64}`. */
+const infonceFwdKernel = kernelFamily('infonce_fwd', ({ D }: { D: number }) => {
   const l = lanesFor(D);
-  const name = `infonce_fwd_d${D}`;
-  return cachedKernel(name, () =>
-    defineKernel({
-      name,
-      foldable: true,
-      wgsl: /* wgsl */ `
+  const T = vecType(l);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
 // One thread per row, q[n] in registers: online max/sum over the C logits (no barriers), lse and the
 // weighted row loss.
-${INFONCE_PARAMS}
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<${vt(l)}>;      // [N, D]
-@group(0) @binding(2) var<storage, read> table: array<${vt(l)}>;  // [V, D] (dense: [C, D])
-@group(0) @binding(3) var<storage, read> cand: array<i32>;        // [N, C] (dense: unused)
-@group(0) @binding(4) var<storage, read> pos: array<i32>;         // [N] positive column (hasPos)
+${INFONCE_INPUTS(T)}
 @group(0) @binding(5) var<storage, read> mask: array<f32>;        // [N] row weights (hasMask)
 @group(0) @binding(6) var<storage, read_write> lse: array<f32>;     // [2, N]: row max m, then log sum exp(s - m)
 @group(0) @binding(7) var<storage, read_write> rowLoss: array<f32>; // [N] w * (lse - s_pos)
 @group(0) @binding(8) var<storage, read_write> rowW: array<f32>;    // [N] w
-${dConsts(D)}
+${slotsConst(D)}
 ${INFONCE_FNS(l)}
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.N) { return; }
   var w = 1.0;
   if (p.hasMask == 1u) { w = mask[i]; }
   rowW[i] = w;
   if (w == 0.0) { lse[i] = 0.0; lse[p.N + i] = 0.0; rowLoss[i] = 0.0; return; }
-  var qr: array<${vt(l)}, D4>;
-  ${forD4(D / l, (k) => `qr[${k}] = q[i * D4 + ${k}];`)}
+  var qr: array<${T}, D4>;
+  ${forSlots(D / l, 'qr[{k}] = q[i * D4 + {k}];')}
   let pc = pos_col(i);
   var m = -3.4028234663852886e38;
   var s = 0.0;
@@ -337,7 +102,7 @@ ${ENTRY} {
   for (var c = p.c0; c < p.c1; c = c + 1u) {
     let tr = cand_id(i, c) * D4;
     var a = 0.0;
-    ${forD4(D / l, (k) => `a = a + dotv(qr[${k}], table[tr + ${k}]);`)}
+    ${forSlots(D / l, 'a = a + dotv(qr[{k}], table[tr + {k}]);')}
     let x = a * p.invTau;
     if (c == pc) { sp = x; }
     if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s = s + exp(x - m); }
@@ -350,110 +115,100 @@ ${ENTRY} {
   lse[p.N + i] = ls;
   rowLoss[i] = w * ((m - sp) + ls);
 }`,
-      grid: ({ N }) => [ceilDiv(N!, WG)],
-      minSizes: ({ N }) => ({ q: N! * (D / l), pos: N!, mask: N!, lse: 2 * N!, rowLoss: N!, rowW: N! }),
-      loopTrips: ({ c0, c1 }) => infonceFwdTrips(D, c1! - c0!),
-    }),
-  );
-}
+    grid: ({ N }) => [ceilDiv(N!, WG)],
+    minSizes: ({ N }) => ({ q: N! * (D / l), pos: N!, mask: N!, lse: 2 * N!, rowLoss: N!, rowW: N! }),
+    loopTrips: ({ c0, c1 }) => infonceFwdTrips(D, c1! - c0!),
+  };
+});
 
-function infonceBwdKernel(D: number): Kernel {
+/** Backward, one thread per row (coef for the table scatter, dq in registers), D baked in: `infonce_bwd{D=64}`. */
+const infonceBwdKernel = kernelFamily('infonce_bwd', ({ D }: { D: number }) => {
   const l = lanesFor(D);
-  const name = `infonce_bwd_d${D}`;
-  return cachedKernel(name, () =>
-    defineKernel({
-      name,
-      foldable: true,
-      wgsl: /* wgsl */ `
+  const T = vecType(l);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
 // One thread per row; q[n], the current candidate row and dq[n] in registers. For each candidate: reload its
 // row once, recompute the logit (same code as the forward), coef = g_n (exp((s - m) - logsum) - 1[c == pos])
 // / tau (written for the table scatter), dq += coef * row.
-${INFONCE_PARAMS}
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<${vt(l)}>;      // [N, D]
-@group(0) @binding(2) var<storage, read> table: array<${vt(l)}>;  // [V, D]
-@group(0) @binding(3) var<storage, read> cand: array<i32>;        // [N, C]
-@group(0) @binding(4) var<storage, read> pos: array<i32>;         // [N]
+${INFONCE_INPUTS(T)}
 @group(0) @binding(5) var<storage, read> saved: array<f32>;       // [3N + 1]: w [N], m [N], logsum [N], den
 @group(0) @binding(6) var<storage, read> gy: array<f32>;          // [1]
 @group(0) @binding(7) var<storage, read_write> coef: array<f32>;  // [N, C]
-@group(0) @binding(8) var<storage, read_write> dq: array<${vt(l)}>; // [N, D]
-${dConsts(D)}
+@group(0) @binding(8) var<storage, read_write> dq: array<${T}>; // [N, D]
+${slotsConst(D)}
 ${INFONCE_FNS(l)}
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.N) { return; }
   let w = saved[i];
-  var acc: array<${vt(l)}, D4>;
+  var acc: array<${T}, D4>;
   if (w == 0.0) {
     for (var c = p.c0; c < p.c1; c = c + 1u) { coef[i * p.C + c] = 0.0; }
-    ${forD4(D / l, (k) => `dq[i * D4 + ${k}] = acc[${k}];`)}
+    ${forSlots(D / l, 'dq[i * D4 + {k}] = acc[{k}];')}
     return;
   }
-  if (p.c0 != 0u) { ${forD4(D / l, (k) => `acc[${k}] = dq[i * D4 + ${k}];`)} }
+  if (p.c0 != 0u) { ${forSlots(D / l, 'acc[{k}] = dq[i * D4 + {k}];')} }
   let g = gy[0] * w / saved[3u * p.N] * p.invTau;
   let pc = pos_col(i);
   let m = saved[p.N + i];
   let ls = saved[2u * p.N + i];
-  var qr: array<${vt(l)}, D4>;
-  ${forD4(D / l, (k) => `qr[${k}] = q[i * D4 + ${k}];`)}
+  var qr: array<${T}, D4>;
+  ${forSlots(D / l, 'qr[{k}] = q[i * D4 + {k}];')}
   for (var c = p.c0; c < p.c1; c = c + 1u) {
     let tr = cand_id(i, c) * D4;
-    var row: array<${vt(l)}, D4>;
+    var row: array<${T}, D4>;
     var a = 0.0;
-    ${forD4(D / l, (k) => `row[${k}] = table[tr + ${k}]; a = a + dotv(qr[${k}], row[${k}]);`)}
+    ${forSlots(D / l, 'row[{k}] = table[tr + {k}]; a = a + dotv(qr[{k}], row[{k}]);')}
     let cf = g * (exp((a * p.invTau - m) - ls) - select(0.0, 1.0, c == pc));
     coef[i * p.C + c] = cf;
-    ${forD4(D / l, (k) => `acc[${k}] = acc[${k}] + cf * row[${k}];`)}
+    ${forSlots(D / l, 'acc[{k}] = acc[{k}] + cf * row[{k}];')}
   }
-  ${forD4(D / l, (k) => `dq[i * D4 + ${k}] = acc[${k}];`)}
+  ${forSlots(D / l, 'dq[i * D4 + {k}] = acc[{k}];')}
 }`,
-      grid: ({ N }) => [ceilDiv(N!, WG)],
-      minSizes: ({ N, C }) => ({ q: N! * (D / l), pos: N!, saved: 3 * N! + 1, gy: 1, coef: N! * C!, dq: N! * (D / l) }),
-      loopTrips: ({ c0, c1 }) => infonceBwdTrips(D, c1! - c0!),
-    }),
-  );
-}
+    grid: ({ N }) => [ceilDiv(N!, WG)],
+    minSizes: ({ N, C }) => ({ q: N! * (D / l), pos: N!, saved: 3 * N! + 1, gy: 1, coef: N! * C!, dq: N! * (D / l) }),
+    loopTrips: ({ c0, c1 }) => infonceBwdTrips(D, c1! - c0!),
+  };
+});
 
-function infonceDenseDkKernel(l: Lanes): Kernel {
-  const name = `infonce_dense_dk_v${l}`;
-  return cachedKernel(name, () =>
-    defineKernel({
-      name,
-      foldable: true,
-      wgsl: /* wgsl */ `
+/** Dense form: the candidate matrix's gradient, a column sum over the rows: `infonce_dense_dk{lanes=4}`. */
+const infonceDenseDkKernel = kernelFamily('infonce_dense_dk', ({ lanes: l }: { lanes: Lanes }) => {
+  const T = vecType(l);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
 // dcands[m, k] = sum_n coef[n, m] * q[n, k] (rows in ascending order). One thread per (candidate, chunk of D).
 // Rows [n0, n1) per dispatch (past the loop budget: several, continuing from dk; bit-identical).
 struct Params { N: u32, M: u32, D4: u32, n0: u32, n1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<${vt(l)}>;          // [N, D]
+@group(0) @binding(1) var<storage, read> q: array<${T}>;          // [N, D]
 @group(0) @binding(2) var<storage, read> coef: array<f32>;            // [N, M]
-@group(0) @binding(3) var<storage, read_write> dk: array<${vt(l)}>;    // [M, D]
-${ENTRY} {
-  ${LINEAR}
+@group(0) @binding(3) var<storage, read_write> dk: array<${T}>;    // [M, D]
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.M * p.D4) { return; }
   let m = i / p.D4;
   let k = i % p.D4;
-  var acc = ${vt(l)}(0.0);
+  var acc = ${T}(0.0);
   if (p.n0 != 0u) { acc = dk[i]; }
   for (var n = p.n0; n < p.n1; n = n + 1u) { acc = acc + coef[n * p.M + m] * q[n * p.D4 + k]; }
   dk[i] = acc;
 }`,
-      grid: ({ M, D4 }) => [ceilDiv(M! * D4!, WG)],
-      minSizes: ({ N, M, D4 }) => ({ q: N! * D4!, coef: N! * M!, dk: M! * D4! }),
-      loopTrips: ({ n0, n1 }) => loopCost(n1! - n0!),
-    }),
-  );
-}
+    grid: ({ M, D4 }) => [ceilDiv(M! * D4!, WG)],
+    minSizes: ({ N, M, D4 }) => ({ q: N! * D4!, coef: N! * M!, dk: M! * D4! }),
+    loopTrips: ({ n0, n1 }) => loopCost(n1! - n0!),
+  };
+});
 
 /** Loop cost of the forward / backward kernels for `n` candidates of width D (the D4 loops nest in the candidate loop). */
 function infonceFwdTrips(D: number, n: number): number {
   const d4 = D / lanesFor(D);
-  return d4Cost(d4) + loopCost(n, d4Cost(d4));
+  return slotsCost(d4) + loopCost(n, slotsCost(d4));
 }
 function infonceBwdTrips(D: number, n: number): number {
   const d4 = D / lanesFor(D);
-  return Math.max(loopCost(n) + d4Cost(d4), 3 * d4Cost(d4) + loopCost(n, 2 * d4Cost(d4)));
+  return Math.max(loopCost(n) + slotsCost(d4), 3 * slotsCost(d4) + loopCost(n, 2 * slotsCost(d4)));
 }
 /** The most candidates one dispatch may take under the loop budget (Infinity: no limit). */
 function candidatesPerDispatch(trips: (D: number, n: number) => number, D: number): number {
@@ -472,17 +227,6 @@ interface InfonceAttrs {
   dense: boolean;
   hasPos: boolean;
   hasMask: boolean;
-}
-
-/** Concatenate flat tensors into one new f32 buffer (buffer copies, no kernel). */
-export function concatFlat(parts: Tensor[]): Tensor {
-  const out = Tensor.empty([parts.reduce((s, t) => s + t.size, 0)]); // [sum of sizes]
-  let at = 0;
-  for (const t of parts) {
-    rt().queue.copy(t.buffer, t.byteOffset, out.buffer, out.byteOffset + 4 * at, t.byteLength);
-    at += t.size;
-  }
-  return out;
 }
 
 const infonceOp = defineOp<InfonceAttrs>({
@@ -507,7 +251,7 @@ const infonceOp = defineOp<InfonceAttrs>({
     const rowLoss = Tensor.empty([N]); // [N]
     const rowW = Tensor.empty([N]); // [N]
     // Absent optional inputs bind another read-only tensor of the right dtype (never read: hasPos/hasMask = 0).
-    const fwd = infonceFwdKernel(D);
+    const fwd = infonceFwdKernel({ D });
     for (const [c0, c1] of ranges(C, candidatesPerDispatch(infonceFwdTrips, D))) {
       fwd.run({ q, table, cand, pos: pos ?? cand, mask: mask ?? q, lse, rowLoss, rowW }, { ...params, c0, c1 });
     }
@@ -534,7 +278,7 @@ const infonceOp = defineOp<InfonceAttrs>({
     const coef = Tensor.empty([N, C]); // [N, C]
     const dq = Tensor.empty([N, D]); // [N, D] (written even when q needs no gradient: it costs one store per row)
     const params = { N, C, V, invTau: 1 / a.temperature, dense: a.dense ? 1 : 0, hasPos: a.hasPos ? 1 : 0, hasMask: a.hasMask ? 1 : 0 };
-    const bwd = infonceBwdKernel(D);
+    const bwd = infonceBwdKernel({ D });
     for (const [c0, c1] of ranges(C, candidatesPerDispatch(infonceBwdTrips, D))) {
       bwd.run({ q, table, cand, pos, saved, gy, coef, dq }, { ...params, c0, c1 });
     }
@@ -543,7 +287,7 @@ const infonceOp = defineOp<InfonceAttrs>({
       if (a.dense) {
         dt = Tensor.empty([V, D]); // [M, D]
         for (const [n0, n1] of ranges(N, maxLoopIterations(loopBudget()))) {
-          infonceDenseDkKernel(l).run({ q, coef, dk: dt }, { N, M: V, D4: D / l, n0, n1 });
+          infonceDenseDkKernel({ lanes: l }).run({ q, coef, dk: dt }, { N, M: V, D4: D / l, n0, n1 });
         }
       } else {
         const index = buildRowIndex(cand, null, C, V, saved);
@@ -706,17 +450,4 @@ export function refInfonceGrad(q: F64, table: F64, cand: F64 | null, o: RefInfon
     }
   }
   return [dq, dt];
-}
-
-/** Float64 segment sum: out[v] = sum over entries e (ascending) with id(e) = v and w[e / K] != 0 of coef[e] x[e / K]. */
-export function refScatterRows(ids: ArrayLike<number>, K: number, V: number, w: ArrayLike<number>, coef: ArrayLike<number>, x: F64): F64 {
-  const D = x.shape[1]!;
-  const out = ref.zerosF64([V, D]);
-  for (let e = 0; e < ids.length; e++) {
-    const n = Math.floor(e / K);
-    if (w[n] === 0) continue;
-    const v = clampInt(ids[e]!, 0, V - 1);
-    for (let d = 0; d < D; d++) out.data[v * D + d]! += coef[e]! * x.data[n * D + d]!;
-  }
-  return out;
 }

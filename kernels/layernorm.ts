@@ -13,7 +13,7 @@
 // for such a row; ours returns b.) Only eps = 0 with a constant row gives 0 * inf = NaN, as PyTorch would.
 // The shifted mean also keeps the variance accurate for rows with a large common offset (|x| ~ 1000).
 //
-// Forward: a row program (kernels/softmax.ts): two sum reductions (shifted mean, then centred variance) and a
+// Forward: a row program (kernels/common_rows.ts): two sum reductions (shifted mean, then centred variance) and a
 // write pass; `row` variant (thread per row, serial over D) or `wg` (workgroup per row); saves mean and rstd
 // per row. Reads x 3x (in cache), w and b once per row, writes y, mean, rstd.
 // Backward, one fused kernel `layernorm_bwd`, one workgroup of WG = 64 threads per block of 64 rows:
@@ -26,13 +26,14 @@
 // writes dx, then 2 * blocks * D partials.
 // Variants: forward `row` / `wg` (rowConfig picks by adapter; bench rows layernorm.fwd_row / layernorm.fwd_wg).
 // Long rows and llvmpipe's loop budget (65,535 iterations per invocation, all loops together): the forward row
-// program switches variant (softmax.ts runRow); the fused backward's two serial loops over D (~3D iterations per
+// program switches variant (common_rows.ts runRow); the fused backward's two serial loops over D (~3D iterations per
 // thread) give way past ~21,000 columns to the row program layernorm_bwd_dx (same arithmetic) plus
 // layernorm_bwd_part (one thread per (block, column)), and more than ~65,000 blocks of partials are summed by
 // reduce.ts's chunked sum instead of layernorm_bwd_dwdb's serial loop.
 import { ceilDiv, copyInto, defineKernel, defineOp, fillInPlace, loopCost, ref, Tensor } from '../engine/index.js';
+import { FOLDED_GROUP, foldedIndex, main1d } from './common.js';
+import { rowProgram, runRow, type RowOptions } from './common_rows.js';
 import { sumTo } from './reduce.js';
-import { rowProgram, runRow, type RowOptions } from './softmax.js';
 
 type F64 = ref.F64;
 const WG = 64;
@@ -61,6 +62,15 @@ const lnFwd = rowProgram(
   ({ rows, C }) => ({ x: rows! * C!, w: C!, b: C!, y: rows! * C!, mean: rows!, rstd: rows! }),
 );
 
+/** The inputs and dx of the backward kernels (after their `struct Params`). */
+const BWD_DECLS = /* wgsl */ `@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;            // [rows, C]
+@group(0) @binding(2) var<storage, read> w: array<f32>;            // [C]
+@group(0) @binding(3) var<storage, read> gy: array<f32>;           // [rows, C]
+@group(0) @binding(4) var<storage, read> mean: array<f32>;         // [rows]
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;         // [rows]
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;     // [rows, C]`;
+
 const lnBwd = defineKernel({
   name: 'layernorm_bwd',
   foldable: true,
@@ -69,18 +79,11 @@ const lnBwd = defineKernel({
 // (thread per column). flags bit 0: write dx; bit 1: write the partials.
 const WG = ${WG}u;
 struct Params { rows: u32, C: u32, flags: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;            // [rows, C]
-@group(0) @binding(2) var<storage, read> w: array<f32>;            // [C]
-@group(0) @binding(3) var<storage, read> gy: array<f32>;           // [rows, C]
-@group(0) @binding(4) var<storage, read> mean: array<f32>;         // [rows]
-@group(0) @binding(5) var<storage, read> rstd: array<f32>;         // [rows]
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;     // [rows, C]
+${BWD_DECLS}
 @group(0) @binding(7) var<storage, read_write> pw: array<f32>;     // [blocks, C] partial dweight
 @group(0) @binding(8) var<storage, read_write> pb: array<f32>;     // [blocks, C] partial dbias
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let blk = wid.x + wid.y * nwg.x;
+${main1d(WG)} {
+  let blk = ${FOLDED_GROUP};
   let r0 = blk * WG;
   if (r0 >= p.rows) { return; }
   let row = r0 + lid.x;
@@ -166,13 +169,7 @@ const lnBwdDx = rowProgram(
     name: 'layernorm_bwd_dx',
     doc: '// dx = rstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)) per row, xhat = (x - mean) * rstd (saved mean, rstd).',
     decls: /* wgsl */ `struct Params { rows: u32, C: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;            // [rows, C]
-@group(0) @binding(2) var<storage, read> w: array<f32>;            // [C]
-@group(0) @binding(3) var<storage, read> gy: array<f32>;           // [rows, C]
-@group(0) @binding(4) var<storage, read> mean: array<f32>;         // [rows]
-@group(0) @binding(5) var<storage, read> rstd: array<f32>;         // [rows]
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;     // [rows, C]`,
+${BWD_DECLS}`,
     pre: 'let u = mean[row]; let r = rstd[row];',
     passes: [
       { op: 'sum', out: 'a', expr: 'gy[base + c] * w[c]', then: 'let am = a / f32(p.C);' },
@@ -198,9 +195,8 @@ struct Params { rows: u32, C: u32, blocks: u32 }
 @group(0) @binding(4) var<storage, read> rstd: array<f32>;         // [rows]
 @group(0) @binding(5) var<storage, read_write> pw: array<f32>;     // [blocks, C]
 @group(0) @binding(6) var<storage, read_write> pb: array<f32>;     // [blocks, C]
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * 64u + lid.x;
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.blocks * p.C) { return; }
   let blk = t / p.C;
   let c = t - blk * p.C;

@@ -27,16 +27,14 @@
 //   max and log-sum-exp, saving both per row, writing loss_n; the scalar comes from one workgroup reducing the N
 //   row losses and the count of counted rows (tree, deterministic). Backward is one thread per logit:
 //   reads z once, writes dz once (no softmax tensor is kept).
-import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
-import { broadcastStrides, MAX_BCAST_DIMS, padDims, sum, sumTo } from './reduce.js';
-import { rowProgram, runRow, type RowOptions } from './softmax.js';
+import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Kernel, type KernelSpec, type Shape } from '../engine/index.js';
+import { bcastIndexWgsl, broadcastStrides, DIMS_T, foldedIndex, kernelFamily, main1d, MAX_BCAST_DIMS, NAN_WGSL, padDims, refSigmoid, SIGMOID_WGSL } from './common.js';
+import { rowProgram, runRow, type RowOptions } from './common_rows.js';
+import { sum, sumTo } from './reduce.js';
 
 type F64 = ref.F64;
 const WG = 256;
 const MAX_DIMS = MAX_BCAST_DIMS;
-const ENTRY =
-  '@compute @workgroup_size(256)\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)';
-const LINEAR = 'let i = (wid.x + wid.y * nwg.x) * 256u + lid.x;';
 
 export type LossReduction = 'mean' | 'sum' | 'none';
 type CondDType = 'u32' | 'i32';
@@ -54,66 +52,43 @@ function broadcast(op: string, ...shapes: Shape[]): number[] {
   return out;
 }
 
-const BCAST_INDEX = /* wgsl */ `
-// Flat index of a broadcast operand from the output index (strides 0 on broadcast dims).
-fn bidx(i: u32, st: array<vec4<u32>, 2>) -> u32 {
-  var rem = i;
-  var k = 0u;
-  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
-    let dd = u32(d);
-    let dim = p.shape[dd / 4u][dd % 4u];
-    k = k + (rem % dim) * st[dd / 4u][dd % 4u];
-    rem = rem / dim;
-  }
-  return k;
-}`;
-
 // ------------------------------------------------------------------ where / maskedFill
-const whereKernels = new Map<string, Kernel>();
-
-function whereKernel(dt: CondDType, bwd: boolean): Kernel {
-  const key = `where${bwd ? '_bwd' : ''}_${dt}`;
-  let k = whereKernels.get(key);
-  if (k) return k;
-  k = defineKernel({
-    name: key,
-    foldable: true,
-    wgsl: bwd
-      ? /* wgsl */ `
+/** where's forward (out = cond ? A : B) and the full-shape gradient of its a (take 1) or b (take 0) side. */
+const whereKernel = kernelFamily('where', ({ dtype, bwd }: { dtype: CondDType; bwd: boolean }) => ({
+  foldable: true,
+  wgsl: bwd
+    ? /* wgsl */ `
 // out[i] = gy[i] where (cond != 0) == (take == 1), else 0: the full-shape gradient of where's a (take 1) or b (take 0).
-struct Params { n: u32, ndim: u32, take: u32, shape: array<vec4<u32>, 2>, sc: array<vec4<u32>, 2> }
+struct Params { n: u32, ndim: u32, take: u32, shape: ${DIMS_T}, sc: ${DIMS_T} }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> cond: array<${dt}>;     // broadcastable to out
+@group(0) @binding(1) var<storage, read> cond: array<${dtype}>;  // broadcastable to out
 @group(0) @binding(2) var<storage, read> gy: array<f32>;         // [n] output shape
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n]
-${BCAST_INDEX}
-${ENTRY} {
-  ${LINEAR}
+${bcastIndexWgsl('sc')}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
-  let c = select(0u, 1u, cond[bidx(i, p.sc)] != 0);
+  let c = select(0u, 1u, cond[bidx_sc(i)] != 0);
   out[i] = select(0.0, gy[i], c == p.take);
 }`
-      : /* wgsl */ `
+    : /* wgsl */ `
 // out[i] = cond != 0 ? A : B, all three broadcast to out (numpy rules).
-struct Params { n: u32, ndim: u32, shape: array<vec4<u32>, 2>, sc: array<vec4<u32>, 2>, sa: array<vec4<u32>, 2>, sb: array<vec4<u32>, 2> }
+struct Params { n: u32, ndim: u32, shape: ${DIMS_T}, sc: ${DIMS_T}, sa: ${DIMS_T}, sb: ${DIMS_T} }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> cond: array<${dt}>;     // broadcastable to out
+@group(0) @binding(1) var<storage, read> cond: array<${dtype}>;  // broadcastable to out
 @group(0) @binding(2) var<storage, read> A: array<f32>;          // broadcastable to out
 @group(0) @binding(3) var<storage, read> B: array<f32>;          // broadcastable to out
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n]
-${BCAST_INDEX}
-${ENTRY} {
-  ${LINEAR}
+${bcastIndexWgsl('sc')}${bcastIndexWgsl('sa')}${bcastIndexWgsl('sb')}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
-  out[i] = select(B[bidx(i, p.sb)], A[bidx(i, p.sa)], cond[bidx(i, p.sc)] != 0);
+  out[i] = select(B[bidx_sb(i)], A[bidx_sa(i)], cond[bidx_sc(i)] != 0);
 }`,
-    grid: ({ n }) => [ceilDiv(n!, WG)],
-    minSizes: ({ n }) => ({ out: n! }),
-    loopTrips: (bwd ? 1 : 3) * loopCost(MAX_DIMS), // bidx: one loop over at most MAX_DIMS dims per operand
-  });
-  whereKernels.set(key, k);
-  return k;
-}
+  grid: ({ n }) => [ceilDiv(n!, WG)],
+  minSizes: ({ n }) => ({ out: n! }),
+  loopTrips: (bwd ? 1 : 3) * loopCost(MAX_DIMS), // bidx: one loop over at most MAX_DIMS dims per operand
+}));
 
 function condDType(op: string, c: Tensor): CondDType {
   if (c.dtype === 'f32') throw new Error(`${op}: condition ${c.describe()} must be u32 or i32 (nonzero = true), not f32`);
@@ -126,7 +101,7 @@ const whereOp = defineOp<{ shape: number[] }>({
     const out = Tensor.empty(shape); // broadcast(cond, a, b)
     const n = out.size;
     if (n) {
-      whereKernel(condDType('where', cond!), false).run(
+      whereKernel({ dtype: condDType('where', cond!), bwd: false }).run(
         { cond: cond!, A: a!, B: b!, out },
         { n, ndim: shape.length, shape: padDims(shape), sc: broadcastStrides(cond!.shape, shape), sa: broadcastStrides(a!.shape, shape), sb: broadcastStrides(b!.shape, shape) },
       );
@@ -142,7 +117,7 @@ const whereOp = defineOp<{ shape: number[] }>({
     const grad = (take: number, to: Shape): Tensor => {
       const full = Tensor.empty(shape); // output shape
       if (full.size) {
-        whereKernel(condDType('where', cond), true).run(
+        whereKernel({ dtype: condDType('where', cond), bwd: true }).run(
           { cond, gy, out: full },
           { n: full.size, ndim: shape.length, take, shape: padDims(shape), sc: broadcastStrides(cond.shape, shape) },
         );
@@ -194,14 +169,9 @@ interface MapRow {
   dt?: string;
 }
 
-const HELPERS = /* wgsl */ `
 // log clamped at -100 as nn.BCELoss (p = 0 exactly is -100 without evaluating log(0)).
-fn clog(v: f32) -> f32 { return select(-100.0, max(log(v), -100.0), v > 0.0); }
-fn sigmoid_(x: f32) -> f32 {
-  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
-  let e = exp(x);
-  return e / (1.0 + e);
-}`;
+const CLOG_WGSL = /* wgsl */ `
+fn clog(v: f32) -> f32 { return select(-100.0, max(log(v), -100.0), v > 0.0); }`;
 
 const MAPS = {
   clamp: { fwd: 'min(max(a, p.lo), p.hi)', da: 'select(0.0, 1.0, a >= p.lo && a <= p.hi)' },
@@ -215,40 +185,37 @@ const MAPS = {
 } satisfies Record<string, MapRow>;
 type MapName = keyof typeof MAPS;
 
-const mapKernels = new Map<string, Kernel>();
+/** A map row's kernels: the forward (`grad` absent) or its gradient w.r.t. a ('a') or t ('t'); named after the row. */
+const mapKernels = Object.fromEntries(
+  (Object.keys(MAPS) as MapName[]).map((name) => [name, kernelFamily(name, ({ grad }: { grad?: 'a' | 't' }) => mapSpec(name, grad))]),
+) as Record<MapName, (p: { grad?: 'a' | 't' }) => Kernel>;
 
-/** Forward map (`which` = -1) or the gradient w.r.t. a (0) or t (1). */
-function mapKernel(name: MapName, which: -1 | 0 | 1): Kernel {
-  const key = which < 0 ? name : `${name}_bwd${which === 1 ? '_t' : ''}`;
-  let k = mapKernels.get(key);
-  if (k) return k;
+function mapSpec(name: MapName, grad: 'a' | 't' | undefined): Omit<KernelSpec, 'name'> {
   const row: MapRow = MAPS[name];
   const binary = row.dt !== undefined;
-  const expr = which < 0 ? row.fwd : which === 0 ? row.da : row.dt!;
-  k = defineKernel({
-    name: key,
+  const expr = grad === undefined ? row.fwd : grad === 'a' ? row.da : row.dt!;
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
-// ${which < 0 ? `out = scale * (${row.fwd})` : `out = scale * gy * (${expr})`}. One thread per element.
+// ${grad === undefined ? `out = scale * (${row.fwd})` : `out = scale * gy * (${expr})`}. One thread per element.
 struct Params { n: u32, gstride: u32, scale: f32, lo: f32, hi: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;          // [n]
 ${binary ? '@group(0) @binding(2) var<storage, read> T: array<f32>;          // [n] target' : ''}
-${which >= 0 ? '@group(0) @binding(3) var<storage, read> gy: array<f32>;         // [n] (gstride 1) or [1] (gstride 0)' : ''}
+${grad !== undefined ? '@group(0) @binding(3) var<storage, read> gy: array<f32>;         // [n] (gstride 1) or [1] (gstride 0)' : ''}
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // [n]
-${HELPERS}
-${ENTRY} {
-  ${LINEAR}
+${CLOG_WGSL}
+${SIGMOID_WGSL}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
   let a = A[i];
   ${binary ? 'let t = T[i];' : ''}
-  out[i] = p.scale * ${which >= 0 ? 'gy[i * p.gstride] * ' : ''}(${expr});
+  out[i] = p.scale * ${grad !== undefined ? 'gy[i * p.gstride] * ' : ''}(${expr});
 }`,
     grid: ({ n }) => [ceilDiv(n!, WG)],
     minSizes: ({ n }) => ({ A: n!, out: n!, ...(binary ? { T: n! } : {}) }),
-  });
-  mapKernels.set(key, k);
-  return k;
+  };
 }
 
 interface MapAttrs {
@@ -265,7 +232,7 @@ function runMap(name: MapName, which: -1 | 0 | 1, a: Tensor, t: Tensor | null, g
     const b: Record<string, Tensor> = { A: a, out };
     if (t) b.T = t;
     if (gy) b.gy = gy;
-    mapKernel(name, which).run(b, { n: a.size, gstride, scale, lo, hi });
+    mapKernels[name](which < 0 ? {} : { grad: which === 0 ? 'a' : 't' }).run(b, { n: a.size, gstride, scale, lo, hi });
   }
   return out;
 }
@@ -337,8 +304,6 @@ export function bceWithLogits(logits: Tensor, target: Tensor, o: { reduction?: L
 }
 
 // ------------------------------------------------------------------ crossEntropy
-// A quiet NaN read at run time (WGSL's constant evaluation rejects a NaN literal or a constant bitcast).
-const NAN_WGSL = 'var<private> NAN_BITS: u32 = 0x7fc00000u;';
 const ceFwd = rowProgram(
   {
     name: 'cross_entropy_fwd',
@@ -430,8 +395,8 @@ struct Params { n: u32, C: u32, ignore: i32, gstride: u32, mean: u32 }
 @group(0) @binding(4) var<storage, read> gy: array<f32>;          // [rows] (none) or [1]
 @group(0) @binding(5) var<storage, read> cnt: array<f32>;         // [1] (mean)
 @group(0) @binding(6) var<storage, read_write> dx: array<f32>;    // [rows, C]
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
   let r = i / p.C;
   let c = i % p.C;
@@ -558,7 +523,6 @@ export function refSumSquaresGrad(x: F64, gy: F64, scale = 1): F64 {
 }
 
 const clog = (v: number): number => (v > 0 ? Math.max(Math.log(v), -100) : -100);
-const sigmoid = (x: number): number => (x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x)));
 
 const PAIR = {
   bce: {
@@ -568,7 +532,7 @@ const PAIR = {
   },
   bce_with_logits: {
     f: (x: number, t: number) => Math.max(x, 0) - x * t + Math.log1p(Math.exp(-Math.abs(x))),
-    da: (x: number, t: number) => sigmoid(x) - t,
+    da: (x: number, t: number) => refSigmoid(x) - t,
     dt: (x: number) => -x,
   },
 };

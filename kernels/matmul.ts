@@ -63,7 +63,8 @@
 //   tA=T tB=T: dA = Bᵀ·dCᵀ         dB = dCᵀ·Aᵀ
 // A shared 2-D operand's gradient is summed over the batch: folded into the product's K when b is shared and a
 // untransposed (one [K, batch·M] x [batch·M, N] product), else a batched product then sum over the batch axis.
-import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
+import { bufferRegion, kernelFamily } from './common.js';
 import { add } from './elementwise.js';
 import { sum } from './reduce.js';
 
@@ -124,6 +125,62 @@ function bindings(s: Spec): string {
 }
 
 // ------------------------------------------------------------------ reg kernels: the WGSL generator
+/** One operand of a reg kernel, as the tile sees it: `n` rows (A, of C's rows) or columns (B, of C's columns). */
+interface Operand {
+  x: 'a' | 'b';
+  /** Tile extent: TM for A, TN for B. */
+  n: number;
+  /** Its rows run along K in memory (A untransposed, B transposed), else along M / N. */
+  alongK: boolean;
+  /** Bound as array<vec4<f32>>. */
+  vec: boolean;
+  start: string;
+  extent: string;
+  extent4: string;
+  /** WGSL names: offsets along K, offsets across, loads along K, loads across, tail loads. */
+  names: [string, string, string, string, string];
+}
+
+/**
+ * The WGSL of one operand: its clamped row (column) offsets, its loads for 4 consecutive k and the expression of
+ * its element t at k + kk, and the same for the K % 4 tail. Along K one vec4 (or 4 scalars) per row holds 4 k;
+ * across, one load per k holds 4 rows (vec4) or one.
+ */
+function operandCode(o: Operand): { offsets: string[]; loads4: string[]; el: (t: number, kk: number) => string; tail: string[]; el1: (t: number) => string } {
+  const [R, C, L, T, L1] = o.names;
+  const ts = [...Array(o.n).keys()];
+  const groups = [...Array(o.n / 4).keys()];
+  const kk4 = [0, 1, 2, 3];
+  const base = `${o.x}Base`;
+  if (o.alongK) {
+    return {
+      offsets: ts.map((t) => `let ${R}${t} = ${base} + min(${o.start} + ${t}u, ${o.extent} - 1u) * ${o.vec ? 'K4' : 'p.K'};`),
+      loads4: ts.map((t) =>
+        o.vec ? `let ${L}${t} = ${o.x}[${R}${t} + ks];` : `let ${L}${t} = vec4<f32>(${kk4.map((kk) => `${o.x}[${R}${t} + k${kk ? ` + ${kk}u` : ''}]`).join(', ')});`,
+      ),
+      el: (t, kk) => `${L}${t}.${XYZW[kk]}`,
+      tail: ts.map((t) => `let ${L1}_${t} = ${o.x}[${R}${t} + k];`),
+      el1: (t) => `${L1}_${t}`,
+    };
+  }
+  if (o.vec) {
+    return {
+      offsets: groups.map((g) => `let ${C}${g} = ${base} + min(${o.start} / 4u + ${g}u, ${o.extent4} - 1u);`),
+      loads4: kk4.flatMap((kk) => groups.map((g) => `let ${T}${kk}_${g} = ${o.x}[${C}${g} + (k + ${kk}u) * ${o.extent4}];`)),
+      el: (t, kk) => `${T}${kk}_${t >> 2}.${XYZW[t & 3]}`,
+      tail: groups.map((g) => `let ${L1}_${g} = ${o.x}[${C}${g} + k * ${o.extent4}];`),
+      el1: (t) => `${L1}_${t >> 2}.${XYZW[t & 3]}`,
+    };
+  }
+  return {
+    offsets: ts.map((t) => `let ${C}${t} = ${base} + min(${o.start} + ${t}u, ${o.extent} - 1u);`),
+    loads4: kk4.flatMap((kk) => ts.map((t) => `let ${T}${kk}_${t} = ${o.x}[${C}${t} + (k + ${kk}u) * ${o.extent}];`)),
+    el: (t, kk) => `${T}${kk}_${t}`,
+    tail: ts.map((t) => `let ${L1}_${t} = ${o.x}[${C}${t} + k * ${o.extent}];`),
+    el1: (t) => `${L1}_${t}`,
+  };
+}
+
 /**
  * A register-tiled kernel: thread li of workgroup (x, y, z) sits at column li % wx, row li / wx of the
  * workgroup's wx x 64/wx grid of threads and owns rows row0..row0+TM-1 and columns col0..col0+TN-1 of C for
@@ -155,83 +212,24 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
   e(`  let K4 = p.K / 4u;`);
   e(`  let M4 = p.M / 4u;`);
   e(`  let N4 = p.N / 4u;`);
+  // The two operands, one description each: A's TM rows of C, B's TN columns (see operandCode).
+  const A = operandCode({ x: 'a', n: TM, alongK: !s.tA, vec: s.vA, start: 'row0', extent: 'p.M', extent4: 'M4', names: ['aR', 'aC', 'av', 'at', 'a1'] });
+  const B = operandCode({ x: 'b', n: TN, alongK: s.tB, vec: s.vB, start: 'col0', extent: 'p.N', extent4: 'N4', names: ['bR', 'bC', 'bt', 'bv', 'b1'] });
   // Per-row / per-column load offsets, clamped at the edges (the clamped rows compute garbage that is not stored).
-  if (!s.tA) {
-    for (const i of ii) e(`  let aR${i} = aBase + min(row0 + ${i}u, p.M - 1u) * ${s.vA ? 'K4' : 'p.K'};`);
-  } else if (s.vA) {
-    for (let g = 0; g < TM / 4; g++) e(`  let aC${g} = aBase + min(row0 / 4u + ${g}u, M4 - 1u);`);
-  } else {
-    for (const i of ii) e(`  let aC${i} = aBase + min(row0 + ${i}u, p.M - 1u);`);
-  }
-  if (s.tB) {
-    for (const j of jj) e(`  let bR${j} = bBase + min(col0 + ${j}u, p.N - 1u) * ${s.vB ? 'K4' : 'p.K'};`);
-  } else if (s.vB) {
-    for (let g = 0; g < TN / 4; g++) e(`  let bC${g} = bBase + min(col0 / 4u + ${g}u, N4 - 1u);`);
-  } else {
-    for (const j of jj) e(`  let bC${j} = bBase + min(col0 + ${j}u, p.N - 1u);`);
-  }
+  for (const l of [...A.offsets, ...B.offsets]) e(`  ${l}`);
   for (const i of ii) e(`  var acc${i}_0 = 0.0;${jj.slice(1).map((j) => ` var acc${i}_${j} = 0.0;`).join('')}`);
-
-  // Loads for 4 consecutive k (k, k+1, k+2, k+3) and the expression of element (i, kk) / (kk, j).
-  const loadA4 = (): string[] => {
-    const out: string[] = [];
-    if (!s.tA) {
-      for (const i of ii) {
-        out.push(
-          s.vA
-            ? `let av${i} = a[aR${i} + ks];`
-            : `let av${i} = vec4<f32>(a[aR${i} + k], a[aR${i} + k + 1u], a[aR${i} + k + 2u], a[aR${i} + k + 3u]);`,
-        );
-      }
-    } else {
-      for (const kk of kk4) {
-        if (s.vA) for (let g = 0; g < TM / 4; g++) out.push(`let at${kk}_${g} = a[aC${g} + (k + ${kk}u) * M4];`);
-        else for (const i of ii) out.push(`let at${kk}_${i} = a[aC${i} + (k + ${kk}u) * p.M];`);
-      }
-    }
-    return out;
-  };
-  const aEl = (i: number, kk: number): string =>
-    !s.tA ? `av${i}.${XYZW[kk]}` : s.vA ? `at${kk}_${i >> 2}.${XYZW[i & 3]}` : `at${kk}_${i}`;
-  const loadB4 = (): string[] => {
-    const out: string[] = [];
-    if (s.tB) {
-      for (const j of jj) {
-        out.push(
-          s.vB
-            ? `let bt${j} = b[bR${j} + ks];`
-            : `let bt${j} = vec4<f32>(b[bR${j} + k], b[bR${j} + k + 1u], b[bR${j} + k + 2u], b[bR${j} + k + 3u]);`,
-        );
-      }
-    } else {
-      for (const kk of kk4) {
-        if (s.vB) for (let g = 0; g < TN / 4; g++) out.push(`let bv${kk}_${g} = b[bC${g} + (k + ${kk}u) * N4];`);
-        else for (const j of jj) out.push(`let bv${kk}_${j} = b[bC${j} + (k + ${kk}u) * p.N];`);
-      }
-    }
-    return out;
-  };
-  const bEl = (kk: number, j: number): string =>
-    s.tB ? `bt${j}.${XYZW[kk]}` : s.vB ? `bv${kk}_${j >> 2}.${XYZW[j & 3]}` : `bv${kk}_${j}`;
 
   e(`  for (var ks = kBeg / 4u; ks < kEnd4 / 4u; ks = ks + 1u) {`);
   e(`    let k = ks * 4u;`);
-  for (const l of [...loadA4(), ...loadB4()]) e(`    ${l}`);
-  for (const kk of kk4) for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${aEl(i, kk)}, ${bEl(kk, j)}, acc${i}_${j});`).join(' ')}`);
+  for (const l of [...A.loads4, ...B.loads4]) e(`    ${l}`);
+  for (const kk of kk4) for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${A.el(i, kk)}, ${B.el(j, kk)}, acc${i}_${j});`).join(' ')}`);
   e(`  }`);
 
   // K tail (K % 4 != 0): only reachable when no operand is a vec4 along K.
   if (!((s.vA && !s.tA) || (s.vB && s.tB))) {
     e(`  for (var k = kEnd4; k < kEnd; k = k + 1u) {`);
-    if (!s.tA) for (const i of ii) e(`    let a1_${i} = a[aR${i} + k];`);
-    else if (s.vA) for (let g = 0; g < TM / 4; g++) e(`    let a1_${g} = a[aC${g} + k * M4];`);
-    else for (const i of ii) e(`    let a1_${i} = a[aC${i} + k * p.M];`);
-    if (s.tB) for (const j of jj) e(`    let b1_${j} = b[bR${j} + k];`);
-    else if (s.vB) for (let g = 0; g < TN / 4; g++) e(`    let b1_${g} = b[bC${g} + k * N4];`);
-    else for (const j of jj) e(`    let b1_${j} = b[bC${j} + k * p.N];`);
-    const a1 = (i: number): string => (s.tA && s.vA ? `a1_${i >> 2}.${XYZW[i & 3]}` : `a1_${i}`);
-    const b1 = (j: number): string => (!s.tB && s.vB ? `b1_${j >> 2}.${XYZW[j & 3]}` : `b1_${j}`);
-    for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${a1(i)}, ${b1(j)}, acc${i}_${j});`).join(' ')}`);
+    for (const l of [...A.tail, ...B.tail]) e(`    ${l}`);
+    for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${A.el1(i)}, ${B.el1(j)}, acc${i}_${j});`).join(' ')}`);
     e(`  }`);
   }
 
@@ -340,34 +338,36 @@ function isReg(v: MatmulVariant): v is keyof typeof TILES {
   return v in TILES;
 }
 
-const kernels = new Map<string, Kernel>();
-
-function kernelFor(variant: MatmulVariant, s: Spec): Kernel {
-  const name = `matmul_${variant}.${specTag(s)}`;
-  let k = kernels.get(name);
-  if (k) return k;
-  // Outputs per thread: TM rows x TN columns.
-  const [TM, TN] = isReg(variant) ? TILES[variant] : variant === 'smem4x4' ? [4, 4] : [1, 1];
-  const wgsl = variant === 'naive' ? naiveWgsl(s) : variant === 'smem4x4' ? smemWgsl(s) : regWgsl(TM, TN, s);
-  k = defineKernel({
-    name,
-    wgsl,
-    // Reg kernels: wx x 64/wx threads per workgroup (a param); naive and smem: fixed 8x8.
-    grid: ({ M, N, batch, splits, wx }, [x, y]) => {
-      const [gx, gy] = isReg(variant) ? [wx!, WG / wx!] : [x, y];
-      return [ceilDiv(N!, gx * TN), ceilDiv(M!, gy * TM), batch! * splits!];
-    },
-    minSizes: ({ M, N, K, batch, splits, strideA, strideB }) => ({
-      a: ((strideA ? batch! : 1) * M! * K!) / (s.vA ? 4 : 1),
-      b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1),
-      c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
-      ...(s.bias ? { bias: N! } : {}),
+/**
+ * One kernel family per variant, one kernel per specialisation, named by its flags:
+ * `matmul_reg8x16{tB,vA,vB,vC}` (transposed b, vec4 loads of a and b, vec4 stores of c), `matmul_naive{tA}`.
+ */
+const families = Object.fromEntries(
+  MATMUL_VARIANTS.map((variant) => [
+    variant,
+    kernelFamily(`matmul_${variant}`, (s: Spec) => {
+      // Outputs per thread: TM rows x TN columns.
+      const [TM, TN] = isReg(variant) ? TILES[variant] : variant === 'smem4x4' ? [4, 4] : [1, 1];
+      return {
+        wgsl: variant === 'naive' ? naiveWgsl(s) : variant === 'smem4x4' ? smemWgsl(s) : regWgsl(TM, TN, s),
+        // Reg kernels: wx x 64/wx threads per workgroup (a param); naive and smem: fixed 8x8.
+        grid: ({ M, N, batch, splits, wx }, [x, y]) => {
+          const [gx, gy] = isReg(variant) ? [wx!, WG / wx!] : [x, y];
+          return [ceilDiv(N!, gx * TN), ceilDiv(M!, gy * TM), batch! * splits!];
+        },
+        minSizes: ({ M, N, K, batch, splits, strideA, strideB }) => ({
+          a: ((strideA ? batch! : 1) * M! * K!) / (s.vA ? 4 : 1),
+          b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1),
+          c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
+          ...(s.bias ? { bias: N! } : {}),
+        }),
+        loopTrips: ({ K, kChunk }) => (isReg(variant) ? regTrips(kChunk!) : nonRegTrips(variant, K!)),
+      };
     }),
-    loopTrips: ({ K, kChunk }) => (isReg(variant) ? regTrips(kChunk!) : nonRegTrips(variant, K!)),
-  });
-  kernels.set(name, k);
-  return k;
-}
+  ]),
+) as Record<MatmulVariant, (s: Spec) => Kernel>;
+
+const kernelFor = (variant: MatmulVariant, s: Spec): Kernel => families[variant](s);
 
 /** Loop cost of a reg thread: its K slice in steps of 4, then the K % 4 tail. */
 const regTrips = (kChunk: number): number => loopCost(ceilDiv(kChunk, 4)) + loopCost(3);
@@ -417,11 +417,6 @@ function dims(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Dims {
   }
   const batchDims = sharedA ? batchB : batchA;
   return { batch: batchDims.reduce((x, y) => x * y, 1), M, N, K, sharedA, sharedB, outShape: [...batchDims, M, N] };
-}
-
-/** A raw region of a tensor's buffer (for row-chunked dispatches over the storage-binding size limit). */
-function region(t: Tensor, byteOffset: number, byteLength: number): Bindable {
-  return { buffer: t.buffer, byteOffset, byteLength, dtype: 'f32' };
 }
 
 // Split-K: a product with fewer than splitThreads threads of work (a weight gradient such as
@@ -520,7 +515,7 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   }
   for (let r0 = 0; r0 < M; r0 += chunk) {
     const m = Math.min(chunk, M - r0);
-    call(region(a, r0 * K * 4, m * K * 4), region(out, r0 * N * 4, m * N * 4), m);
+    call(bufferRegion(a, r0 * K * 4, m * K * 4), bufferRegion(out, r0 * N * 4, m * N * 4), m);
   }
   return out;
 }

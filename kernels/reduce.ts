@@ -1,99 +1,91 @@
-// Reductions over one axis: sum, mean, max (with first-argmax for backward); sumTo (the broadcast-gradient
-// reduction) and broadcastTo (its adjoint).
+// kernels/reduce.ts — reductions over one axis: sum, mean, max (with first-argmax for backward); sumTo (the
+// broadcast-gradient reduction) and broadcastTo (its adjoint).
 // The input is viewed as [outer, R, inner]. Two kernels:
-//   reduce_*_rows  (inner == 1): one workgroup of 64 threads per output, strided loop then a tree reduction
+//   reduce_rows    (inner == 1): one workgroup of 64 threads per output, strided loop then a tree reduction
 //                  (6 barriers) — for row sums such as losses and full reductions;
-//   reduce_*_cols  (inner > 1): one thread per output, a serial loop over R reading coalesced columns.
+//   reduce_cols    (inner > 1): one thread per output, a serial loop over R reading coalesced columns.
 // When few outputs face a long R (e.g. a bias gradient, [12800, 64] -> [64]), R is first split into chunks
 // (two passes, fixed order: deterministic). Memory traffic: reads the input once per pass, writes the outputs.
 // llvmpipe's loop budget (65,535 iterations per invocation, all loops together): a serial column loop covers at
 // most 32,768 elements and a row workgroup's strided loop 32,768 x 64; longer axes are chunked the same way, for
 // max too (chunk maxima with their local argmax, then the max of those: the first global argmax).
-import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Shape } from '../engine/index.js';
+import { bcastIndexWgsl, broadcastPattern, broadcastStrides, DIMS_T, FOLDED_GROUP, foldedIndex, kernelFamily, main1d, MAX_BCAST_DIMS, padDims } from './common.js';
+
+// The broadcast helpers moved to common.ts; re-exported here for imports written before the move.
+export { broadcastPattern, broadcastStrides, MAX_BCAST_DIMS, padDims } from './common.js';
 
 type F64 = ref.F64;
 type ReduceKind = 'sum' | 'max';
 const ROW_WG = 64;
 const COL_WG = 64;
 
-const kernels = new Map<string, Kernel>();
-
-function rowKernel(kind: ReduceKind): Kernel {
-  const key = `reduce_${kind}_rows`;
-  let k = kernels.get(key);
-  if (k) return k;
-  const init = kind === 'sum' ? '0.0' : '-3.4028234663852886e38';
-  const comb = kind === 'sum' ? 'a + b' : 'max(a, b)';
-  k = defineKernel({
-    name: key,
+/** out[o] = op over r of x[o, r] (inner == 1): one workgroup of ROW_WG threads per output row. */
+const rowKernel = kernelFamily('reduce_rows', ({ op }: { op: ReduceKind }) => {
+  const init = op === 'sum' ? '0.0' : '-3.4028234663852886e38';
+  const max = op === 'max';
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
-// out[o] = ${kind} over r of x[o, r] (inner == 1). One workgroup per output row.${kind === 'max' ? ' idx[o] = first argmax.' : ''}
+// out[o] = ${op} over r of x[o, r] (inner == 1). One workgroup per output row.${max ? ' idx[o] = first argmax.' : ''}
 struct Params { outer: u32, R: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [outer, R]
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [outer]
-${kind === 'max' ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer]' : ''}
+${max ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer]' : ''}
 var<workgroup> sv: array<f32, ${ROW_WG}>;
 var<workgroup> si: array<u32, ${ROW_WG}>;
-fn comb(a: f32, b: f32) -> f32 { return ${comb}; }
-@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let o = wid.x + wid.y * nwg.x;
+fn comb(a: f32, b: f32) -> f32 { return ${max ? 'max(a, b)' : 'a + b'}; }
+${main1d(ROW_WG)} {
+  let o = ${FOLDED_GROUP};
   if (o >= p.outer) { return; }
   let base = o * p.R;
   var acc = ${init};
   var arg = 0xffffffffu;
   for (var r = lid.x; r < p.R; r = r + ${ROW_WG}u) {
     let v = x[base + r];
-    ${kind === 'max' ? 'if (v > acc || arg == 0xffffffffu) { acc = v; arg = r; }' : 'acc = acc + v;'}
+    ${max ? 'if (v > acc || arg == 0xffffffffu) { acc = v; arg = r; }' : 'acc = acc + v;'}
   }
   sv[lid.x] = acc;
   si[lid.x] = arg;
   workgroupBarrier();
   for (var s = ${ROW_WG / 2}u; s > 0u; s = s >> 1u) {
     if (lid.x < s) {
-      ${
-        kind === 'max'
-          ? `let a = sv[lid.x]; let b = sv[lid.x + s]; let ia = si[lid.x]; let ib = si[lid.x + s];
-      if (ib != 0xffffffffu && (ia == 0xffffffffu || b > a || (b == a && ib < ia))) { sv[lid.x] = b; si[lid.x] = ib; }`
-          : 'sv[lid.x] = sv[lid.x] + sv[lid.x + s];'
-      }
+      ${max ? MAX_TREE_STEP : 'sv[lid.x] = sv[lid.x] + sv[lid.x + s];'}
     }
     workgroupBarrier();
   }
   if (lid.x == 0u) {
     out[o] = sv[0];
-    ${kind === 'max' ? 'idx[o] = si[0];' : ''}
+    ${max ? 'idx[o] = si[0];' : ''}
   }
 }`,
     grid: ({ outer }) => [outer!],
     minSizes: ({ outer, R }) => ({ x: outer! * R!, out: outer! }),
     loopTrips: ({ R }) => loopCost(ceilDiv(R!, ROW_WG)) + TREE_TRIPS,
-  });
-  kernels.set(key, k);
-  return k;
-}
+  };
+});
 
-function colKernel(kind: ReduceKind): Kernel {
-  const key = `reduce_${kind}_cols`;
-  let k = kernels.get(key);
-  if (k) return k;
-  k = defineKernel({
-    name: key,
+/** One step of the max tree: the larger value, the smaller index among equal values (first argmax). */
+const MAX_TREE_STEP = /* wgsl */ `let a = sv[lid.x]; let b = sv[lid.x + s]; let ia = si[lid.x]; let ib = si[lid.x + s];
+      if (ib != 0xffffffffu && (ia == 0xffffffffu || b > a || (b == a && ib < ia))) { sv[lid.x] = b; si[lid.x] = ib; }`;
+
+/** out[o, i] = op over r of x[o, r, i] (or chunk partials): one thread per output, a serial loop over R. */
+const colKernel = kernelFamily('reduce_cols', ({ op }: { op: ReduceKind }) => {
+  const max = op === 'max';
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
-// out[o, i] = ${kind} over r of x[o, r, i]. One thread per output.${kind === 'max' ? ' idx = first argmax.' : ''}
+// out[o, i] = ${op} over r of x[o, r, i]. One thread per output.${max ? ' idx = first argmax.' : ''}
 // The axis may be cut into C chunks of \`chunk\` (the last one shorter): then out is [outer, C, inner] partial sums
 // (llvmpipe silently ends the loops of an invocation after 65,535 iterations in all: chunk <= maxColChunk()).
 struct Params { outer: u32, R: u32, inner: u32, chunk: u32, C: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [outer, R, inner]
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;  // [outer, C, inner]
-${kind === 'max' ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer, inner]' : ''}
-@compute @workgroup_size(${COL_WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * ${COL_WG}u + lid.x;
+${max ? '@group(0) @binding(3) var<storage, read_write> idx: array<u32>;  // [outer, inner]' : ''}
+${main1d(COL_WG)} {
+  let t = ${foldedIndex(COL_WG)};
   if (t >= p.outer * p.C * p.inner) { return; }
   let i = t % p.inner;
   let c = (t / p.inner) % p.C;
@@ -105,18 +97,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   var arg = 0u;
   for (var r = 1u; r < r1 - r0; r = r + 1u) {
     let v = x[base + r * p.inner];
-    ${kind === 'max' ? 'if (v > acc) { acc = v; arg = r; }' : 'acc = acc + v;'}
+    ${max ? 'if (v > acc) { acc = v; arg = r; }' : 'acc = acc + v;'}
   }
   out[t] = acc;
-  ${kind === 'max' ? 'idx[t] = arg;' : ''}
+  ${max ? 'idx[t] = arg;' : ''}
 }`,
     grid: ({ outer, inner, C }) => [ceilDiv(outer! * C! * inner!, COL_WG)],
     minSizes: ({ outer, R, inner, C }) => ({ x: outer! * R! * inner!, out: outer! * C! * inner! }),
     loopTrips: ({ chunk }) => loopCost(chunk! - 1),
-  });
-  kernels.set(key, k);
-  return k;
-}
+  };
+});
 
 function normAxis(op: string, shape: Shape, axis: number): number {
   const a = axis < 0 ? axis + shape.length : axis;
@@ -145,7 +135,7 @@ function sumRaw(x: Tensor, outer: number, R: number, inner: number): Tensor {
     const chunk = Math.ceil(R / target);
     const C = Math.ceil(R / chunk);
     const part = Tensor.empty([outer * C * inner]); // [outer, C, inner]
-    colKernel('sum').run({ x, out: part }, { outer, R, inner, chunk, C });
+    colKernel({ op: 'sum' }).run({ x, out: part }, { outer, R, inner, chunk, C });
     const out = sumRaw(part, outer, C, inner);
     if (out !== part) part.dispose();
     return out;
@@ -168,8 +158,8 @@ function useRowKernel(outer: number, R: number, inner: number): boolean {
 }
 
 function runSum(x: Tensor, out: Tensor, outer: number, R: number, inner: number): void {
-  if (useRowKernel(outer, R, inner)) rowKernel('sum').run({ x, out }, { outer, R });
-  else colKernel('sum').run({ x, out }, { outer, R, inner, chunk: R, C: 1 });
+  if (useRowKernel(outer, R, inner)) rowKernel({ op: 'sum' }).run({ x, out }, { outer, R });
+  else colKernel({ op: 'sum' }).run({ x, out }, { outer, R, inner, chunk: R, C: 1 });
 }
 
 /**
@@ -192,9 +182,8 @@ struct Params { outer: u32, C: u32, inner: u32, chunk: u32 }
 @group(0) @binding(1) var<storage, read> cidx: array<u32>;      // [outer, inner] best chunk
 @group(0) @binding(2) var<storage, read> local: array<u32>;     // [outer, C, inner] argmax inside each chunk
 @group(0) @binding(3) var<storage, read_write> idx: array<u32>; // [outer, inner]
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+${main1d(256)} {
+  let t = ${foldedIndex(256)};
   if (t >= p.outer * p.inner) { return; }
   let o = t / p.inner;
   let i = t - o * p.inner;
@@ -212,12 +201,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
  */
 function maxRaw(x: Tensor, out: Tensor, idx: Tensor, o: number, R: number, i: number): void {
   if (useRowKernel(o, R, i) && R <= maxRowAxis()) {
-    rowKernel('max').run({ x, out, idx }, { outer: o, R });
+    rowKernel({ op: 'max' }).run({ x, out, idx }, { outer: o, R });
     return;
   }
   const maxChunk = maxColChunk();
   if (R <= maxChunk) {
-    colKernel('max').run({ x, out, idx }, { outer: o, R, inner: i, chunk: R, C: 1 });
+    colKernel({ op: 'max' }).run({ x, out, idx }, { outer: o, R, inner: i, chunk: R, C: 1 });
     return;
   }
   const C = ceilDiv(R, maxChunk);
@@ -225,7 +214,7 @@ function maxRaw(x: Tensor, out: Tensor, idx: Tensor, o: number, R: number, i: nu
   const part = Tensor.empty([o * C * i]); // [outer, C, inner] chunk maxima
   const local = Tensor.empty([o * C * i], 'u32'); // [outer, C, inner] argmax inside the chunk
   const cidx = Tensor.empty([o * i], 'u32'); // [outer, inner] best chunk
-  colKernel('max').run({ x, out: part, idx: local }, { outer: o, R, inner: i, chunk, C });
+  colKernel({ op: 'max' }).run({ x, out: part, idx: local }, { outer: o, R, inner: i, chunk, C });
   maxRaw(part, out, cidx, o, C, i);
   maxCombine.run({ cidx, local, idx }, { outer: o, C, inner: i, chunk });
   for (const t of [part, local, cidx]) t.dispose();
@@ -317,9 +306,8 @@ struct Params { outer: u32, R: u32, inner: u32 }
 @group(0) @binding(1) var<storage, read> gy: array<f32>;        // [outer, inner]
 @group(0) @binding(2) var<storage, read> idx: array<u32>;       // [outer, inner]
 @group(0) @binding(3) var<storage, read_write> gx: array<f32>;  // [outer, R, inner]
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+${main1d(256)} {
+  let t = ${foldedIndex(256)};
   if (t >= p.outer * p.R * p.inner) { return; }
   let i = t % p.inner;
   let r = (t / p.inner) % p.R;
@@ -341,16 +329,16 @@ const bcastKernel = defineKernel({
   name: 'broadcast_to',
   foldable: true,
   wgsl: /* wgsl */ `
-// out[i] = scale * x[bidx(i)], x broadcast (numpy rules) to out's shape (up to 8 dims; strides 0 on broadcast dims).
+// out[i] = scale * x[bidx_sx(i)], x broadcast (numpy rules) to out's shape (up to 8 dims; strides 0 on broadcast dims).
 // mode 1 (block): x's non-1 dims are one contiguous run of out's dims: ix = (i / inner) % size.
 // mode 2 (gap): x = out with one contiguous run of dims broadcast: ix = (i / (R*inner)) * inner + i % inner.
-struct Params { n: u32, ndim: u32, scale: f32, mode: u32, inner: u32, size: u32, R: u32, shape: array<vec4<u32>, 2>, sx: array<vec4<u32>, 2> }
+struct Params { n: u32, ndim: u32, scale: f32, mode: u32, inner: u32, size: u32, R: u32, shape: ${DIMS_T}, sx: ${DIMS_T} }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // broadcastable to out
 @group(0) @binding(2) var<storage, read_write> out: array<f32>; // [n]
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+${bcastIndexWgsl('sx')}
+${main1d(256)} {
+  let i = ${foldedIndex(256)};
   if (i >= p.n) { return; }
   var ix = 0u;
   if (p.mode == 1u) {
@@ -358,66 +346,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   } else if (p.mode == 2u) {
     ix = (i / (p.R * p.inner)) * p.inner + i % p.inner;
   } else {
-    var rem = i;
-    for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
-      let dd = u32(d);
-      let dim = p.shape[dd / 4u][dd % 4u];
-      ix = ix + (rem % dim) * p.sx[dd / 4u][dd % 4u];
-      rem = rem / dim;
-    }
+    ix = bidx_sx(i);
   }
   out[i] = p.scale * x[ix];
 }`,
   grid: ({ n }) => [ceilDiv(n!, 256)],
-  loopTrips: loopCost(8), // mode 0: one loop over at most 8 dims
+  loopTrips: loopCost(MAX_BCAST_DIMS), // mode 0: one loop over at most 8 dims
 });
-
-/** Most dims a broadcasting kernel takes (the uniform holds two vec4s per shape). */
-export const MAX_BCAST_DIMS = 8;
-
-/** Strides of `shape` broadcast into `out` (0 on broadcast dims), padded to MAX_BCAST_DIMS. */
-export function broadcastStrides(shape: Shape, out: Shape): number[] {
-  const s = new Array<number>(MAX_BCAST_DIMS).fill(0);
-  let acc = 1;
-  for (let d = out.length - 1; d >= 0; d--) {
-    const sd = d - (out.length - shape.length);
-    if (sd < 0) continue;
-    const dim = shape[sd]!;
-    s[d] = dim === 1 ? 0 : acc;
-    acc *= dim;
-  }
-  return s;
-}
-
-/** A shape padded with 1s to MAX_BCAST_DIMS (for the kernels' shape uniforms). */
-export function padDims(shape: Shape): number[] {
-  return [...shape, ...new Array<number>(MAX_BCAST_DIMS - shape.length).fill(1)];
-}
-
-/**
- * The cheap index forms of a broadcast of `x` into `out` (see the broadcast_to kernel): block (x's non-1 dims are a
- * contiguous run of out's: bias rows, per-row masks) or gap (x equals out but for one contiguous run of size-1
- * dims: the backward of a sum over middle axes). Mode 0 is the general stride walk.
- */
-export function broadcastPattern(x: Shape, out: Shape): { mode: number; inner: number; size: number; R: number } {
-  const xs = out.map((_, d) => x[d - (out.length - x.length)] ?? 1);
-  const real = xs.map((v, d) => v !== 1 || out[d] === 1);
-  const first = real.indexOf(true);
-  const last = real.lastIndexOf(true);
-  const prod = (a: number, b: number): number => out.slice(a, b).reduce((p, v) => p * v, 1);
-  if (first < 0) return { mode: 1, inner: 1, size: 1, R: 1 }; // x is one element
-  if (real.slice(first, last + 1).every(Boolean)) return { mode: 1, inner: prod(last + 1, out.length), size: prod(first, last + 1), R: 1 };
-  const gapStart = real.indexOf(false, first);
-  const gapEnd = real.indexOf(true, gapStart);
-  if (real.slice(0, gapStart).every(Boolean) && real.slice(gapEnd).every(Boolean)) {
-    return { mode: 2, inner: prod(gapEnd, out.length), size: 1, R: prod(gapStart, gapEnd) };
-  }
-  return { mode: 0, inner: 1, size: 1, R: 1 };
-}
 
 function broadcastRaw(x: Tensor, shape: Shape, scale = 1): Tensor {
   ref.broadcastShapes(x.shape, shape); // validates
-  if (shape.length > 8) throw new Error(`broadcastTo: ${shape.length} dims; at most 8`);
+  if (shape.length > MAX_BCAST_DIMS) throw new Error(`broadcastTo: ${shape.length} dims; at most ${MAX_BCAST_DIMS}`);
   const out = Tensor.empty(shape); // shape
   const n = out.size;
   if (n) {

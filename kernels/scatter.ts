@@ -3,7 +3,9 @@
 // Computes, for row ids idx [M] (values in 0..V-1) and rows src [outer, M, D]:
 //   out[o, v, :] = sum over positions m with idx[m] == v of src[o, m, :], added in ASCENDING m
 // so the result is bit-reproducible (and bit-equal to a sequential f32 sum on the host, see refSegmentSumF32).
-// Every embedding-style backward (embedding, indexSelect, gather) goes through it.
+// Every embedding-style backward (embedding, indexSelect, gather) goes through it, and so do the table gradients
+// of the fused id losses (infonce, pairwise_sigmoid, bce_neg_sampling) through buildRowIndex / scatterRows: the
+// entries of their id lists grouped by id, then rows_scatter{D} sums coef[e] * x[e / K] per table row (below).
 //
 // Two steps:
 //  1. an inverse index (CSR): offsets [V+1] and perm [M]; the positions of id v are
@@ -26,7 +28,7 @@
 //         Rejected: a histogram with atomic<u32> counts + atomic placement (the order inside a segment then
 //         depends on scheduling and needs a segmented sort afterwards, O(len^2) on a padding-sized segment);
 //         one thread per output row scanning all ids (O(V*M) = 3e8 compares at S3-Rec shapes).
-//  2. segment_sum_rows(_vec2/_vec4): a 16x16 workgroup handles 16 output rows, 16 lanes across each row with
+//  2. segment_sum_rows{w=1,2,4}: a 16x16 workgroup handles 16 output rows, 16 lanes across each row with
 //     the widest vector dividing D; each lane loops over the row's segment (src rows gathered through perm).
 //     Measured on llvmpipe at V=12,103 D=64 M=12,800 (min of 40 interleaved runs, loaded machine): vec4 tile
 //     3.5 ms = one-thread-per-vec4 3.3 ms; f32 tile 7.2 ms vs one-thread-per-f32 12.3 ms (per-element integer
@@ -41,7 +43,11 @@
 //
 // Memory traffic: GPU CSR ~ (4 + 16*passes) * M bytes + the count tables; segment sum reads M*D*outer floats
 // (+ M + V ids), writes V*D*outer floats (dense) or only the touched rows.
-import { ceilDiv, chunkRanges, defineKernel, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, type Bindable, type Kernel } from '../engine/index.js';
+import { ceilDiv, chunkRanges, defineKernel, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, type Bindable } from '../engine/index.js';
+import { asU32, FOLDED_GROUP, foldedIndex, forSlots, kernelFamily, lanesFor, main1d, slotsCost, slotsConst, vecType, vecWidth, type VecWidth } from './common.js';
+
+// asU32 moved to common.ts; re-exported here for imports written before the move.
+export { asU32 } from './common.js';
 
 type F64 = ref.F64;
 
@@ -66,11 +72,6 @@ export interface CsrOptions {
 const NONE = 0xffffffff;
 const BLOCK = 256; // positions per csr_rank workgroup (64: 2.3 ms, 128: 1.9, 256: 1.9 at V=12,103 M=12,800; see the header)
 const SCAN_WG = 256;
-
-/** A u32 view of a 4-byte tensor for bit moves (i32 ids read as u32: negative ids become >= 2^31, i.e. out of range). */
-export function asU32(t: Tensor): Bindable {
-  return { buffer: t.buffer, byteOffset: t.byteOffset, byteLength: t.byteLength, dtype: 'u32' };
-}
 
 function excludeValue(V: number, exclude: number | null | undefined): number {
   if (exclude === null || exclude === undefined) return NONE;
@@ -137,9 +138,8 @@ var<workgroup> dig: array<u32, ${BLOCK}>;
 var<workgroup> rk: array<u32, ${BLOCK}>;
 var<workgroup> cnt: array<u32, 256>;
 fn key_of(raw: u32) -> u32 { return select(raw, p.V, raw >= p.V || raw == p.exclude); }
-@compute @workgroup_size(${BLOCK})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let b = wid.x + wid.y * nwg.x;
+${main1d(BLOCK)} {
+  let b = ${FOLDED_GROUP};
   let i = b * ${BLOCK}u + lid.x;
   for (var k = lid.x; k <= p.mask; k = k + ${BLOCK}u) { cnt[k] = 0u; }
   if (i < p.M) { dig[lid.x] = (key_of(keys_in[i]) >> p.shift) & p.mask; }
@@ -229,9 +229,8 @@ struct Params { M: u32, V: u32, exclude: u32, shift: u32, mask: u32, nb: u32, fi
 @group(0) @binding(5) var<storage, read_write> keys_out: array<u32>; // [M]
 @group(0) @binding(6) var<storage, read_write> vals_out: array<u32>; // [M]
 fn key_of(raw: u32) -> u32 { return select(raw, p.V, raw >= p.V || raw == p.exclude); }
-@compute @workgroup_size(${BLOCK})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wid.x + wid.y * nwg.x) * ${BLOCK}u + lid.x;
+${main1d(BLOCK)} {
+  let i = ${foldedIndex(BLOCK)};
   if (i >= p.M) { return; }
   let key = key_of(keys_in[i]);
   var val = i;
@@ -245,19 +244,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
   minSizes: ({ M }) => ({ keys_in: M!, vals_in: M!, rank: M!, keys_out: M!, vals_out: M! }),
 });
 
+/** The CSR offsets from the sorted keys: the uniform and bindings of csr_offsets and csr_offsets_search. */
+const OFFSETS_DECLS = /* wgsl */ `struct Params { M: u32, V: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> keys: array<u32>;            // [M] sorted
+@group(0) @binding(2) var<storage, read_write> offsets: array<u32>;   // [V+1]`;
+
 const offsetsKernel = defineKernel({
   name: 'csr_offsets',
   foldable: true,
   wgsl: /* wgsl */ `
 // offsets[v] = first s with key[s] >= v (keys sorted, in [0, V]). Thread s in [0, M] writes the v in
 // (key[s-1], key[s]] (key[-1] = -1, key[M] = V): every v in [0, V] exactly once, no atomics.
-struct Params { M: u32, V: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> keys: array<u32>;            // [M] sorted
-@group(0) @binding(2) var<storage, read_write> offsets: array<u32>;   // [V+1]
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let s = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+${OFFSETS_DECLS}
+${main1d(256)} {
+  let s = ${foldedIndex(256)};
   if (s > p.M) { return; }
   var lo = 0u;
   if (s > 0u) { lo = keys[s - 1u] + 1u; }
@@ -276,13 +277,9 @@ const offsetsSearchKernel = defineKernel({
   wgsl: /* wgsl */ `
 // offsets[v] = first s with key[s] >= v (keys sorted, in [0, V]), by binary search: one thread per v in [0, V].
 // Used when V is too large for csr_offsets' gap loop under the loop budget.
-struct Params { M: u32, V: u32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> keys: array<u32>;            // [M] sorted
-@group(0) @binding(2) var<storage, read_write> offsets: array<u32>;   // [V+1]
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let v = (wid.x + wid.y * nwg.x) * 256u + lid.x;
+${OFFSETS_DECLS}
+${main1d(256)} {
+  let v = ${foldedIndex(256)};
   if (v > p.V) { return; }
   var lo = 0u;
   var hi = p.M;
@@ -366,12 +363,10 @@ export function buildInverseIndex(ids: Tensor | ArrayLike<number>, V: number, op
 const TX = 16; // lanes across a row; TY rows (segments) per workgroup
 const TY = 16;
 const MODE = { dense: 0, touched: 1, accumulate: 2 } as const;
-type Width = 1 | 2 | 4;
-
-function segmentSumKernel(w: Width): Kernel {
-  const T = w === 1 ? 'f32' : `vec${w}<f32>`;
-  return defineKernel({
-    name: w === 1 ? 'segment_sum_rows' : `segment_sum_rows_vec${w}`,
+/** The segment sum, rows read as vecW (W = the widest vector dividing D): `segment_sum_rows{w=4}`. */
+const segmentSumKernel = kernelFamily('segment_sum_rows', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
 // out[o, v, :] = sum of src[o, perm[s], :] for s in [offsets[v], offsets[v+1]) in ascending s (= ascending
@@ -389,9 +384,8 @@ struct Params { rows: u32, M: u32, V: u32, D: u32, mode: u32, s0: u32, len: u32,
 @group(0) @binding(3) var<storage, read> offsets: array<u32>;     // [V+1]
 @group(0) @binding(4) var<storage, read_write> out: array<${T}>;  // [outer, V, D]
 @group(0) @binding(5) var<storage, read_write> part: array<${T}>; // [outer, V, D] running sums ([1] when one piece)
-@compute @workgroup_size(${TX}, ${TY})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let r = (wid.x + wid.y * nwg.x) * ${TY}u + lid.y; // output row = o * V + v
+${main1d(`${TX}, ${TY}`)} {
+  let r = ${foldedIndex(TY, 'lid.y')}; // output row = o * V + v
   if (r >= p.rows) { return; }
   let o = r / p.V;
   let v = r - o * p.V;
@@ -415,10 +409,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     grid: ({ rows }) => [ceilDiv(rows!, TY)],
     loopTrips: ({ c0, c1, len }) => loopCost(ceilDiv(c1! - c0!, TX), loopCost(len!)),
     minSizes: ({ rows, M, V, D }) => ({ src: (rows! / V!) * M! * D!, offsets: V! + 1, out: rows! * D! }),
-  });
-}
-
-const sumKernels = { 1: segmentSumKernel(1), 2: segmentSumKernel(2), 4: segmentSumKernel(4) } as const;
+  };
+});
 
 export interface SegmentSumOptions {
   /** Write into this tensor ([V, D] or [outer, V, D], f32) instead of a new one. */
@@ -428,7 +420,7 @@ export interface SegmentSumOptions {
   /** out[v] += segment sum on touched rows (needs `out`; implies touchedOnly). */
   accumulate?: boolean;
   /** Force the vector width (benchmarks); default the widest dividing D. */
-  width?: Width;
+  width?: VecWidth;
 }
 
 /**
@@ -455,7 +447,7 @@ export function segmentSumRows(src: Tensor, csr: Csr, opts: SegmentSumOptions = 
     if (mode === MODE.dense) fillInPlace(out, 0);
     return out;
   }
-  const w = opts.width ?? (D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1);
+  const w = opts.width ?? vecWidth(D);
   if (D % w) throw new Error(`${op}: width ${w} does not divide D = ${D}`);
   // Positions per piece: a segment may hold all M (one piece unless M passes the loop budget); a lane loops over
   // ceil(D / TX) columns, so rows too wide for the budget are also cut into column chunks.
@@ -467,7 +459,7 @@ export function segmentSumRows(src: Tensor, csr: Csr, opts: SegmentSumOptions = 
   const part = pieces > 1 ? Tensor.empty([outer * V * D]) : Tensor.empty([w]); // running sums | unused
   for (const [c0, c1] of chunkRanges(Dw, lanes * TX)) {
     for (let s0 = 0; s0 < M; s0 += len) {
-      sumKernels[w].run({ src, perm: csr.perm, offsets: csr.offsets, out, part }, { rows: outer * V, M, V, D: Dw, mode, s0, len, c0, c1 });
+      segmentSumKernel({ w }).run({ src, perm: csr.perm, offsets: csr.offsets, out, part }, { rows: outer * V, M, V, D: Dw, mode, s0, len, c0, c1 });
     }
   }
   part.dispose();
@@ -485,6 +477,126 @@ export function scatterAddRows(gRows: Tensor, ids: Tensor | ArrayLike<number>, V
   } finally {
     csr.dispose();
   }
+}
+
+// ------------------------------------------------------------------------------------------ row index + rows scatter
+// The table gradient of the fused id losses (infonce, pairwise_sigmoid ids form, bce_neg_sampling): entries e
+// (entry e belongs to row e / K) grouped by table id in ascending e (the CSR above, built by the GPU radix sort,
+// so linear in M for any id distribution, e.g. a padding id repeated 10^5 times), then every table row's
+// contributions coef[e] * x[e / K] summed in that fixed order (bit-reproducible, no float atomics).
+// Kernels: rowidx_keys (the sort keys), the csr_* build, rows_scatter{D} (one thread per table row, the row in
+// registers: D is baked in as a WGSL const, vec4 loads when D % 4 == 0; a segment is taken in pieces of at most
+// the loop budget per dispatch, the running sum carried in out).
+const RWG = 64;
+
+const idxKeys = defineKernel({
+  name: 'rowidx_keys',
+  foldable: true,
+  wgsl: /* wgsl */ `
+// keys[e] = clamp(id(e), 0, V-1) for entries of rows with w != 0, V (out of range: dropped by the index) else.
+// Entry e's id: ids0[e], or in pair mode ids0[e/2] for even e and ids1[e/2] for odd e.
+struct Params { M: u32, K: u32, V: u32, pair: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids0: array<i32>;  // [M] entry ids; pair mode: [M/2] ids of even entries
+@group(0) @binding(2) var<storage, read> ids1: array<i32>;  // pair mode: [M/2] ids of odd entries (else unused)
+@group(0) @binding(3) var<storage, read> w: array<f32>;     // [M/K] row weights: rows with w == 0 are left out
+@group(0) @binding(4) var<storage, read_write> keys: array<u32>; // [M]
+fn entry_id(e: u32) -> u32 {
+  var id = ids0[e];
+  if (p.pair == 1u) { id = select(ids0[e >> 1u], ids1[e >> 1u], (e & 1u) == 1u); }
+  return u32(clamp(id, 0, i32(p.V) - 1));
+}
+fn entry_valid(e: u32) -> bool { return w[e / p.K] != 0.0; }
+${main1d(RWG)} {
+  let i = ${foldedIndex(RWG)};
+  if (i >= p.M) { return; }
+  keys[i] = select(p.V, entry_id(i), entry_valid(i));
+}`,
+  grid: ({ M }) => [ceilDiv(M!, RWG)],
+  minSizes: ({ M }) => ({ keys: M! }),
+});
+
+/** Entries grouped by table id: segment v is entries[offsets[v] .. offsets[v+1]), ascending. */
+export interface RowIndex {
+  offsets: Tensor; // [V + 1] u32
+  entries: Tensor; // [M] u32 (dropped entries after offsets[V])
+  M: number;
+  K: number;
+  V: number;
+  dispose(): void;
+}
+
+/**
+ * Build the row index of M entries into a table of V rows. Entry e has id clamp(ids0[e], 0, V-1), or in pair
+ * mode (ids1 given, K = 2) ids0[e/2] for even e and ids1[e/2] for odd e. Entries of rows with w[e / K] == 0
+ * are left out. One key kernel, then the GPU radix sort above (stable, linear in M whatever the id
+ * distribution); no readback.
+ */
+export function buildRowIndex(ids0: Tensor, ids1: Tensor | null, K: number, V: number, w: Tensor): RowIndex {
+  const M = ids1 ? 2 * ids0.size : ids0.size;
+  if (ids1 && (K !== 2 || ids1.size !== ids0.size)) throw new Error(`buildRowIndex: pair mode needs K = 2 and equal id counts`);
+  if (M % K !== 0 || w.size < M / K) throw new Error(`buildRowIndex: ${M} entries, K = ${K}, ${w.size} row weights`);
+  const keys = Tensor.empty([M], 'u32'); // [M]
+  idxKeys.run({ ids0, ids1: ids1 ?? ids0, w, keys }, { M, K, V, pair: ids1 ? 1 : 0 });
+  const csr = buildInverseIndex(keys, V);
+  keys.dispose();
+  return { offsets: csr.offsets, entries: csr.perm, M, K, V, dispose: () => csr.dispose() };
+}
+
+/** out[v] = sum over the entries e of segment v (ascending) of coef[e] * x[e / K], D baked in. */
+const rowsScatterKernel = kernelFamily('rows_scatter', ({ D }: { D: number }) => {
+  const T = vecType(lanesFor(D));
+  const D4 = D / lanesFor(D);
+  return {
+    foldable: true,
+    wgsl: /* wgsl */ `
+// out[v] = sum over the entries e of segment v (ascending) of coef[e] * x[e / K]. One thread per table row,
+// the row accumulated in registers; every row is written (rows without entries get 0).
+// Piece [s0, s0 + len) of each segment per dispatch (a hot id can own every entry, more than one invocation's
+// loop budget): the first piece starts from 0, later ones continue from out[v] (same order: bit-identical).
+struct Params { V: u32, K: u32, s0: u32, len: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> offsets: array<u32>;        // [V + 1]
+@group(0) @binding(2) var<storage, read> entries: array<u32>;        // [M]
+@group(0) @binding(3) var<storage, read> coef: array<f32>;           // [M]
+@group(0) @binding(4) var<storage, read> x: array<${T}>;         // [M / K, D]
+@group(0) @binding(5) var<storage, read_write> out: array<${T}>; // [V, D]
+${slotsConst(D)}
+${main1d(RWG)} {
+  let i = ${foldedIndex(RWG)};
+  if (i >= p.V) { return; }
+  let a = offsets[i];
+  let b = offsets[i + 1u];
+  let j0 = a + min(p.s0, b - a);
+  let j1 = j0 + min(p.len, b - j0);
+  if (p.s0 != 0u && j0 == j1) { return; }
+  var acc: array<${T}, D4>;
+  if (p.s0 != 0u) { ${forSlots(D4, 'acc[{k}] = out[i * D4 + {k}];')} }
+  for (var j = j0; j < j1; j = j + 1u) {
+    let e = entries[j];
+    let cf = coef[e];
+    let xr = (e / p.K) * D4;
+    ${forSlots(D4, 'acc[{k}] = acc[{k}] + cf * x[xr + {k}];')}
+  }
+  ${forSlots(D4, 'out[i * D4 + {k}] = acc[{k}];')}
+}`,
+    grid: ({ V }) => [ceilDiv(V!, RWG)],
+    minSizes: ({ V }) => ({ offsets: V! + 1, out: V! * D4 }),
+    loopTrips: ({ len }) => 3 * slotsCost(D4) + loopCost(len!, slotsCost(D4)),
+  };
+});
+
+/** out [V, D]: out[v] = sum over the index's entries e with id v (ascending e) of coef[e] * x[e / K]. */
+export function scatterRows(index: RowIndex, coef: Tensor, x: Tensor, D: number): Tensor {
+  if (coef.size < index.M || x.size < (index.M / index.K) * D) throw new Error(`scatterRows: coef ${coef.describe()} / x ${x.describe()} too small for ${index.M} entries`);
+  const out = Tensor.empty([index.V, D]); // [V, D]
+  const d4 = D / lanesFor(D);
+  // A segment can hold every entry (a padding id repeated M times): pieces of `len` entries per dispatch.
+  const len = Math.min(index.M, maxLoopIterations(loopBudget(), slotsCost(d4), 3 * slotsCost(d4)));
+  for (const [s0, s1] of chunkRanges(index.M, len)) {
+    rowsScatterKernel({ D }).run({ offsets: index.offsets, entries: index.entries, coef, x, out }, { V: index.V, K: index.K, s0, len: Math.max(s1 - s0, 0) });
+  }
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------ references
@@ -524,5 +636,18 @@ export function refSegmentSumF32(src: Float32Array, shape: readonly number[], id
         out[k] = Math.fround(out[k]! + src[(o * M + m) * D + d]!);
       }
     }
+  return out;
+}
+
+/** Float64 rows scatter: out[v] = sum over entries e (ascending) with clamp(ids[e], 0, V-1) = v and w[e / K] != 0 of coef[e] x[e / K]. */
+export function refScatterRows(ids: ArrayLike<number>, K: number, V: number, w: ArrayLike<number>, coef: ArrayLike<number>, x: F64): F64 {
+  const D = x.shape[1]!;
+  const out = ref.zerosF64([V, D]);
+  for (let e = 0; e < ids.length; e++) {
+    const n = Math.floor(e / K);
+    if (w[n] === 0) continue;
+    const v = Math.min(Math.max(Math.trunc(ids[e]!), 0), V - 1);
+    for (let d = 0; d < D; d++) out.data[v * D + d]! += coef[e]! * x.data[n * D + d]!;
+  }
   return out;
 }

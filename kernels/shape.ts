@@ -13,7 +13,7 @@
 //   (a GPU kernel cannot raise; torch raises). Index tensors never get gradients.
 //
 // Kernels (all grids are 1-D and fold into 2-D beyond 65535 workgroups):
-//   strided_copy_rows(_vec2/_vec4)  dst[dst_off + sum c_k*ds_k] = src[src_off + sum c_k*ss_k] over an iteration
+//   strided_copy_rows{w=1,2,4}      dst[dst_off + sum c_k*ds_k] = src[src_off + sum c_k*ss_k] over an iteration
 //                       shape: permute, slice and concat. Dims adjacent in both src and dst are merged on the host
 //                       first; a copy that is one contiguous range becomes copyBufferToBuffer (slice/concat on
 //                       axis 0). Otherwise a workgroup of TX x TY threads handles TY rows (outer coordinates decoded
@@ -27,7 +27,7 @@
 //                       (`copyVariant.mode = 'elements'` forces the per-element kernel, for benchmarks).
 //   pad_axis            slice's backward: zeros outside [start, end) along the axis, one pass (no fill + copy);
 //                       one thread per element, as gather_axis / gather_targets below.
-//   index_select(_vec2/_vec4)  out[o, m, :] = x[o, idx[m], :]: a 16x16 workgroup copies 16 rows, 16 lanes across
+//   index_select{w=1,2,4}      out[o, m, :] = x[o, idx[m], :]: a 16x16 workgroup copies 16 rows, 16 lanes across
 //                       each row, widest vector dividing the row. On llvmpipe (min of 37 interleaved runs, loaded
 //                       machine): D=64 vec4 tile 3.5 ms = one thread per vec4 3.0 ms, but f32 rows 4.3 vs 10.9 ms
 //                       and D=150 (vec2) 2.0 vs 3.0 ms: one thread per element pays integer div/mod, scalarised
@@ -38,13 +38,15 @@
 // when the caller passes the host copy of idx, `hostIdx`).
 // Memory traffic: each op reads and writes its output size once (4 bytes per element) plus the indices.
 import { ceilDiv, chunkRanges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, rt, shapeStr, Tensor, type Shape } from '../engine/index.js';
-import { asU32, buildInverseIndex, scatterAddRows, segmentSumRows } from './scatter.js';
+import { asU32, bcastIndex2Wgsl, DIMS_T, foldedIndex, kernelFamily, main1d, MAX_BCAST_DIMS, vecType, vecWidth, type VecWidth } from './common.js';
+import { buildInverseIndex, scatterAddRows, segmentSumRows } from './scatter.js';
+
+// vecWidth and VecWidth moved to common.ts; re-exported here for imports written before the move.
+export { vecWidth, type VecWidth } from './common.js';
 
 type F64 = ref.F64;
 const WG = 256;
-const MAX_DIMS = 8;
-export type VecWidth = 1 | 2 | 4;
-const VEC_T: Record<VecWidth, string> = { 1: 'u32', 2: 'vec2<u32>', 4: 'vec4<u32>' };
+const MAX_DIMS = MAX_BCAST_DIMS;
 
 function prod(s: readonly number[]): number {
   return s.reduce((a, b) => a * b, 1);
@@ -72,67 +74,48 @@ const stridedCopy = defineKernel({
   wgsl: /* wgsl */ `
 // dst[dst_off + sum_k c_k*ds[k]] = src[src_off + sum_k c_k*ss[k]] for every coordinate c of shape (row-major
 // linear index i over n = prod(shape)). Bit copy (u32 views of any 4-byte dtype). Up to 8 dims.
-struct Params { n: u32, ndim: u32, src_off: u32, dst_off: u32, shape: array<vec4<u32>, 2>, ss: array<vec4<u32>, 2>, ds: array<vec4<u32>, 2> }
+struct Params { n: u32, ndim: u32, src_off: u32, dst_off: u32, shape: ${DIMS_T}, ss: ${DIMS_T}, ds: ${DIMS_T} }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<u32>;        // strided view, any size
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;  // strided view, any size
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+${bcastIndex2Wgsl('ss', 'ds')}
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
-  var rem = i;
-  var si = p.src_off;
-  var di = p.dst_off;
-  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
-    let k = u32(d);
-    let dim = p.shape[k / 4u][k % 4u];
-    let c = rem % dim;
-    rem = rem / dim;
-    si = si + c * p.ss[k / 4u][k % 4u];
-    di = di + c * p.ds[k / 4u][k % 4u];
-  }
-  dst[di] = src[si];
+  let at = bidx2(i);
+  dst[p.dst_off + at.y] = src[p.src_off + at.x];
 }`,
   grid: ({ n }) => [ceilDiv(n!, WG)],
   loopTrips: loopCost(MAX_DIMS),
 });
 
-function stridedRowsKernel(w: VecWidth) {
-  const T = VEC_T[w];
-  return defineKernel({
-    name: w === 1 ? 'strided_copy_rows' : `strided_copy_rows_vec${w}`,
+/** The same copy by rows (outer coordinates decoded once per row), rows read as vecW: `strided_copy_rows{w=4}`. */
+const stridedRows = kernelFamily('strided_copy_rows', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w, 'u32');
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
 // The same copy by rows: each of the TY rows of a workgroup decodes its outer coordinates once, then TX lanes
 // walk the innermost dim (R ${T}, strides sin / din; both 1 for the vector kernels). Bit copy.
 override TX: u32 = 16u;
 override TY: u32 = 16u;
-struct Params { rows: u32, R: u32, sin: u32, din: u32, ndim: u32, src_off: u32, dst_off: u32, shape: array<vec4<u32>, 2>, ss: array<vec4<u32>, 2>, ds: array<vec4<u32>, 2> }
+struct Params { rows: u32, R: u32, sin: u32, din: u32, ndim: u32, src_off: u32, dst_off: u32, shape: ${DIMS_T}, ss: ${DIMS_T}, ds: ${DIMS_T} }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<${T}>;        // strided rows of R
 @group(0) @binding(2) var<storage, read_write> dst: array<${T}>;  // strided rows of R
-@compute @workgroup_size(TX, TY)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let r = (wid.x + wid.y * nwg.x) * TY + lid.y;
+${bcastIndex2Wgsl('ss', 'ds')}
+${main1d('TX, TY')} {
+  let r = ${foldedIndex('TY', 'lid.y')};
   if (r >= p.rows) { return; }
-  var rem = r;
-  var si = p.src_off;
-  var di = p.dst_off;
-  for (var d = i32(p.ndim) - 1; d >= 0; d = d - 1) {
-    let k = u32(d);
-    let dim = p.shape[k / 4u][k % 4u];
-    let c = rem % dim;
-    rem = rem / dim;
-    si = si + c * p.ss[k / 4u][k % 4u];
-    di = di + c * p.ds[k / 4u][k % 4u];
-  }
+  let at = bidx2(r);
+  let si = p.src_off + at.x;
+  let di = p.dst_off + at.y;
   for (var c = lid.x; c < p.R; c = c + TX) { dst[di + c * p.din] = src[si + c * p.sin]; }
 }`,
     grid: ({ rows }, wg) => [ceilDiv(rows!, wg[1])],
     loopTrips: ({ R }, { TX }) => loopCost(MAX_DIMS) + loopCost(ceilDiv(R!, TX!)),
-  });
-}
-const stridedRows = { 1: stridedRowsKernel(1), 2: stridedRowsKernel(2), 4: stridedRowsKernel(4) } as const;
+  };
+});
 
 /** Copy-kernel choice (benchmarks): 'auto' uses the row kernel when the innermost run is contiguous. */
 export const copyVariant: { mode: 'auto' | 'elements' } = { mode: 'auto' };
@@ -175,7 +158,7 @@ function copyStrided(src: Tensor, dst: Tensor, shape: readonly number[], ss: rea
     // A row longer than one invocation's loop budget allows (R / TX iterations per lane) takes the element kernel.
     const rowsFit = ceilDiv(R, tx) <= maxLoopIterations(loopBudget(), 0, loopCost(MAX_DIMS));
     if (rowsFit) {
-    stridedRows[w].run(
+    stridedRows({ w }).run(
       { src: asU32(src), dst: asU32(dst) },
       {
         rows: n / inner[0],
@@ -262,9 +245,8 @@ struct Params { n: u32, A: u32, inner: u32, start: u32, len: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> g: array<u32>;          // [outer, len, inner]
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;  // [outer, A, inner]
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.n) { return; }
   let i = t % p.inner;
   let a = (t / p.inner) % p.A;
@@ -360,15 +342,10 @@ export function concat(xs: readonly Tensor[], axis = 0): Tensor {
 const TX = 16; // lanes across a row (coalesced on a GPU); TY rows per workgroup
 const TY = 16;
 
-/** The widest vector width that divides n (rows of n 4-byte elements stay vector-aligned). */
-export function vecWidth(n: number): VecWidth {
-  return n % 4 === 0 ? 4 : n % 2 === 0 ? 2 : 1;
-}
-
-function indexSelectKernel(w: VecWidth) {
-  const T = VEC_T[w];
-  return defineKernel({
-    name: w === 1 ? 'index_select' : `index_select_vec${w}`,
+/** out[o, m, :] = x[o, idx[m], :], rows moved as vecW: `index_select{w=4}`. */
+const indexSelectKernel = kernelFamily('index_select', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w, 'u32');
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
 // out[o, m, :] = x[o, idx[m], :], zeros when idx[m] is outside [0, A). A ${TX}x${TY} workgroup copies ${TY} rows:
@@ -379,9 +356,8 @@ struct Params { rows: u32, A: u32, M: u32, inner: u32, c0: u32, c1: u32 }
 @group(0) @binding(1) var<storage, read> x: array<${T}>;          // [outer, A, inner]
 @group(0) @binding(2) var<storage, read> idx: array<u32>;         // [M] (i32 ids read as u32)
 @group(0) @binding(3) var<storage, read_write> out: array<${T}>;  // [outer, M, inner]
-@compute @workgroup_size(${TX}, ${TY})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let r = (wid.x + wid.y * nwg.x) * ${TY}u + lid.y; // output row = o * M + m
+${main1d(`${TX}, ${TY}`)} {
+  let r = ${foldedIndex(TY, 'lid.y')}; // output row = o * M + m
   if (r >= p.rows) { return; }
   let o = r / p.M;
   let a = idx[r - o * p.M];
@@ -396,9 +372,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     grid: ({ rows }) => [ceilDiv(rows!, TY)],
     minSizes: ({ rows, M, inner }) => ({ out: rows! * inner!, idx: M! }),
     loopTrips: ({ c0, c1 }) => loopCost(ceilDiv(c1! - c0!, TX)),
-  });
-}
-const indexSelectKernels = { 1: indexSelectKernel(1), 2: indexSelectKernel(2), 4: indexSelectKernel(4) } as const;
+  };
+});
 
 /**
  * out [outer, M, inner] = rows of x [outer, A, inner] picked by idx [M] (raw, no autograd). Writes into `out`.
@@ -411,7 +386,7 @@ export function indexSelectInto(x: Tensor, idx: Tensor, out: Tensor, outer: numb
   if (inner % w) throw new Error(`index_select: width ${w} does not divide inner ${inner}`);
   const iw = inner / w;
   for (const [c0, c1] of chunkRanges(iw, maxLoopIterations(loopBudget()) * TX)) {
-    indexSelectKernels[w].run({ x: asU32(x), idx: asU32(idx), out: asU32(out) }, { rows: outer * M, A, M, inner: iw, c0, c1 });
+    indexSelectKernel({ w }).run({ x: asU32(x), idx: asU32(idx), out: asU32(out) }, { rows: outer * M, A, M, inner: iw, c0, c1 });
   }
 }
 
@@ -470,6 +445,15 @@ export function gatherRows(table: Tensor, idx: Tensor, opts: IndexOptions = {}):
 }
 
 // ------------------------------------------------------------------------------------------ gather (torch.gather)
+/** Where output t of gather reads: the flat index into x [outer, A, inner], 0xffffffff when idx[t] is out of range. */
+const GATHER_SOURCE_WGSL = /* wgsl */ `
+fn gather_source(t: u32) -> u32 {
+  let i = t % p.inner;
+  let o = t / (p.inner * p.J);
+  let a = idx[t];
+  return select(0xffffffffu, (o * p.A + a) * p.inner + i, a < p.A);
+}`;
+
 const gatherKernel = defineKernel({
   name: 'gather_axis',
   foldable: true,
@@ -480,15 +464,13 @@ struct Params { n: u32, A: u32, J: u32, inner: u32 }
 @group(0) @binding(1) var<storage, read> x: array<u32>;          // [outer, A, inner]
 @group(0) @binding(2) var<storage, read> idx: array<u32>;        // [outer, J, inner]
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;  // [outer, J, inner]
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+${GATHER_SOURCE_WGSL}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.n) { return; }
-  let i = t % p.inner;
-  let o = t / (p.inner * p.J);
-  let a = idx[t];
+  let s = gather_source(t);
   var v = 0u;
-  if (a < p.A) { v = x[(o * p.A + a) * p.inner + i]; }
+  if (s != 0xffffffffu) { v = x[s]; }
   out[t] = v;
 }`,
   grid: ({ n }) => [ceilDiv(n!, WG)],
@@ -505,16 +487,10 @@ struct Params { n: u32, A: u32, J: u32, inner: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> idx: array<u32>;         // [outer, J, inner]
 @group(0) @binding(2) var<storage, read_write> tgt: array<u32>;   // [outer, J, inner]
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
-  if (t >= p.n) { return; }
-  let i = t % p.inner;
-  let o = t / (p.inner * p.J);
-  let a = idx[t];
-  var v = 0xffffffffu;
-  if (a < p.A) { v = (o * p.A + a) * p.inner + i; }
-  tgt[t] = v;
+${GATHER_SOURCE_WGSL}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
+  if (t < p.n) { tgt[t] = gather_source(t); }
 }`,
   grid: ({ n }) => [ceilDiv(n!, WG)],
   minSizes: ({ n }) => ({ idx: n!, tgt: n! }),

@@ -1,5 +1,6 @@
-// small_bmm: batched products whose per-entry matrices are tiny on one or two sides (AttRec's attention: L = 5
-// rows, D = 150 columns, 1000 batch entries), where the tiled matmul wastes its 8x8 / 8x16 register tiles.
+// kernels/small_bmm.ts — small_bmm: batched products whose per-entry matrices are tiny on one or two sides
+// (AttRec's attention: L = 5 rows, D = 150 columns, 1000 batch entries), where the tiled matmul wastes its 8x8 /
+// 8x16 register tiles.
 //
 //   smallBmmNT(a, b):  c[t, i, j] = sum_k a[t, i, k] b[t, j, k]     a [Bt, M, K], b [Bt, N, K] -> c [Bt, M, N]
 //   smallBmmNN(a, b):  c[t, i, k] = sum_j a[t, i, j] b[t, j, k]     a [Bt, M, J], b [Bt, J, K] -> c [Bt, M, K]
@@ -9,32 +10,22 @@
 //
 // Parallel strategy: one thread per output element (nt: per (t, i, j) with a serial loop over K; nn / tn: per
 // (t, row, 4 columns) with a serial loop over the small inner dimension). No workgroup memory, no barriers (both
-// expensive on llvmpipe); rows are read as vecW<f32> (W = widest of 4, 2, 1 dividing K; kernels named _vecW).
+// expensive on llvmpipe); rows are read as vecW<f32> (W = widest of 4, 2, 1 dividing K; kernels named {w=W}).
 // The small inner loops (nn, tn) must stay under llvmpipe's 65,535 loop iterations: M, J <= 4096 is enforced.
 // Memory traffic: nt reads 2*Bt*M*N*K floats (rows re-read per output, from cache), writes Bt*M*N; nn / tn read
 // Bt*M*K*(J + 1) floats, write Bt*M*K.
 // Measured (llvmpipe, 2 shared cores; AttRec step B = 1000, L = 5, Dp = 152): the attention's three products
 // through matmul (reg8x8, batched) 58 ms per step, through these kernels: see models/attrec.ts.
-import { ceilDiv, defineKernel, defineOp, loopCost, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineOp, loopCost, Tensor } from '../engine/index.js';
+import { foldedIndex, kernelFamily, main1d, vecType, vecWidth, type VecWidth } from './common.js';
 
 const WG = 64;
 const MAX_INNER = 4096;
-const LINEAR = 'let t = (wid.x + wid.y * nwg.x) * 64u + lid.x;';
-const ENTRY = `@compute @workgroup_size(${WG})\nfn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u)`;
 
-const vecW = (K: number): 1 | 2 | 4 => (K % 4 === 0 ? 4 : K % 2 === 0 ? 2 : 1);
-const vt = (w: number): string => (w === 1 ? 'f32' : `vec${w}<f32>`);
-
-const cache = new Map<string, Kernel>();
-
-function ntKernel(w: number): Kernel {
-  const name = `small_bmm_nt${w === 1 ? '' : `_vec${w}`}`;
-  let k = cache.get(name);
-  if (k) return k;
-  const T = vt(w);
-  const red = w === 1 ? 'acc' : `dot(acc, ${T}(1.0))`;
-  k = defineKernel({
-    name,
+/** nt: c[t, i, j] = sum_k a[t, i, k] b[t, j, k], one thread per output, rows read as vecW (W = vecWidth(K)). */
+const ntKernel = kernelFamily('small_bmm_nt', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
 // c[t, i, j] = sum_k a[t, i, k] b[t, j, k]; one thread per output; rows as ${T} (KW = K / ${w}).
@@ -43,8 +34,8 @@ struct Params { total: u32, M: u32, N: u32, KW: u32 }
 @group(0) @binding(1) var<storage, read> a: array<${T}>;          // [Bt, M, K]
 @group(0) @binding(2) var<storage, read> b: array<${T}>;          // [Bt, N, K]
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;     // [Bt, M, N]
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.total) { return; }
   let j = t % p.N;
   let ti = t / p.N;                       // t * M + i
@@ -53,51 +44,51 @@ ${ENTRY} {
   let bo = (bt * p.N + j) * p.KW;
   var acc = ${T}(0.0);
   for (var q = 0u; q < p.KW; q = q + 1u) { acc = acc + a[ao + q] * b[bo + q]; }
-  c[t] = ${red};
+  c[t] = ${w === 1 ? 'acc' : `dot(acc, ${T}(1.0))`};
 }`,
     grid: ({ total }) => [ceilDiv(total!, WG)],
     minSizes: ({ total, M, N, KW }) => ({ a: (total! / N!) * KW!, b: (total! / M!) * KW!, c: total! }),
     loopTrips: ({ KW }) => loopCost(KW!),
-  });
-  cache.set(name, k);
-  return k;
-}
+  };
+});
 
-/** nn: c[t, i, k] = sum_j a[t, i, j] b[t, j, k]; tn: c[t, j, k] = sum_i a[t, i, j] b[t, i, k]. */
-function innerKernel(mode: 'nn' | 'tn', w: number): Kernel {
-  const name = `small_bmm_${mode}${w === 1 ? '' : `_vec${w}`}`;
-  let k = cache.get(name);
-  if (k) return k;
-  const T = vt(w);
-  // nn: rows R = M of a [Bt, R, S], inner S = J; tn: rows R = J (columns of a [Bt, S, R]), inner S = M.
-  const aIdx = mode === 'nn' ? '(bt * p.R + r) * p.S + s' : '(bt * p.S + s) * p.R + r';
-  k = defineKernel({
-    name,
+/**
+ * nn: c[t, r, k] = sum_s a[t, r, s] b[t, s, k] (rows R = M of a [Bt, R, S], inner S = J);
+ * tn: c[t, r, k] = sum_s a[t, s, r] b[t, s, k] (rows R = J, the columns of a [Bt, S, R]; inner S = M).
+ * One thread per (t, r, W columns).
+ */
+const innerKernels = {
+  nn: kernelFamily('small_bmm_nn', ({ w }: { w: VecWidth }) => innerSpec('nn', w)),
+  tn: kernelFamily('small_bmm_tn', ({ w }: { w: VecWidth }) => innerSpec('tn', w)),
+};
+
+function innerSpec(mode: 'nn' | 'tn', w: VecWidth) {
+  const T = vecType(w);
+  const nn = mode === 'nn';
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
-// ${mode === 'nn' ? 'c[t, r, k] = sum_s a[t, r, s] b[t, s, k]' : 'c[t, r, k] = sum_s a[t, s, r] b[t, s, k]'}; one thread per (t, r, ${w} columns).
+// c[t, r, k] = sum_s ${nn ? 'a[t, r, s]' : 'a[t, s, r]'} b[t, s, k]; one thread per (t, r, ${w} columns).
 struct Params { total: u32, R: u32, S: u32, KW: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;           // ${mode === 'nn' ? '[Bt, R, S]' : '[Bt, S, R]'}
+@group(0) @binding(1) var<storage, read> a: array<f32>;           // ${nn ? '[Bt, R, S]' : '[Bt, S, R]'}
 @group(0) @binding(2) var<storage, read> b: array<${T}>;          // [Bt, S, K]
 @group(0) @binding(3) var<storage, read_write> c: array<${T}>;    // [Bt, R, K]
-${ENTRY} {
-  ${LINEAR}
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.total) { return; }
   let kq = t % p.KW;
   let tr = t / p.KW;                      // bt * R + r
   let r = tr % p.R;
   let bt = tr / p.R;
   var acc = ${T}(0.0);
-  for (var s = 0u; s < p.S; s = s + 1u) { acc = acc + a[${aIdx}] * b[(bt * p.S + s) * p.KW + kq]; }
+  for (var s = 0u; s < p.S; s = s + 1u) { acc = acc + a[${nn ? '(bt * p.R + r) * p.S + s' : '(bt * p.S + s) * p.R + r'}] * b[(bt * p.S + s) * p.KW + kq]; }
   c[t] = acc;
 }`,
-    grid: ({ total }) => [ceilDiv(total!, WG)],
-    minSizes: ({ total, R, S, KW }) => ({ a: (total! / KW!) * S!, b: (total! / KW! / R!) * S! * KW!, c: total! }),
-    loopTrips: ({ S }) => loopCost(S!),
-  });
-  cache.set(name, k);
-  return k;
+    grid: ({ total }: Record<string, number>) => [ceilDiv(total!, WG)],
+    minSizes: ({ total, R, S, KW }: Record<string, number>) => ({ a: (total! / KW!) * S!, b: (total! / KW! / R!) * S! * KW!, c: total! }),
+    loopTrips: ({ S }: Record<string, number>) => loopCost(S!),
+  };
 }
 
 function check3(name: string, x: Tensor): [number, number, number] {
@@ -110,8 +101,8 @@ function runNT(a: Tensor, b: Tensor): Tensor {
   const [Bt, M, K] = a.shape as [number, number, number];
   const N = b.shape[1]!;
   const c = Tensor.empty([Bt, M, N]); // [Bt, M, N]
-  const w = vecW(K);
-  if (c.size && K) ntKernel(w).run({ a, b, c }, { total: Bt * M * N, M, N, KW: K / w });
+  const w = vecWidth(K);
+  if (c.size && K) ntKernel({ w }).run({ a, b, c }, { total: Bt * M * N, M, N, KW: K / w });
   else if (c.size) c.write(new Float32Array(c.size));
   return c;
 }
@@ -122,8 +113,8 @@ function runInner(mode: 'nn' | 'tn', a: Tensor, b: Tensor): Tensor {
   const R = mode === 'nn' ? a.shape[1]! : a.shape[2]!;
   if (S > MAX_INNER) throw new Error(`small_bmm_${mode}: inner dimension ${S} is over ${MAX_INNER} (llvmpipe loop budget); use matmul`);
   const c = Tensor.empty([Bt, R, K]); // [Bt, R, K]
-  const w = vecW(K);
-  if (c.size) innerKernel(mode, w).run({ a, b, c }, { total: (Bt * R * K) / w, R, S, KW: K / w });
+  const w = vecWidth(K);
+  if (c.size) innerKernels[mode]({ w }).run({ a, b, c }, { total: (Bt * R * K) / w, R, S, KW: K / w });
   return c;
 }
 

@@ -1,5 +1,5 @@
-// topk: full-catalogue scoring with top-K on the GPU, for evaluation (HR/NDCG/MRR over all items) without
-// reading back a [B, V] score matrix.
+// kernels/topk.ts — topk: full-catalogue scoring with top-K on the GPU, for evaluation (HR/NDCG/MRR over all
+// items) without reading back a [B, V] score matrix.
 //
 //   dot    (S3-Rec): score[b, i] = <query[b], table[i]>                                       higher is better
 //   euclid (AttRec): score[b, i] = -(alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2)  higher is better
@@ -19,13 +19,13 @@
 // 16M floats: users are processed in blocks of a multiple of 64), then one thread per (user, chunk of items)
 // selects the top-K from it. Only [B, K] ids/scores and [B] ranks ever leave the GPU.
 //   Scores, dot:     this engine's matmul (query [Bb, D] x table [V, D]^T; register-tiled, vec4 loads).
-//   Scores, euclid:  topk_euclid_scores[_vecW]: a register tile of 8 users x 8 items per thread, rows read as
+//   Scores, euclid:  topk_euclid_scores{w=W}: a register tile of 8 users x 8 items per thread, rows read as
 //                    vecW<f32> (W = widest of 4, 2, 1 dividing D), differences taken before squaring (no
 //                    |u|^2 - 2u.X + |X|^2 cancellation). Reads each u/m row ceil(V/64) times and each X/Q row
 //                    ceil(Bb/64) times (from cache), writes Bb*V.
 //   topk_exclude_bits    history CSR -> bit set hist [B, ceil(V/32)] u32. One thread per user (it alone writes its
 //                        row: no atomics). The global excludeIds bit set [ceil(V/32)] is built on the host.
-//   topk_select_k{K}     thread (user b, chunk c) reads its scores in increasing id order (one f32 load per item;
+//   topk_select{K=k}     thread (user b, chunk c) reads its scores in increasing id order (one f32 load per item;
 //                        the bit words once per 32 items), counts the candidates before the answer, and keeps the
 //                        K best in an unordered buffer with its current worst entry: an item that beats the worst
 //                        replaces it, then one straight-line pass over the K slots finds the new worst (no loop,
@@ -51,7 +51,8 @@
 // with history exclusion: 134-138 ms vs composed (engine ops + [B, V] readback + host top-K) 286-493 ms and
 // tfjs-webgpu (matMul + masks + tf.topk) 1450-1509 ms; S3-Rec B=256 V=12103 D=64 K=20 'zero': 39-69 ms vs
 // composed 61-77 ms and tfjs 853-1648 ms.
-import { ceilDiv, defineKernel, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, defineKernel, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, Tensor } from '../engine/index.js';
+import { isCpuAdapter, kernelFamily, unroll, vecType, vecWidth, type VecWidth } from './common.js';
 import { matmul } from './matmul.js';
 
 type F64 = ref.F64;
@@ -66,14 +67,8 @@ fn better(s: f32, i: u32, t: f32, j: u32) -> bool { return s > t || (s == t && i
 
 export type TopkMode = 'dot' | 'euclid';
 
-/** Widest vector width (4, 2, 1) dividing D: rows are read as vecW<f32> (fewer, wider loads). */
-export function vecWidth(D: number): 1 | 2 | 4 {
-  return D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1;
-}
-
-const vecType = (w: number): string => (w === 1 ? 'f32' : `vec${w}<f32>`);
-/** Generated WGSL: one line (or block) per index. */
-const lines = (xs: number[], f: (x: number) => string): string => xs.map(f).join('\n');
+// vecWidth moved to common.ts; re-exported here for imports written before the move.
+export { vecWidth } from './common.js';
 
 // ------------------------------------------------------------------ euclid scores into the scratch
 const TU = 8; // users per thread
@@ -81,47 +76,47 @@ const TI = 8; // items per thread (8 x 8: 128 accumulators; measured against 4x4
 const EWX = 8; // threads across items
 const EWY = 8; // threads across users
 
-const euclidKernels = new Map<number, Kernel>();
-function euclidScoresKernel(w: number): Kernel {
-  let k = euclidKernels.get(w);
-  if (k) return k;
-  const vt = vecType(w);
-  const U = Array.from({ length: TU }, (_, j) => j);
-  const I = Array.from({ length: TI }, (_, j) => j);
+/** The euclid scores of a block of users into the scratch, rows read as vecW: `topk_euclid_scores{w=2}`. */
+const euclidScoresKernel = kernelFamily('topk_euclid_scores', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
   const sq = (x: string): string => (w === 1 ? `${x} * ${x}` : `dot(${x}, ${x})`);
-  k = defineKernel({
-    name: `topk_euclid_scores${w === 1 ? "" : `_vec${w}`}`,
+  return {
     wgsl: /* wgsl */ `
 // S[b - b0, i] = -(alpha ||u[b] - X[i]||^2 + (1 - alpha) ||m[b] - Q[i]||^2) for users b0 .. b0+Bb-1.
-// Each thread: ${TU} users x ${TI} items in registers; rows as ${vt} (DW = D / ${w}). Edge rows are clamped on
-// load and skipped on store.
+// Each thread: ${TU} users (a) x ${TI} items (b) in registers; rows as ${T} (DW = D / ${w}). Edge rows are clamped
+// on load and skipped on store.
 struct Params { Bb: u32, b0: u32, V: u32, DW: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> u: array<${vt}>;         // [B, D]
-@group(0) @binding(2) var<storage, read> m: array<${vt}>;         // [B, D]
-@group(0) @binding(3) var<storage, read> X: array<${vt}>;         // [V, D]
-@group(0) @binding(4) var<storage, read> Q: array<${vt}>;         // [V, D]
+@group(0) @binding(1) var<storage, read> u: array<${T}>;         // [B, D]
+@group(0) @binding(2) var<storage, read> m: array<${T}>;         // [B, D]
+@group(0) @binding(3) var<storage, read> X: array<${T}>;         // [V, D]
+@group(0) @binding(4) var<storage, read> Q: array<${T}>;         // [V, D]
 @group(0) @binding(5) var<storage, read_write> S: array<f32>;     // [Bb, V] scratch
 @compute @workgroup_size(${EWX}, ${EWY})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u) {
   let bl0 = (wid.y * ${EWY}u + lid.y) * ${TU}u; // first local user
   let i0 = (wid.x * ${EWX}u + lid.x) * ${TI}u;  // first item
-${lines(U, (j) => `  let ub${j} = (p.b0 + min(bl0 + ${j}u, p.Bb - 1u)) * p.DW;`)}
-${lines(I, (j) => `  let xr${j} = min(i0 + ${j}u, p.V - 1u) * p.DW;`)}
-${lines(U, (a) => lines(I, (b) => `  var l${a}_${b} = 0.0;\n  var s${a}_${b} = 0.0;`))}
+${unroll(TU, '  let ub{a} = (p.b0 + min(bl0 + {a}u, p.Bb - 1u)) * p.DW;', 'a')}
+${unroll(TI, '  let xr{b} = min(i0 + {b}u, p.V - 1u) * p.DW;', 'b')}
+${unroll(TU, unroll(TI, '  var l{a}_{b} = 0.0;\n  var s{a}_{b} = 0.0;', 'b'), 'a')}
   for (var d = 0u; d < p.DW; d = d + 1u) {
-${lines(U, (j) => `    let u${j} = u[ub${j} + d];\n    let m${j} = m[ub${j} + d];`)}
-${lines(I, (b) => `    { let x = X[xr${b} + d];\n      let q = Q[xr${b} + d];\n` + lines(U, (a) => `      let dl${a} = u${a} - x;\n      let ds${a} = m${a} - q;\n      l${a}_${b} = l${a}_${b} + ${sq(`dl${a}`)};\n      s${a}_${b} = s${a}_${b} + ${sq(`ds${a}`)};`) + ' }')}
+${unroll(TU, '    let u{a} = u[ub{a} + d];\n    let m{a} = m[ub{a} + d];', 'a')}
+${unroll(TI, `    { let x = X[xr{b} + d];
+      let q = Q[xr{b} + d];
+${unroll(TU, `      let dl{a} = u{a} - x;
+      let ds{a} = m{a} - q;
+      l{a}_{b} = l{a}_{b} + ${sq('dl{a}')};
+      s{a}_{b} = s{a}_{b} + ${sq('ds{a}')};`, 'a')} }`, 'b')}
   }
-${lines(U, (a) => `  if (bl0 + ${a}u < p.Bb) {\n` + lines(I, (b) => `    if (i0 + ${b}u < p.V) { S[(bl0 + ${a}u) * p.V + i0 + ${b}u] = -(p.alpha * l${a}_${b} + (1.0 - p.alpha) * s${a}_${b}); }`) + '\n  }')}
+${unroll(TU, `  if (bl0 + {a}u < p.Bb) {
+${unroll(TI, '    if (i0 + {b}u < p.V) { S[(bl0 + {a}u) * p.V + i0 + {b}u] = -(p.alpha * l{a}_{b} + (1.0 - p.alpha) * s{a}_{b}); }', 'b')}
+  }`, 'a')}
 }`,
     grid: ({ Bb, V }) => [ceilDiv(V!, EWX * TI), ceilDiv(Bb!, EWY * TU)],
     minSizes: ({ Bb, V }) => ({ S: Bb! * V! }),
     loopTrips: ({ DW }) => loopCost(DW!),
-  });
-  euclidKernels.set(w, k);
-  return k;
-}
+  };
+});
 
 // ------------------------------------------------------------------ selection
 /** Loop cost of a select thread: list init and write-out (K each), its chunk of items, the sort (K passes of K/2). */
@@ -138,19 +133,9 @@ export function maxChunkItems(K: number): number {
   return Math.max(1, Math.min(60000 - 2 * K - Math.ceil((K * K) / 2), maxLoopIterations(loopBudget(), 0, selectTrips(K, 0) - 2)));
 }
 
-const selectKernels = new Map<number, Kernel>();
-function selectKernel(K: number): Kernel {
-  let k = selectKernels.get(K);
-  if (k) return k;
-  // After a replacement: find the new worst entry (the one that comes last in the order) with straight-line
-  // compares at constant indices (no loop: llvmpipe's loop budget).
-  const worst = Array.from(
-    { length: K - 1 },
-    (_, j) => `        { let s = ts[${j + 1}]; let id = ti[${j + 1}]; let wr = better(ws, wi, s, id); ws = select(ws, s, wr); wi = select(wi, id, wr); wk = select(wk, ${j + 1}u, wr); }`,
-  ).join('\n');
-  k = defineKernel({
-    name: `topk_select_k${K}`,
-    wgsl: /* wgsl */ `
+/** The selection of the top K per (user, chunk of items): `topk_select{K=20}`. */
+const selectKernel = kernelFamily('topk_select', ({ K }: { K: number }) => ({
+  wgsl: /* wgsl */ `
 // Top-${K} of the scratch scores per (user b of the block, chunk c of items), plus the partial rank of the answer.
 // Thread (b, c) reads items [c*chunk, min(V, (c+1)*chunk)) in increasing order.
 const K = ${K}u;
@@ -214,7 +199,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       ws = ts[0];
       wi = ti[0];
       wk = 0u;
-${worst}
+      // The new worst entry (the one that comes last in the order): straight-line compares at constant
+      // indices, no loop (llvmpipe's loop budget).
+${unroll([1, K], '      { let s = ts[{j}]; let id = ti[{j}]; let wr = better(ws, wi, s, id); ws = select(ws, s, wr); wi = select(wi, id, wr); wk = select(wk, {j}u, wr); }', 'j')}
     }
   }
   // Sort the K entries best first: odd-even transposition sort, K passes (K^2/2 loop iterations).
@@ -240,13 +227,10 @@ ${worst}
     out_r[select(bl * p.C + c, b, p.direct != 0u)] = select(-1, i32(cnt), ia != 0xffffffffu);
   }
 }`,
-    grid: ({ Bb, C }, [wg]) => [ceilDiv(Bb!, wg), C!],
-    minSizes: ({ Bb, V, W }) => ({ S: Bb! * V!, glob: W! }),
-    loopTrips: ({ chunk }) => selectTrips(K, chunk!),
-  });
-  selectKernels.set(K, k);
-  return k;
-}
+  grid: ({ Bb, C }, [wg]) => [ceilDiv(Bb!, wg), C!],
+  minSizes: ({ Bb, V, W }) => ({ S: Bb! * V!, glob: W! }),
+  loopTrips: ({ chunk }) => selectTrips(K, chunk!),
+}));
 
 const mergeKernel = defineKernel({
   name: 'topk_merge',
@@ -382,12 +366,6 @@ export function defaultChunks(B: number, V: number, K: number, cpu: boolean): nu
   return Math.max(1, Math.min(MAX_CHUNKS, byThreads, byLength));
 }
 
-function isCpuAdapter(): boolean {
-  const info = rt().gpu.info;
-  const s = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
-  return /llvmpipe|swiftshader|lavapipe|cpu/.test(s);
-}
-
 /** An i32 tensor of `n` entries (n = -1: any) from a host array (uploaded; owned) or an i32 tensor (borrowed). */
 function toI32(x: IntArray | Tensor, n: number, what: string): { t: Tensor; owned: boolean } {
   const len = x instanceof Tensor ? x.size : x.length;
@@ -491,7 +469,7 @@ export function topkScores(opts: TopkOptions): TopkResult {
     for (let b0 = 0; b0 < B; b0 += Bb) {
       const nb = Math.min(Bb, B - b0);
       const S = blockScores(mode, inputs, b0, nb, B, D, V, w, opts.alpha ?? 0.2); // [nb, V] scratch
-      selectKernel(K).run(
+      selectKernel({ K }).run(
         { S, hist, glob, answer, out_s: partS ?? scores, out_i: partI ?? ids, out_r: partR ?? rankOut },
         {
           Bb: nb,
@@ -518,7 +496,7 @@ export function topkScores(opts: TopkOptions): TopkResult {
 }
 
 /** Scores of users b0 .. b0+nb-1 against every item: a [nb, V] scratch tensor. */
-function blockScores(mode: TopkMode, inputs: Tensor[], b0: number, nb: number, B: number, D: number, V: number, w: number, alpha: number): Tensor {
+function blockScores(mode: TopkMode, inputs: Tensor[], b0: number, nb: number, B: number, D: number, V: number, w: VecWidth, alpha: number): Tensor {
   if (mode === 'dot') {
     const [q, table] = inputs as [Tensor, Tensor];
     return noGrad(() => {
@@ -532,7 +510,7 @@ function blockScores(mode: TopkMode, inputs: Tensor[], b0: number, nb: number, B
   }
   const [u, m, X, Q] = inputs as [Tensor, Tensor, Tensor, Tensor];
   const S = Tensor.empty([nb, V]); // [nb, V]
-  euclidScoresKernel(w).run({ u, m, X, Q, S }, { Bb: nb, b0, V, DW: D / w, alpha });
+  euclidScoresKernel({ w }).run({ u, m, X, Q, S }, { Bb: nb, b0, V, DW: D / w, alpha });
   return S;
 }
 

@@ -16,6 +16,7 @@
 // Parallel strategy: one thread per output element; memory traffic: reads and writes M*C floats + M indices.
 import { ceilDiv, defineKernel, defineOp, ref, Tensor } from '../engine/index.js';
 import type { VarlenLayout } from './attention_masked.js';
+import { foldedIndex, main1d } from './common.js';
 
 type F64 = ref.F64;
 const WG = 256;
@@ -140,9 +141,8 @@ struct Params { n: u32, C: u32 }
 @group(0) @binding(1) var<storage, read> x: array<f32>;         // [N, C]
 @group(0) @binding(2) var<storage, read> index: array<i32>;     // [M]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [M, C]
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+${main1d(WG)} {
+  let i = ${foldedIndex(WG)};
   if (i >= p.n) { return; }
   let m = i / p.C;
   let src = index[m];

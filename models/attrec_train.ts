@@ -31,8 +31,9 @@
 // in id order too: the two rules are the same (test: 'tie rule'). HR@50, MRR over the whole list,
 // AUC = (|cands| - 1 - rank) / (|cands| - 1) (`attrecUserMetrics`), means over users.
 // Popularity: training counts of the same history, same candidates and the same tie rule.
-import { basename, join } from 'node:path';
-import { accumulateInPlace, backward, initGpu, manualSeed, noGrad, readSafetensors, rt, scope, sync, Tensor, zeros, loadCheckpoint } from '../engine/index.js';
+import { basenamePath as basename, joinPath as join } from './data/paths.js';
+import { accumulateInPlace, backward, initGpu, manualSeed, noGrad, packagePath, readSafetensors, rt, scope, sync, Tensor, zeros } from '../engine/index.js';
+import { loadCheckpoint } from './checkpoint.js';
 import { topkScores } from '../kernels/index.js';
 import { AttRec, disposeAttRecBatch, uploadAttRecBatch, resolveAttRecConfig, padInfo, type AttRecConfig, type AttRecGpuBatch, type ResolvedAttRecConfig } from './attrec.js';
 import { Adagrad } from './optim.js';
@@ -406,7 +407,7 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
       let step = 0;
       let aborted = false;
       const watch = options.checkFinite ? watchFinite(options.checkFinite, model.stateDict()) : null;
-      hooks.onProgress?.({ phase: 'train', epoch, epochs: o.epochs, step: 0, steps, samples: 0 });
+      hooks.onProgress?.({ phase: 'train', epoch: epoch - 1, epochs: o.epochs, step: 0, steps, samples: 0 });
       for (const b of batches) {
         const loss = scope(() => model.loss(b)); // []
         backward(loss);
@@ -422,7 +423,7 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
         disposeAttRecBatch(b);
         if (step % o.readEvery === 0 || step === steps) {
           const s = await lossSum.item();
-          hooks.onProgress?.({ phase: 'train', epoch, epochs: o.epochs, step, steps, samples: step * o.batchSize, losses: { loss: s / step } });
+          hooks.onProgress?.({ phase: 'train', epoch: epoch - 1, epochs: o.epochs, step, steps, samples: step * o.batchSize, losses: { loss: s / step } });
         }
         if (hooks.signal?.aborted) {
           aborted = true;
@@ -436,7 +437,7 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
       const tv = performance.now();
       const valid = splits.valid ? await evaluateAttRec(model, splits.valid) : null;
       const test = await evaluateAttRec(model, splits.test);
-      hooks.onProgress?.({ phase: 'eval', epoch, epochs: o.epochs, step: 1, steps: 1, samples: data.numUsers });
+      hooks.onProgress?.({ phase: 'eval', epoch: epoch - 1, epochs: o.epochs, step: 1, steps: 1, samples: data.numUsers });
       const evalSeconds = (performance.now() - tv) / 1000;
       const rec: AttRecEpochRecord = {
         epoch, seconds: (performance.now() - te) / 1000, loss, trainSeconds, evalSeconds,
@@ -512,7 +513,7 @@ export async function loadAttRecCheckpoint(file: string): Promise<{ model: AttRe
  */
 export async function attrecDemo(opts: { dataDir?: string; epochs?: number; seed?: number; hooks?: TrainHooks } = {}): Promise<{ rows: Array<{ name: string; metrics: Record<string, number> }>; seconds: number }> {
   const t0 = performance.now();
-  const data = await loadAttRecData(opts.dataDir ?? 'data/sample/ml-100k-sample');
+  const data = await loadAttRecData(opts.dataDir ?? packagePath('data/sample/ml-100k-sample') ?? 'data/sample/ml-100k-sample');
   await initGpu(); // the current device if there is one
   const r = await trainAttRec(data, {
     epochs: opts.epochs ?? 5, seed: opts.seed ?? 42, patience: 0, ...(opts.hooks ? { hooks: opts.hooks } : {}),

@@ -1,5 +1,6 @@
 // Public API of the models layer: modules, initialisers, optimizers, the models (S3-Rec, AttRec) with their
 // training and evaluation functions, run folders, and the data layer.
+export * from './checkpoint.js';
 export * from './nn.js';
 export * from './init.js';
 export * from './optim.js';

@@ -8,7 +8,8 @@
 // Lifetimes: registered tensors are taken out of every scope (keep) and belong to the module until dispose().
 // Layers call the op library (kernels/): Linear = matmul(x, W, {transB}) + b with W [out, in] (PyTorch layout).
 import { copyInto, fillInPlace, keep, reshape, Tensor, type Shape } from '../engine/index.js';
-import { StateDictError, type TensorData } from '../engine/safetensors.js';
+import type { TensorData } from '../engine/safetensors.js';
+import { StateDictError } from './checkpoint.js';
 import { dropout, embedding, layerNorm, linear, matmul, type EmbeddingOptions } from '../kernels/index.js';
 import { fillRow_, normal_, ones_, uniform_, zeros_ } from './init.js';
 

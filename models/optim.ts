@@ -1,25 +1,14 @@
 // models/optim.ts — optimizers: Adam (PyTorch), Adagrad (TF's AdagradOptimizer), SGD (PyTorch, optional momentum).
+// The update kernels and their float64 references are in kernels/optim.ts; this file holds the optimizers: the
+// parameter list, the packed state arenas, step counts, launch grouping, state dicts.
 //
-// What it computes, per parameter p with gradient g (parameters whose .grad is null are SKIPPED entirely: no
-// update, no state change, their step count does not advance — PyTorch's rule, which S3-Rec relies on for the
-// pretraining heads during fine-tuning):
-//   Adam     g' = g + wd*p; m = b1*m + (1-b1)*g'; v = b2*v + (1-b2)*g'^2;
-//            p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)          (torch.optim.Adam, amsgrad off)
-//   Adagrad  g' = g + wd*p; acc += g'^2; p -= lr * g' / (sqrt(acc) + eps)            (TF: acc starts at
-//            initialAccumulatorValue, eps 0; AttRec uses lr 0.05, initial accumulator 0.05)
-//   SGD      d = g + wd*p; with momentum: buf = d on the first step, else buf = mu*buf + (1-dampening)*d;
-//            d = nesterov ? d + mu*buf : buf; p -= lr*d                                (torch.optim.SGD)
-// Step-dependent scalars (lr / (1-b1^t), sqrt(1-b2^t)) are computed on the host in float64 from the host-side step
-// count, as PyTorch does, and enter the kernel as uniforms with lr and the other hyper-parameters: a step never
-// reads anything back, and changing lr never recompiles.
+// Parameters whose .grad is null are SKIPPED entirely: no update, no state change, their step count does not
+// advance (PyTorch's rule, which S3-Rec relies on for the pretraining heads during fine-tuning). The update
+// formulas, the per-step coefficients (computed on the host in float64 from the host-side step count, as PyTorch
+// does) and the kernels' layout are documented in kernels/optim.ts.
 //
-// Parallel strategy: one thread updates one vec4 of a parameter (a scalar kernel only when a buffer has no 16-byte
-// slack: every pool buffer has it, so the tail of an n % 4 != 0 parameter is updated in the buffer's padding, which
-// nothing reads). Each parameter's update is one fused pass: read p, g, state; write p, state. The optimizer state
-// of all parameters is packed into one buffer per state slot (the "arena", 4-float aligned offsets), so a launch
-// binds the arenas plus K (param, grad) pairs (multi-tensor apply, as PyTorch's foreach): workgroup w finds its
-// parameter from the per-slot workgroup ranges in the uniform.
-// Memory traffic per element: Adam reads 4 floats and writes 3; Adagrad 3 / 2; SGD 2 (+1 with momentum) / 1 (+1).
+// The state of all parameters is packed into one buffer per state slot (the "arena", 4-float aligned offsets), so
+// one launch updates several parameters (multi-tensor apply, as PyTorch's foreach); a step reads nothing back.
 // Variants (bench/optim.bench.ts; llvmpipe, shared 2-core machine under load, medians of interleaved runs; S3-Rec
 // Adam = 45 tensors / 935,360 floats, AttRec Adagrad = 5 tensors / 810,300 floats):
 //   default      a launch of its own for each parameter of >= packBelow (32768) floats, up to slotsPerLaunch (7, the
@@ -33,8 +22,21 @@
 //   composed     Adam from unfused elementwise ops (~16 dispatches per parameter): 62 ms.
 // `npm run bench -- adam. adagrad.` at load 10 (medians 3x noisier), min ms: step 6.5, k1 6.8, k7all 7.5, scalar
 // 10.8, composed 67; adagrad step 2.2, k1 2.0, scalar 3.8.
-import { ceilDiv, defineKernel, fillInPlace, loopCost, rt, Tensor, untracked, type Bindable, type Kernel } from '../engine/index.js';
-import { StateDictError, type OptimizerStateDict, type TensorData } from '../engine/safetensors.js';
+import { fillInPlace, rt, Tensor, untracked, type Bindable } from '../engine/index.js';
+import {
+  adagradUniforms,
+  adamCoef,
+  adamUniforms,
+  OPTIM_RULES,
+  optimUpdate,
+  sgdCoef,
+  sgdUniforms,
+  vec4View,
+  type OptimRule,
+  type UpdateSlot,
+} from '../kernels/optim.js';
+import type { TensorData } from '../engine/safetensors.js';
+import { StateDictError, type OptimizerStateDict } from './checkpoint.js';
 
 /** Parameters as a list, named pairs, a Map, or anything with namedParameters() (a Module). */
 export type ParamSource =
@@ -56,25 +58,10 @@ export interface OptimizerOptions {
 
 export const DEFAULT_SLOTS_PER_LAUNCH = 7;
 export const DEFAULT_PACK_BELOW = 32768;
-const WG = 256;
-const UNUSED = 0xffffffff;
 
-/** How one optimizer family updates an element: the WGSL pieces of its kernel. */
-interface Rule {
-  /** Kernel family name: adam | adagrad | sgd | sgd_momentum. */
-  family: string;
-  /** State slot names (the names in stateDict: `<param>.<slot>`). */
-  state: readonly string[];
-  /** Initial value of each state slot. */
+/** An optimizer family: its update kernel (kernels/optim.ts) and the initial value of each state slot. */
+interface Rule extends OptimRule {
   init: readonly number[];
-  /** Uniform members for the hyper-parameters, e.g. `lr: f32, eps: f32,`. */
-  members: string;
-  /**
-   * WGSL that updates `x` (the parameter element: an f32 or a vec4<f32>, per kernel variant) from `g` (its
-   * gradient), the state arrays s0.. at index j, `c` (this parameter's vec4<f32> of per-step coefficients) and the
-   * uniform `u`. Written so that it type-checks for both widths (scalar hyper-parameters broadcast).
-   */
-  body: string;
 }
 
 interface Entry {
@@ -86,68 +73,7 @@ interface Entry {
   step: number;
 }
 
-const kernels = new Map<string, Kernel>();
-
-function updateKernel(rule: Rule, K: number, vec4: boolean): Kernel {
-  const name = `${rule.family}_k${K}${vec4 ? '_vec4' : ''}`;
-  let k = kernels.get(name);
-  if (k) return k;
-  const S = rule.state.length;
-  const T = vec4 ? 'vec4<f32>' : 'f32';
-  const unit = vec4 ? 'vec4s' : 'floats';
-  const decl: string[] = [];
-  rule.state.forEach((s, i) => decl.push(`@group(0) @binding(${1 + i}) var<storage, read_write> s${i}: array<${T}>; // [arena ${unit}] ${s}, packed`));
-  for (let q = 0; q < K; q++) {
-    decl.push(`@group(0) @binding(${1 + S + 2 * q}) var<storage, read_write> p${q}: array<${T}>; // [n_${q}] parameter ${q}`);
-    decl.push(`@group(0) @binding(${2 + S + 2 * q}) var<storage, read> g${q}: array<${T}>;       // [n_${q}] its gradient`);
-  }
-  const cases = (f: (q: number) => string): string =>
-    Array.from({ length: K }, (_, q) => `    case ${q}u: { ${f(q)} }`).join('\n') + '\n    default: {}';
-  const wgsl = /* wgsl */ `
-// ${name}: one launch updates up to ${K} parameters, one ${T} per thread. slot[q] = (first workgroup, n in ${unit},
-// state offset in ${unit}, -) of parameter q (unused slots start at 0xffffffff); coef[q] = its per-step
-// coefficients. Thread i of the parameter's range updates element i; its state sits at s*[slot.z + i].
-struct Params { ${rule.members} total_wg: u32, slot: array<vec4<u32>, ${K}>, coef: array<vec4<f32>, ${K}> }
-@group(0) @binding(0) var<uniform> u: Params;
-${decl.join('\n')}
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let w = wid.x + wid.y * nwg.x;
-  var q = 0u;
-  for (var k = 1u; k < ${K}u; k = k + 1u) { if (w >= u.slot[k].x) { q = k; } }
-  let sl = u.slot[q];
-  let i = (w - sl.x) * ${WG}u + lid.x;
-  if (w >= u.total_wg || i >= sl.y) { return; }
-  let j = sl.z + i;
-  let c = u.coef[q];
-  var g = ${T}();
-  var x = ${T}();
-  switch q {
-${cases((q) => `g = g${q}[i]; x = p${q}[i];`)}
-  }
-${rule.body
-  .trim()
-  .split('\n')
-  .map((l) => '  ' + l.trim())
-  .join('\n')}
-  switch q {
-${cases((q) => `p${q}[i] = x;`)}
-  }
-}`;
-  // One loop: the slot search over the K parameters of the launch (a constant bound).
-  k = defineKernel({ name, wgsl, foldable: true, grid: ({ total_wg }) => [total_wg!], loopTrips: loopCost(K - 1) });
-  kernels.set(name, k);
-  return k;
-}
-
 const ceil4 = (n: number): number => Math.ceil(n / 4) * 4;
-
-/** The tensor's buffer rounded up to whole vec4s, if the buffer has that much (pool buffers always do). */
-function asVec4(t: Tensor): Bindable | null {
-  const bytes = ceil4(t.size) * 4;
-  if (t.byteOffset !== 0 || t.buffer.size < bytes) return null;
-  return { buffer: t.buffer, byteOffset: 0, byteLength: bytes, dtype: 'f32', disposed: t.disposed };
-}
 
 function namedList(src: ParamSource): Array<[string, Tensor]> {
   if (src instanceof Map) return [...(src as ReadonlyMap<string, Tensor>).entries()];
@@ -271,36 +197,26 @@ export abstract class Optimizer {
       if (e.param.size === 0) continue;
       active.push(e);
     }
-    const base = this.uniforms();
+    const uniforms = this.uniforms();
     for (const chunk of this.launches(active)) {
       const a = chunk[0]!.arena;
       const K = chunk.length === 1 ? 1 : this.slotsPerLaunch;
       // vec4 when every buffer of the launch has whole vec4s (pool buffers do); else the scalar kernel.
-      const v4 = chunk.map((e) => [asVec4(e.param), asVec4(e.param.grad!)] as const);
+      const v4 = chunk.map((e) => [vec4View(e.param), vec4View(e.param.grad!)] as const);
       const vec4 = (this.opts.vec4 ?? true) && v4.every(([p, g]) => p && g);
-      const bindings: Record<string, Bindable> = {};
-      this.rule.state.forEach((_, si) => (bindings[`s${si}`] = this.arenas[a]![si]!));
-      const slot = new Array<number>(4 * K).fill(0);
-      const coef = new Array<number>(4 * K).fill(0);
-      let wg = 0;
-      for (let q = 0; q < K; q++) {
+      const slots = Array.from({ length: K }, (_, q): UpdateSlot | null => {
         const e = chunk[q];
-        if (!e) {
-          const d = this.dummy();
-          bindings[`p${q}`] = d.p[q]!;
-          bindings[`g${q}`] = d.g;
-          slot[4 * q] = UNUSED;
-          continue;
-        }
+        if (!e) return null;
         e.step++;
-        const n = vec4 ? ceil4(e.param.size) / 4 : e.param.size;
-        bindings[`p${q}`] = vec4 ? v4[q]![0]! : e.param;
-        bindings[`g${q}`] = vec4 ? v4[q]![1]! : e.param.grad!;
-        slot.splice(4 * q, 3, wg, n, vec4 ? e.offset / 4 : e.offset);
-        coef.splice(4 * q, 4, ...this.coef(e.step));
-        wg += ceilDiv(n, WG);
-      }
-      updateKernel(this.rule, K, vec4).run(bindings, { ...base, total_wg: wg, slot, coef });
+        return {
+          p: vec4 ? v4[q]![0]! : e.param,
+          g: vec4 ? v4[q]![1]! : e.param.grad!,
+          n: vec4 ? ceil4(e.param.size) / 4 : e.param.size,
+          offset: vec4 ? e.offset / 4 : e.offset,
+          coef: this.coef(e.step),
+        };
+      });
+      optimUpdate(this.rule, this.arenas[a]!, slots, uniforms, vec4, chunk.length < K ? this.dummy() : undefined);
     }
   }
 
@@ -431,19 +347,7 @@ export interface AdamOptions extends OptimizerOptions {
   weightDecay?: number;
 }
 
-const ADAM: Rule = {
-  family: 'adam',
-  state: ['exp_avg', 'exp_avg_sq'],
-  init: [0, 0],
-  members: 'beta1: f32, one_minus_beta1: f32, beta2: f32, one_minus_beta2: f32, eps: f32, weight_decay: f32,',
-  body: /* wgsl */ `
-    let gg = g + u.weight_decay * x;
-    let m = u.beta1 * s0[j] + u.one_minus_beta1 * gg;
-    let v = u.beta2 * s1[j] + u.one_minus_beta2 * gg * gg;
-    s0[j] = m;
-    s1[j] = v;
-    x = x - c.x * m / (sqrt(v) / c.y + u.eps);   // c.x = lr / (1 - beta1^t), c.y = sqrt(1 - beta2^t)`,
-};
+const ADAM: Rule = { ...OPTIM_RULES.adam, init: [0, 0] };
 
 /** torch.optim.Adam (amsgrad off, L2 weight decay). Defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8. */
 export class Adam extends Optimizer {
@@ -468,11 +372,10 @@ export class Adam extends Optimizer {
     this.weightDecay = num(h, 'weightDecay', this.weightDecay);
   }
   protected uniforms(): Record<string, number> {
-    const { beta1, beta2 } = this;
-    return { beta1, one_minus_beta1: 1 - beta1, beta2, one_minus_beta2: 1 - beta2, eps: this.eps, weight_decay: this.weightDecay };
+    return adamUniforms(this);
   }
   protected coef(t: number): [number, number, number, number] {
-    return [this.lr / (1 - this.beta1 ** t), Math.sqrt(1 - this.beta2 ** t), 0, 0];
+    return adamCoef(this, t);
   }
 }
 
@@ -486,17 +389,7 @@ export interface AdagradOptions extends OptimizerOptions {
   weightDecay?: number;
 }
 
-const ADAGRAD = (init: number): Rule => ({
-  family: 'adagrad',
-  state: ['accumulator'],
-  init: [init],
-  members: 'lr: f32, eps: f32, weight_decay: f32,',
-  body: /* wgsl */ `
-    let gg = g + u.weight_decay * x;
-    let a = s0[j] + gg * gg;
-    s0[j] = a;
-    x = x - u.lr * gg / (sqrt(a) + u.eps);`,
-});
+const ADAGRAD = (init: number): Rule => ({ ...OPTIM_RULES.adagrad, init: [init] });
 
 /** tf.train.AdagradOptimizer: acc += g^2; p -= lr * g / sqrt(acc). Defaults: lr 0.01, initial accumulator 0.1. */
 export class Adagrad extends Optimizer {
@@ -521,7 +414,7 @@ export class Adagrad extends Optimizer {
     this.weightDecay = num(h, 'weightDecay', this.weightDecay);
   }
   protected uniforms(): Record<string, number> {
-    return { lr: this.lr, eps: this.eps, weight_decay: this.weightDecay };
+    return adagradUniforms(this);
   }
   protected coef(): [number, number, number, number] {
     return [0, 0, 0, 0];
@@ -537,29 +430,8 @@ export interface SGDOptions extends OptimizerOptions {
   weightDecay?: number;
 }
 
-const SGD_PLAIN: Rule = {
-  family: 'sgd',
-  state: [],
-  init: [],
-  members: 'lr: f32, weight_decay: f32,',
-  body: /* wgsl */ `
-    x = x - u.lr * (g + u.weight_decay * x);`,
-};
-
-const SGD_MOMENTUM: Rule = {
-  family: 'sgd_momentum',
-  state: ['momentum_buffer'],
-  init: [0],
-  members: 'lr: f32, weight_decay: f32, momentum: f32, one_minus_dampening: f32, nesterov: u32,',
-  body: /* wgsl */ `
-    let d = g + u.weight_decay * x;
-    var b = d;                                           // first step (c.x = 1): buf = d
-    if (c.x == 0.0) { b = u.momentum * s0[j] + u.one_minus_dampening * d; }
-    s0[j] = b;
-    var upd = b;
-    if (u.nesterov != 0u) { upd = d + u.momentum * b; }
-    x = x - u.lr * upd;`,
-};
+const SGD_PLAIN: Rule = { ...OPTIM_RULES.sgd, init: [] };
+const SGD_MOMENTUM: Rule = { ...OPTIM_RULES.sgd_momentum, init: [0] };
 
 /** torch.optim.SGD. With momentum 0 it keeps no state. */
 export class SGD extends Optimizer {
@@ -589,54 +461,13 @@ export class SGD extends Optimizer {
     this.weightDecay = num(h, 'weightDecay', this.weightDecay);
   }
   protected uniforms(): Record<string, number> {
-    const u: Record<string, number> = { lr: this.lr, weight_decay: this.weightDecay };
-    if (this.momentum !== 0) Object.assign(u, { momentum: this.momentum, one_minus_dampening: 1 - this.dampening, nesterov: this.nesterov ? 1 : 0 });
-    return u;
+    return sgdUniforms(this);
   }
   protected coef(t: number): [number, number, number, number] {
-    return [t === 1 ? 1 : 0, 0, 0, 0];
+    return sgdCoef(t);
   }
 }
 
 // ------------------------------------------------------------------------------------------------ float64 references
-/** One Adam update in float64, in place on p, m, v (t is the 1-based step of this parameter). */
-export function refAdamStep(
-  p: Float64Array, g: ArrayLike<number>, m: Float64Array, v: Float64Array, t: number,
-  h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number },
-): void {
-  const stepSize = h.lr / (1 - h.beta1 ** t);
-  const bc2sqrt = Math.sqrt(1 - h.beta2 ** t);
-  for (let i = 0; i < p.length; i++) {
-    const gg = g[i]! + h.weightDecay * p[i]!;
-    m[i] = h.beta1 * m[i]! + (1 - h.beta1) * gg;
-    v[i] = h.beta2 * v[i]! + (1 - h.beta2) * gg * gg;
-    p[i] = p[i]! - (stepSize * m[i]!) / (Math.sqrt(v[i]!) / bc2sqrt + h.eps);
-  }
-}
-
-/** One TF Adagrad update in float64, in place on p and acc. */
-export function refAdagradStep(
-  p: Float64Array, g: ArrayLike<number>, acc: Float64Array,
-  h: { lr: number; eps: number; weightDecay: number },
-): void {
-  for (let i = 0; i < p.length; i++) {
-    const gg = g[i]! + h.weightDecay * p[i]!;
-    acc[i] = acc[i]! + gg * gg;
-    p[i] = p[i]! - (h.lr * gg) / (Math.sqrt(acc[i]!) + h.eps);
-  }
-}
-
-/** One SGD update in float64, in place on p and buf (buf ignored without momentum; t is 1-based). */
-export function refSgdStep(
-  p: Float64Array, g: ArrayLike<number>, buf: Float64Array, t: number,
-  h: { lr: number; momentum: number; dampening: number; nesterov: boolean; weightDecay: number },
-): void {
-  for (let i = 0; i < p.length; i++) {
-    let d = g[i]! + h.weightDecay * p[i]!;
-    if (h.momentum !== 0) {
-      buf[i] = t === 1 ? d : h.momentum * buf[i]! + (1 - h.dampening) * d;
-      d = h.nesterov ? d + h.momentum * buf[i]! : buf[i]!;
-    }
-    p[i] = p[i]! - h.lr * d;
-  }
-}
+// In kernels/optim.ts beside the kernels; re-exported under their earlier names.
+export { refAdam as refAdamStep, refAdagrad as refAdagradStep, refSgd as refSgdStep } from '../kernels/optim.js';

@@ -7,15 +7,19 @@
 //     (seed, e) alone, so a run resumed at an epoch boundary is bit-identical to an uninterrupted one.
 // Crash safety: files are replaced by rename (temp file in the same folder), and the log is rewritten from the
 // checkpoint's own history on resume, so a kill at any point leaves a consistent run that `--resume` continues.
-import { promises as fsp } from 'node:fs';
-import { join } from 'node:path';
-import { checkFinite, finiteReport, rt, saveCheckpoint, loadCheckpoint, manualSeed, parseJsonSafe, type StatefulOptimizer, type StateDictModule, type Tensor } from '../engine/index.js';
+import { checkFinite, finiteReport, rt, manualSeed, parseJsonSafe, type Tensor } from '../engine/index.js';
+import { saveCheckpoint, loadCheckpoint, type StatefulOptimizer, type StateDictModule } from './checkpoint.js';
 import { Rng } from './data/sampling.js';
 import { writeFileAtomic } from './data/io.js';
+import { joinPath as join } from './data/paths.js';
+
+// node:fs is imported by the methods that touch files, not at module load (the models layer bundles for a browser).
+const nodeFsp = async (): Promise<typeof import('node:fs').promises> => (await import('node:fs')).promises;
 
 /** One progress report inside an epoch. */
 export interface ProgressEvent {
   phase: 'train' | 'valid' | 'test' | 'pretrain' | 'eval';
+  /** 0-based index of the running epoch (a progress bar shows epoch + 1 of epochs). */
   epoch: number;
   epochs: number;
   /** Steps (batches) done in this phase, of `steps`. */
@@ -80,6 +84,7 @@ export class RunDir {
   }
 
   async create(): Promise<void> {
+    const fsp = await nodeFsp();
     await fsp.mkdir(this.dir, { recursive: true });
     // Temp files of a checkpoint write killed half-way (engine/safetensors.ts writes `.<name>.<pid>.<rand>.tmp`
     // and renames): never read, removed here so crashed runs leave no debris.
@@ -89,6 +94,7 @@ export class RunDir {
   }
 
   async exists(file: string): Promise<boolean> {
+    const fsp = await nodeFsp();
     return fsp.stat(file).then(
       (s) => s.isFile(),
       () => false,
@@ -97,6 +103,7 @@ export class RunDir {
 
   /** Append one epoch record to log.jsonl. */
   async appendLog(r: EpochRecord): Promise<void> {
+    const fsp = await nodeFsp();
     await fsp.appendFile(this.log, `${JSON.stringify(r)}\n`);
   }
 

@@ -53,8 +53,9 @@
 //     0; they are still saved (zeros) so checkpoints keep the official names.
 //   preset 'paper': batch 200, 100 epochs, objective 'infonce', headBias false (explicit options win). The paper's
 //     ReLU FFN is a model option (S3RecConfig.hiddenAct 'relu'; the CLI's --preset paper sets it too).
-import { join } from 'node:path';
-import { accumulateInPlace, backward, loadCheckpoint, rt, saveCheckpoint, scope, sync, Tensor, zeros } from '../engine/index.js';
+import { joinPath as join } from './data/paths.js';
+import { accumulateInPlace, backward, rt, scope, sync, Tensor, zeros } from '../engine/index.js';
+import { loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import {
   add, concat, infonce, infonceDense, mul, multiLabelBce, pairwiseSigmoidLoss, pairwiseSigmoidLossIds, slice,
 } from '../kernels/index.js';
@@ -493,6 +494,13 @@ export function pretrainStep(
 }
 
 // ------------------------------------------------------------------------------------------------ the loop
+/** process.cpuUsage() in Node; NaN elsewhere (a browser has no per-process CPU clock). */
+type CpuUsage = { user: number; system: number };
+const cpuUsage = (prev?: CpuUsage): CpuUsage => {
+  const proc = (globalThis as { process?: { cpuUsage?: (p?: CpuUsage) => CpuUsage } }).process;
+  return proc?.cpuUsage ? proc.cpuUsage(prev) : { user: NaN, system: NaN };
+};
+
 /** One macrotask turn (setImmediate in Node, a 0 ms timeout elsewhere). */
 const yieldToEventLoop = (): Promise<void> =>
   new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
@@ -577,7 +585,7 @@ export async function pretrainS3Rec(model: S3RecModel, ds: S3RecDataset, opts: P
       }
       const epoch = state.epoch;
       const t0 = performance.now();
-      const c0 = process.cpuUsage();
+      const c0 = cpuUsage();
       seedEngineForEpoch(o.seed, epoch);
       const rng = new Rng(epochSeed(o.seed, epoch, 1));
       const rngNce = o.objective === 'infonce' ? new Rng(epochSeed(o.seed, epoch, 2)) : undefined;
@@ -622,7 +630,7 @@ export async function pretrainS3Rec(model: S3RecModel, ds: S3RecDataset, opts: P
       const avg = averages(await readSums(), step);
       await sync();
       hooks.onProgress?.({ phase: 'pretrain', epoch, epochs: o.epochs, step, steps, samples, losses: avg });
-      const cpu = process.cpuUsage(c0);
+      const cpu = cpuUsage(c0);
       const rec: PretrainEpoch = {
         epoch, ...avg, seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, steps: step, samples,
         peakGpuBytes: peakGpuBytes(),

@@ -14,8 +14,9 @@
 // Determinism: every random stream of epoch e (user order, negatives, dropout) derives from (seed, e), so a run
 //   resumed from last.safetensors equals an uninterrupted one bit for bit on the same adapter.
 import {
-  accumulateInPlace, applyCheckpoint, backward, loadCheckpoint, noGrad, readSafetensors, rt, scope, sync, Tensor, zeros, type TensorData,
+  accumulateInPlace, backward, noGrad, readSafetensors, rt, scope, sync, Tensor, zeros, type TensorData,
 } from '../engine/index.js';
+import { applyCheckpoint, loadCheckpoint } from './checkpoint.js';
 import { topkScores } from '../kernels/index.js';
 import {
   batchIndices, buildFinetuneTrainBatch, buildFullEvalBatch, buildSampledEvalBatch, epochOrder, FULL_METRICS, ItemSet,
@@ -37,6 +38,10 @@ export interface EvalOptions {
   protocol?: Protocol;
   /** Full ranking only (default 'official'). */
   fullSemantics?: FullSemantics;
+  /**
+   * Users per evaluation batch (default 1024 sampled, 256 full). Metrics do not depend on it (every user's rows are
+   * computed alone); bigger sampled batches give the encoder's matmuls more rows (~25% less time per user here).
+   */
   batchSize?: number;
   path?: EncoderPath;
   hooks?: TrainHooks;
@@ -53,7 +58,7 @@ export async function evaluateS3Rec(model: S3RecModel, ds: S3RecDataset, stage: 
   const wasTraining = model.training;
   model.eval();
   const L = model.cfg.maxSeqLength;
-  const bs = o.batchSize ?? 256;
+  const bs = o.batchSize ?? (protocol === 'sampled' ? 1024 : 256);
   const users = o.users ? Int32Array.from(o.users) : Int32Array.from({ length: ds.sequences.length }, (_, i) => i);
   const acc = new MetricAccumulator();
   const steps = numBatches(users.length, bs);

@@ -2,7 +2,7 @@
 // the identity cases, and the keep rate / independence statistically.
 import { expect, it } from 'vitest';
 import { backward, manualSeed, noGrad, rngState, rt, sync, Tensor } from '../engine/index.js';
-import { dropout, refDropout, refDropoutMask } from '../kernels/dropout.js';
+import { dropout, dropoutRaw, refDropout, refDropoutMask } from '../kernels/dropout.js';
 import { checkOp, describeGpu, ODD_SIZES } from './harness.js';
 
 describeGpu('dropout', () => {
@@ -21,6 +21,14 @@ describeGpu('dropout', () => {
       }
     });
   }
+
+  it('dropoutRaw (the launch under the op, no autograd) applies the same mask', () =>
+    checkOp({
+      name: 'dropoutRaw [7, 13] p=0.3',
+      inputs: [{ shape: [7, 13], grad: false }],
+      run: ([x]) => dropoutRaw(x!, { p: 0.3, seed: 3, offset: 5 }),
+      ref: ([x]) => refDropout(x!, 0.3, 3, 5),
+    }));
 
   it('multi-dimensional input, p = 1 gives zeros', async () => {
     await checkOp({

@@ -2,7 +2,7 @@
 // the reference backward vs finite differences; plus the deterministic row index and scatter on their own.
 import { expect, it } from 'vitest';
 import { backward, flags, ref, sync, Tensor } from '../engine/index.js';
-import { buildRowIndex, infonce, infonceDense, refInfonce, refInfonceGrad, refScatterRows, scatterRows, type Reduction } from '../kernels/infonce.js';
+import { infonce, infonceDense, refInfonce, refInfonceGrad, type Reduction } from '../kernels/infonce.js';
 import { checkOp, describeGpu, expectClose, type F64, type InputSpec } from './harness.js';
 
 interface Case {
@@ -146,42 +146,4 @@ describeGpu('infonce', () => {
     const [, want] = refInfonceGrad(f(qd, [N, D]), f(td, [V, D]), { data: Float64Array.from(cd), shape: [N, C] }, { temperature: 0.3 }, 1);
     expectClose('infonce dtable (3 rows)', a, want.data, { atol: 1e-4, rtol: 1e-3 });
   });
-});
-
-describeGpu('row index and scatter', () => {
-  for (const [M, K, V, D] of [
-    [1, 1, 1, 1],
-    [97, 1, 13, 4],
-    [2 * 65, 2, 7, 3],
-    [64 * 13, 13, 257, 16],
-  ] as const) {
-    it(`M ${M} K ${K} V ${V} D ${D}: segment sums in fixed order, masked rows left out`, async () => {
-      const rnd = ref.mulberry32(M * 31 + V);
-      const R = M / K;
-      const ids = Int32Array.from({ length: M }, () => Math.floor(rnd() * (V + 2)) - 1); // includes -1 and V (clamped)
-      const w = Float32Array.from({ length: R }, (_, n) => (n % 4 === 2 ? 0 : 1));
-      const coef = Float32Array.from({ length: M }, () => rnd() * 2 - 1);
-      const x = Float32Array.from({ length: R * D }, () => rnd() * 2 - 1);
-      const tIds = Tensor.from(ids);
-      const tW = Tensor.from(w);
-      const tCoef = Tensor.from(coef);
-      const tX = Tensor.from(x, [R, D]);
-      const index = buildRowIndex(tIds, null, K, V, tW);
-      const out = scatterRows(index, tCoef, tX, D);
-      const offsets = (await index.offsets.toArray()) as Uint32Array;
-      const entries = (await index.entries.toArray()) as Uint32Array;
-      const valid = Array.from({ length: M }, (_, e) => e).filter((e) => w[Math.floor(e / K)] !== 0);
-      expect(offsets[V]).toBe(valid.length);
-      for (let v = 0; v < V; v++) {
-        const seg = Array.from(entries.subarray(offsets[v]!, offsets[v + 1]!));
-        const want = valid.filter((e) => Math.min(Math.max(ids[e]!, 0), V - 1) === v);
-        expect(seg).toEqual(want);
-      }
-      const want = refScatterRows(ids, K, V, w, coef, { data: Float64Array.from(x), shape: [R, D] });
-      expectClose('rows_scatter', await out.toArray(), want.data, { atol: 1e-5, rtol: 1e-4 });
-      for (const t of [tIds, tW, tCoef, tX, out]) t.dispose();
-      index.dispose();
-      await sync();
-    });
-  }
 });

@@ -1,6 +1,7 @@
 // defineKernel misuse gives errors that name the kernel and the binding; uniforms are per dispatch; grids fold.
-import { expect, it } from 'vitest';
-import { ceilDiv, defineKernel, flags, getGpu, rt, sync, Tensor } from '../engine/index.js';
+import { describe, expect, it } from 'vitest';
+import { debugKernel, debugKernels } from '../engine/env.js';
+import { ceilDiv, defineKernel, flags, getGpu, pipelineKey, rt, sync, Tensor, WgslCompileError } from '../engine/index.js';
 import { describeGpu } from './harness.js';
 
 const axpy = defineKernel({
@@ -35,21 +36,82 @@ describeGpu('kernel definition errors', () => {
     for (const t of [y, ids, small]) t.dispose();
   });
 
-  it('a WGSL compile error names the kernel and the line', async () => {
-    const bad = defineKernel({
-      name: 'test_bad_wgsl',
-      wgsl: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+  const BROKEN = `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
   out[gid.x] = not_a_function(1.0);
+}`;
+
+  it('a WGSL compile error names the kernel, the line and its text: compile() rejects', async () => {
+    const bad = defineKernel({ name: 'test_bad_wgsl', wgsl: BROKEN, grid: () => [1] });
+    const err = await bad.compile().then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(WgslCompileError);
+    expect((err as Error).message).toMatch(/^test_bad_wgsl: WGSL compile error\n {2}line 3:\d+: .*not_a_function.*\n {4}out\[gid.x\] = not_a_function\(1.0\);/);
+    expect((err as WgslCompileError).messages[0]).toMatchObject({ line: 3, text: '  out[gid.x] = not_a_function(1.0);' });
+    // Once known, every use throws it at once.
+    const out = Tensor.from(new Float32Array(64));
+    expect(() => bad.run({ out })).toThrow(/test_bad_wgsl: WGSL compile error\n {2}line 3:/);
+    out.dispose();
+    await sync(); // nothing pending: the error was reported once
+  });
+
+  it('first use without compile(): the next readback throws the compile error (not the GPU error it causes)', async () => {
+    const bad = defineKernel({ name: 'test_bad_first_use', wgsl: BROKEN, grid: () => [1] });
+    const out = Tensor.from(new Float32Array(64));
+    bad.run({ out }); // recorded; the compiler answers asynchronously
+    await expect(out.toArray()).rejects.toThrow(/^test_bad_first_use: WGSL compile error\n {2}line 3:\d+: .*not_a_function/);
+    expect(() => bad.run({ out })).toThrow(/test_bad_first_use: WGSL compile error/); // synchronous from now on
+    await sync(); // the engine works on
+    expect(Array.from(await out.toArray())).toEqual(new Array(64).fill(0));
+    out.dispose();
+    // The same through sync() instead of a readback.
+    const bad2 = defineKernel({ name: 'test_bad_first_use_sync', wgsl: BROKEN, grid: () => [1] });
+    const out2 = Tensor.from(new Float32Array(64));
+    bad2.run({ out: out2 });
+    await expect(sync()).rejects.toThrow(/^test_bad_first_use_sync: WGSL compile error\n {2}line 3:/);
+    out2.dispose();
+  });
+
+  it('a parse error (wgsl_reflect) throws at first use, naming the kernel and the lines', () => {
+    const bad = defineKernel({
+      name: 'test_unparsable',
+      wgsl: `@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let x = 1.0
+  out[gid.x] = x;
 }`,
       grid: () => [1],
     });
-    await expect(bad.compile()).rejects.toThrow(/test_bad_wgsl: WGSL compile error\n {2}line 3:\d+: .*not_a_function/);
+    const out = Tensor.from(new Float32Array(64));
+    expect(() => bad.run({ out })).toThrow(/^test_unparsable: WGSL could not be parsed: .*Line: 4[^]*line 3: let x = 1.0\n {2}line 4: out\[gid.x\] = x;$/);
+    expect(() => bad.layout()).toThrow(/test_unparsable/);
+    const noEntry = defineKernel({ name: 'test_no_entry', wgsl: 'this is not wgsl {', grid: () => [1] });
+    expect(() => noEntry.layout()).toThrow(/test_no_entry/);
+    out.dispose();
   });
 
-  it('a parse error is reported at definition use with the kernel name', () => {
-    const bad = defineKernel({ name: 'test_unparsable', wgsl: 'this is not wgsl {', grid: () => [1] });
-    expect(() => bad.layout()).toThrow(/test_unparsable/);
+  it('pipeline keys are readable: the name, plus {K=v} override constants when given', async () => {
+    expect(pipelineKey('bias_gelu_dbias', {})).toBe('bias_gelu_dbias');
+    expect(pipelineKey('k', { WG: 128, K: 64 })).toBe('k{K=64,WG=128}');
+    const k = defineKernel({
+      name: 'test_key_wg',
+      wgsl: `override WG: u32 = 64;
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3u) { out[gid.x] = 2.0; }`,
+      grid: (_p, [wg]) => [ceilDiv(64, wg)],
+    });
+    await k.compile();
+    await k.compile({ overrides: { WG: 32 } });
+    expect(rt().pipelines.has('test_key_wg')).toBe(true);
+    expect(rt().pipelines.has('test_key_wg{WG=32}')).toBe(true);
+  });
+
+  it('two kernels may not share a name with different WGSL (the name is the cache key)', async () => {
+    const a = defineKernel({ ...axpy.spec, name: 'test_dup' });
+    await a.compile();
+    const b = defineKernel({ ...axpy.spec, name: 'test_dup', wgsl: axpy.spec.wgsl.replace('p.alpha * x', '2.0 * p.alpha * x') });
+    await expect(b.compile()).rejects.toThrow(/test_dup: another kernel with this name has different WGSL/);
+    const same = defineKernel({ ...axpy.spec, name: 'test_dup' });
+    await same.compile(); // the same WGSL shares the pipeline
   });
 
   it('each dispatch in one batch sees its own uniforms', async () => {
@@ -116,6 +178,26 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
       y.dispose();
     } finally {
       flags.sync = prev;
+    }
+  });
+});
+
+describe('DEBUG lines and KERNEL_FILTER', () => {
+  it('KERNEL_FILTER limits every DEBUG level, flush lines (DEBUG=1) included', () => {
+    const prev = { debug: flags.debug, kernelFilter: flags.kernelFilter };
+    try {
+      flags.debug = 1;
+      flags.kernelFilter = [];
+      expect(debugKernels(['matmul', 'add_bcast'], 1)).toBe(true);
+      expect(debugKernel('matmul', 2)).toBe(false); // level 2 not on
+      flags.kernelFilter = ['scale_shift'];
+      expect(debugKernels(['matmul', 'add_bcast'], 1)).toBe(false); // a flush of other kernels: silent
+      expect(debugKernels(['matmul', 'scale_shift'], 1)).toBe(true);
+      flags.debug = 4;
+      expect(debugKernel('scale_shift', 4)).toBe(true);
+      expect(debugKernel('matmul', 4)).toBe(false);
+    } finally {
+      Object.assign(flags, prev);
     }
   });
 });

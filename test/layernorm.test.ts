@@ -1,9 +1,9 @@
 // test/layernorm.test.ts — layer_norm forward/backward against the float64 reference (kernels/layernorm.ts).
 import { expect, it } from 'vitest';
 import { Tensor } from '../engine/index.js';
-import { layerNorm, layerNormForward, refLayerNorm, refLayerNormGrad } from '../kernels/layernorm.js';
+import { layerNorm, layerNormBackward, layerNormForward, refLayerNorm, refLayerNormGrad } from '../kernels/layernorm.js';
 import type { RowVariant } from '../kernels/softmax.js';
-import { checkOp, describeGpu, type InputSpec, type Tol } from './harness.js';
+import { checkOp, describeGpu, expectClose, sumTol, type F64, type InputSpec, type Tol } from './harness.js';
 
 interface Case {
   shape: number[];
@@ -108,6 +108,35 @@ describeGpu('layernorm', () => {
     await check('dx only', { shape: [130, 64], grads: [true, false, false] });
     await check('dw, db only', { shape: [130, 64], grads: [false, true, true] });
     await check('db only', { shape: [5, 13], grads: [false, false, true] });
+  });
+
+  it('the raw launchers: layerNormForward saves mean and rstd, layerNormBackward gives dx, dw and db', async () => {
+    for (const [R, D] of [[67, 64], [3, 150]] as const) {
+      let xs: F64[] = [];
+      let dwdb: [Tensor, Tensor] | null = null;
+      await checkOp({
+        name: `layerNormBackward [${R}, ${D}]`,
+        inputs: [{ shape: [R, D], grad: false }, { shape: [D], range: [0.5, 1.5], grad: false }, { shape: [D], grad: false }, { shape: [R, D], grad: false }],
+        run: ([x, w, b, gy]) => {
+          const f = layerNormForward(x!, w!, b!);
+          const g = layerNormBackward(x!, w!, f.mean, f.rstd, gy!);
+          for (const t of [f.y, f.mean, f.rstd]) t.dispose();
+          dwdb = [g.dw!, g.db!];
+          return g.dx!;
+        },
+        ref: (v) => {
+          xs = v;
+          return refLayerNormGrad(v[0]!, v[1]!, v[2]!, v[3]!)[0];
+        },
+      });
+      const [, dw, db] = refLayerNormGrad(xs[0]!, xs[1]!, xs[2]!, xs[3]!);
+      const [gw, gb] = dwdb!;
+      const tol = { atol: 1e-4, rtol: Math.max(1e-3, sumTol(R).rtol) }; // sums over the R rows
+      expectClose('layerNormBackward dw', await gw.toArray(), dw.data, tol);
+      expectClose('layerNormBackward db', await gb.toArray(), db.data, tol);
+      gw.dispose();
+      gb.dispose();
+    }
   });
 
   it('rejects mismatched weight shapes', () => {

@@ -8,7 +8,7 @@
 //     chunking), against the float64 reference;
 //   - the chunked paths under a forced small budget (flags.loopBudget, as LOOP_BUDGET=n does), on any adapter;
 //   - last: every kernel this file ran (and every statically defined one) that has a loop declares its cost.
-// Attention and top-K have their cases in attention.test.ts and topk.test.ts.
+// Attention and top-K have their cases in attention_masked.test.ts and topk.test.ts.
 import { expect, it } from 'vitest';
 import {
   adapterLoopBudget,
@@ -288,7 +288,7 @@ describeGpu('loop budget: kernels at sizes past 65,535 iterations', () => {
       ref: ([u, m, X, Q, i]) => refEuclidScore(u!, m!, X!, Q!, i!, 0.2),
       refGrad: ([u, m, X, Q, i], gy) => [...refEuclidScoreGrad(u!, m!, X!, Q!, i!, 0.2, gy), null],
       gradTol: { atol: 1e-2, rtol: 1e-4 }, // 70,000-term f32 sums
-      gradcheck: false, // FD-checked in euclid.test.ts
+      gradcheck: false, // FD-checked in euclid_score.test.ts
     });
   });
 

@@ -3,8 +3,39 @@
 // variant (not only the default), the row-chunked path over the storage-binding cap, and the error messages.
 import { expect, it } from 'vitest';
 import { ref, rt, sync, Tensor } from '../engine/index.js';
-import { MATMUL_VARIANTS, matmul, pickVariant, refMatmul, refMatmulGrad, type MatmulVariant } from '../kernels/matmul.js';
-import { checkOp, describeGpu, expectClose, ODD_SIZES, type Tol } from './harness.js';
+import { linear, MATMUL_VARIANTS, matmul, pickVariant, refMatmul, refMatmulGrad, type MatmulVariant } from '../kernels/matmul.js';
+import { checkOp, describeGpu, expectClose, ODD_SIZES, type F64, type Tol } from './harness.js';
+
+/** y = x Wᵀ + b in float64: x [..., K], w [N, K], b [N]. */
+function refLinear(x: F64, w: F64, b: F64): F64 {
+  const [N, K] = [w.shape[0]!, w.shape[1]!];
+  const M = K ? x.data.length / K : 0;
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+    let s = b.data[n]!;
+    for (let k = 0; k < K; k++) s += x.data[m * K + k]! * w.data[n * K + k]!;
+    y[m * N + n] = s;
+  }
+  return { data: y, shape: [...x.shape.slice(0, -1), N] };
+}
+
+/** [dx, dw, db] of refLinear for gy. */
+function refLinearGrad(x: F64, w: F64, gy: F64): [F64, F64, F64] {
+  const [N, K] = [w.shape[0]!, w.shape[1]!];
+  const M = K ? x.data.length / K : 0;
+  const dx = new Float64Array(M * K);
+  const dw = new Float64Array(N * K);
+  const db = new Float64Array(N);
+  for (let m = 0; m < M; m++) for (let n = 0; n < N; n++) {
+    const g = gy.data[m * N + n]!;
+    db[n] = db[n]! + g;
+    for (let k = 0; k < K; k++) {
+      dx[m * K + k] = dx[m * K + k]! + g * w.data[n * K + k]!;
+      dw[n * K + k] = dw[n * K + k]! + g * x.data[m * K + k]!;
+    }
+  }
+  return [{ data: dx, shape: [...x.shape] }, { data: dw, shape: [N, K] }, { data: db, shape: [N] }];
+}
 
 const U = 2 ** -24; // f32 unit roundoff
 
@@ -198,6 +229,22 @@ describeGpu('matmul', () => {
     expectClose('matmul row chunks', gotRows, want, tolFor(K, 1, 1));
     for (const t of [a, b, y]) t.dispose();
     await sync();
+  });
+
+  it('linear (x Wᵀ + b, the bias fused into the store): 2-D and 3-D x, odd sizes, and the gradients of all three', async () => {
+    for (const [xs, N] of [[[1, 1], 1], [[13, 7], 5], [[2, 3, 64], 65], [[65, 31], 64]] as Array<[number[], number]>) {
+      const K = xs[xs.length - 1]!;
+      const M = xs.slice(0, -1).reduce((a, b) => a * b, 1);
+      await checkOp({
+        name: `linear [${xs}] x [${N}, ${K}]ᵀ + b`,
+        inputs: [{ shape: xs }, { shape: [N, K] }, { shape: [N] }],
+        run: ([x, w, b]) => linear(x!, w!, b!),
+        ref: ([x, w, b]) => refLinear(x!, w!, b!),
+        refGrad: ([x, w], gy) => refLinearGrad(x!, w!, gy),
+        tol: tolFor(K, 2, 2),
+        gradTol: tolFor(Math.max(N, M, 1), 2, 2),
+      });
+    }
   });
 
   it('errors name the shapes', () => {

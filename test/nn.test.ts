@@ -2,7 +2,8 @@
 // Dropout forward and backward against float64 references, and the seeded initializers against the RNG reference.
 import { expect, it } from 'vitest';
 import { backward, manualSeed, ref, scope, sync, Tensor } from '../engine/index.js';
-import { StateDictError, type TensorData } from '../engine/safetensors.js';
+import type { TensorData } from '../engine/safetensors.js';
+import { StateDictError } from '../models/checkpoint.js';
 import {
   constant_, fans, fillRow_, normal_, ones_, refNormal, refTruncatedNormal, refUniform, truncatedNormal_, uniform_, xavierUniform_, zeros_,
 } from '../models/init.js';

@@ -4,7 +4,7 @@ import { expect, it } from 'vitest';
 import { backward, ref, rt, scope, sync, Tensor } from '../engine/index.js';
 import { mean, square, sub } from '../kernels/index.js';
 import { Linear } from '../models/nn.js';
-import { StateDictError, type OptimizerStateDict } from '../engine/safetensors.js';
+import { StateDictError, type OptimizerStateDict } from '../models/checkpoint.js';
 import { Adagrad, Adam, refAdagradStep, refAdamStep, refSgdStep, SGD, type Optimizer } from '../models/optim.js';
 import { describeGpu, expectClose, FWD_TOL } from './harness.js';
 

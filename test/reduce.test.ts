@@ -19,7 +19,7 @@ const SHAPES: Array<[number[], number | null]> = [
   [[100003, 3], 0], // llvmpipe stops any loop after 65,535 iterations: long serial loops must be chunked
 ];
 
-describeGpu('reductions', () => {
+describeGpu('reduce', () => {
   for (const [shape, axis] of SHAPES) {
     for (const kind of ['sum', 'mean'] as const) {
       it(`${kind} [${shape}] axis ${axis}`, async () => {

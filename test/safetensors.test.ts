@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manualSeed, nextRng, rngState, Tensor } from '../engine/index.js';
 import {
-  CHECKPOINT_FORMAT, loadCheckpoint, MAX_HEADER_BYTES, parseSafetensors, readSafetensors, saveCheckpoint, SafetensorsError,
-  serializeSafetensors, writeSafetensors, type TensorData,
+  MAX_HEADER_BYTES, parseSafetensors, readSafetensors, SafetensorsError, serializeSafetensors, writeSafetensors, type TensorData,
 } from '../engine/safetensors.js';
+import { CHECKPOINT_FORMAT, loadCheckpoint, saveCheckpoint } from '../models/checkpoint.js';
 import { Embedding, LayerNorm, Linear, Module, ModuleList } from '../models/nn.js';
 import { Adam } from '../models/optim.js';
 import { needs } from './ci.js';

@@ -7,7 +7,7 @@ import { checkOp, describeGpu, type F64 } from './harness.js';
 
 const idxF64 = (values: number[], shape = [values.length]): F64 => ({ data: Float64Array.from(values), shape });
 
-describeGpu('shape ops', () => {
+describeGpu('shape', () => {
   const PERMS: Array<[number[], number[]]> = [
     [[1], [0]],
     [[7, 13], [1, 0]],
@@ -123,6 +123,20 @@ describeGpu('shape ops', () => {
         }));
     }
   }
+  it('indexSelectInto (the launch under indexSelect and embedding): a given output, each vector width', async () => {
+    for (const width of [1, 2, 4] as const) {
+      await checkOp({
+        name: `indexSelectInto [3, 11, 8] axis 1 width ${width}`,
+        inputs: [{ shape: [3, 11, 8] }, { shape: [5], dtype: 'i32', values: [10, 0, 3, 3, 7] }],
+        run: ([x, idx]) => {
+          const out = Tensor.empty([3, 5, 8]); // [outer, M, inner]
+          S.indexSelectInto(x!, idx!, out, 3, 11, 8, width);
+          return out;
+        },
+        ref: ([x, idx]) => S.refIndexSelect(x!, 1, idx!),
+      });
+    }
+  });
   it('gatherRows with host indices (host-built inverse index in backward)', async () => {
     const values = [3, 3, 0, 6, 3, -2, 1, 3, 3, 0, 3, 3, 3];
     await checkOp({

@@ -1,7 +1,7 @@
 // test/softmax.test.ts — softmax / log_softmax (last axis) forward and backward against the float64 reference.
 import { expect, it } from 'vitest';
 import { Tensor } from '../engine/index.js';
-import { logSoftmax, refSoftmax, refSoftmaxGrad, rowConfig, softmax, type RowVariant } from '../kernels/softmax.js';
+import { logSoftmax, refSoftmax, refSoftmaxGrad, rowConfig, softmax, softmaxBackward, softmaxForward, type RowVariant } from '../kernels/softmax.js';
 import { checkOp, describeGpu, type InputSpec, type Tol } from './harness.js';
 
 interface Case {
@@ -94,6 +94,30 @@ describeGpu('softmax', () => {
       expect(ly.every((v) => Number.isFinite(v))).toBe(true);
     }
     x.dispose();
+  });
+
+  it('the raw launchers: softmaxForward, and softmaxBackward from the output y and gy (both forms, both variants)', async () => {
+    for (const log of [false, true]) {
+      for (const variant of ['row', 'wg'] as const) {
+        await checkOp({
+          name: `${log ? 'log_' : ''}softmaxForward [7, 65] ${variant}`,
+          inputs: [{ shape: [7, 65], grad: false }],
+          run: ([x]) => softmaxForward(x!, log, { variant }),
+          ref: ([x]) => refSoftmax(x!, log),
+        });
+        await checkOp({
+          name: `${log ? 'log_' : ''}softmaxBackward [7, 65] ${variant}`,
+          inputs: [{ shape: [7, 65], grad: false }, { shape: [7, 65], grad: false }],
+          run: ([x, gy]) => {
+            const y = softmaxForward(x!, log, { variant });
+            const dx = softmaxBackward(y, gy!, log, { variant });
+            y.dispose();
+            return dx;
+          },
+          ref: ([x, gy]) => refSoftmaxGrad(x!, gy!, log),
+        });
+      }
+    }
   });
 
   it('picks a variant per adapter and shape', () => {

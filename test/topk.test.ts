@@ -4,8 +4,8 @@
 // large magnitudes (tolerance-aware: near-ties may swap).
 import { expect, it } from 'vitest';
 import { flags, ref, Tensor } from '../engine/index.js';
-import { refTopkScores, topkScores, type RefTopkResult, type TopkOptions } from '../kernels/topk.js';
-import { describeGpu, upload, type F64 } from './harness.js';
+import { defaultChunks, refTopkScores, topkScores, type RefTopkResult, type TopkOptions } from '../kernels/topk.js';
+import { checkOp, describeGpu, upload, type F64 } from './harness.js';
 
 interface Data {
   mode: 'dot' | 'euclid';
@@ -218,6 +218,37 @@ describeGpu('topk', () => {
     const d = makeData('dot', B, V, 6, 18, { ints: 1, dupRows: true });
     const base: Extra = { k: 9, exclude: makeHistory(B, V, 19, 40), excludeIds: [0], answer: answers(B, V, 20) };
     for (const chunks of [1, 2, 3, 7, 64]) await compare(`chunks=${chunks}`, d, { ...base, chunks });
+  });
+
+  it('the top-K scores through the shared harness (dot and euclid, poisoned outputs)', async () => {
+    const [B, V, D, K] = [13, 257, 16, 10];
+    await checkOp({
+      name: `topk dot scores B${B} V${V} D${D} K${K}`,
+      inputs: [{ shape: [B, D], grad: false }, { shape: [V, D], grad: false }],
+      run: ([q, t]) => {
+        const r = topkScores({ mode: 'dot', query: q!, table: t!, k: K });
+        r.ids.dispose();
+        return r.scores;
+      },
+      ref: ([q, t]) => ({ data: refTopkScores({ mode: 'dot', tensors: [q!, t!], k: K }).scores, shape: [B, K] }),
+    });
+    await checkOp({
+      name: `topk euclid scores B${B} V${V} D${D} K${K}`,
+      inputs: [{ shape: [B, D], grad: false }, { shape: [B, D], grad: false }, { shape: [V, D], grad: false }, { shape: [V, D], grad: false }],
+      run: ([u, m, X, Q]) => {
+        const r = topkScores({ mode: 'euclid', query: { u: u!, m: m! }, table: { X: X!, Q: Q! }, k: K, alpha: 0.2 });
+        r.ids.dispose();
+        return r.scores;
+      },
+      ref: (xs) => ({ data: refTopkScores({ mode: 'euclid', tensors: xs, k: K, alpha: 0.2 }).scores, shape: [B, K] }),
+    });
+  });
+
+  it('defaultChunks: one chunk once the users fill the adapter or the catalogue is short, more on a GPU', () => {
+    expect(defaultChunks(256, 12103, 10, true)).toBe(1); // 256 users fill llvmpipe
+    expect(defaultChunks(1, 100, 10, false)).toBe(1); // a chunk holds at least 64 items
+    expect(defaultChunks(1, 12103, 10, true)).toBe(64); // one user, a long catalogue: the most chunks
+    expect([defaultChunks(16, 12103, 10, true), defaultChunks(16, 12103, 10, false)]).toEqual([16, 64]); // a GPU wants more threads
   });
 
   it('users around the workgroup size (B = 63, 64, 65) and workgroup sizes 32 / 64 / 128', async () => {

@@ -2,13 +2,15 @@
 // (chunked reads, so a 10 MB sample file or a 20 M-line log never becomes one giant string split), and an
 // atomic writer (temp file in the same directory + rename) so that no command leaves a partial file behind.
 
-import { createReadStream, promises as fsp } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { DataError } from './errors.js';
+import { basenamePath as basename, dirnamePath as dirname, joinPath as join } from './paths.js';
+
+// node:fs is imported when a file is touched, not at module load (the models layer also bundles for a browser).
+const nodeFs = (): Promise<typeof import('node:fs')> => import('node:fs');
 
 /** Throws DataError(`file not found` / `is a directory` / ...) unless `file` is a readable regular file. */
 export async function assertReadableFile(file: string): Promise<void> {
+  const fsp = (await nodeFs()).promises;
   let st;
   try {
     st = await fsp.stat(file);
@@ -24,6 +26,7 @@ export async function assertReadableFile(file: string): Promise<void> {
 }
 
 export async function fileExists(file: string): Promise<boolean> {
+  const fsp = (await nodeFs()).promises;
   try {
     return (await fsp.stat(file)).isFile();
   } catch {
@@ -47,6 +50,7 @@ function describeFsError(e: unknown): string {
  */
 export async function forEachLine(file: string, onLine: (line: string, lineNo: number) => void): Promise<number> {
   await assertReadableFile(file);
+  const { createReadStream } = await nodeFs();
   const stream = createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 20 });
   let lineNo = 0;
   let lastData = 0;
@@ -85,11 +89,13 @@ export async function forEachLine(file: string, onLine: (line: string, lineNo: n
 }
 
 /** Whole-file reads above this many bytes are refused (SEQREC_MAX_TEXT_BYTES overrides); line files are streamed. */
-export const MAX_TEXT_FILE_BYTES = Number(process.env.SEQREC_MAX_TEXT_BYTES) > 0 ? Number(process.env.SEQREC_MAX_TEXT_BYTES) : 256 * 1024 * 1024;
+const maxTextEnv = Number((globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.SEQREC_MAX_TEXT_BYTES);
+export const MAX_TEXT_FILE_BYTES = maxTextEnv > 0 ? maxTextEnv : 256 * 1024 * 1024;
 
 /** Reads a whole (small) text file; missing files and files over MAX_TEXT_FILE_BYTES raise DataError. */
 export async function readTextFile(file: string, maxBytes = MAX_TEXT_FILE_BYTES): Promise<string> {
   await assertReadableFile(file);
+  const fsp = (await nodeFs()).promises;
   const size = (await fsp.stat(file).catch(() => null))?.size ?? 0;
   if (size > maxBytes) {
     throw new DataError(file, undefined, `file is ${size} bytes, over the ${maxBytes}-byte limit for a file read whole (is it the right file? SEQREC_MAX_TEXT_BYTES raises the limit)`);
@@ -107,6 +113,7 @@ export async function readTextFile(file: string, maxBytes = MAX_TEXT_FILE_BYTES)
  * new one, never a partial one. Without `force`, an existing `file` is an error and nothing is written.
  */
 export async function writeFileAtomic(file: string, data: string | Uint8Array, opts: { force?: boolean } = {}): Promise<void> {
+  const fsp = (await nodeFs()).promises;
   const dir = dirname(file);
   try {
     const st = await fsp.stat(dir);
@@ -117,6 +124,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
   if (!opts.force && (await pathExists(file))) {
     throw new DataError(file, undefined, 'already exists (pass --force to overwrite)');
   }
+  const { randomBytes } = await import('node:crypto');
   const tmp = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     await fsp.writeFile(tmp, data, { flag: 'wx' });
@@ -131,6 +139,7 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, o
 
 /** Whether anything (file, folder, link) exists at `p`. */
 export async function pathExists(p: string): Promise<boolean> {
+  const fsp = (await nodeFs()).promises;
   try {
     await fsp.lstat(p);
     return true;

@@ -9,9 +9,7 @@
 //    copied verbatim in file order.
 //  - README.md describing the above with the resulting counts.
 
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { promises as fsp } from 'node:fs';
+import { joinPath as join } from './paths.js';
 import { loadS3RecDataset } from './s3rec.js';
 import { forEachLine, writeFileAtomic } from './io.js';
 import { formatSampleFile, generateSampleNegatives } from './sampling.js';
@@ -52,6 +50,7 @@ export async function makeSample(sharedDir: string, outDir: string): Promise<Sam
   const userIds = seqs.map((_, u) => String(u + 1));
   const negatives = generateSampleNegatives(seqs, { seed: SAMPLE_SPEC.seed, count: 99 });
 
+  const fsp = (await import('node:fs')).promises;
   await fsp.mkdir(join(outDir, 'ml-100k-sample'), { recursive: true });
   const w = (name: string, text: string): Promise<void> => writeFileAtomic(join(outDir, name), text, { force: true });
   await w('Beauty.txt', seqs.map((s, u) => `${u + 1} ${Array.from(s).join(' ')}`).join('\n') + '\n');
@@ -112,14 +111,20 @@ re-maps them. MovieLens data: GroupLens licence terms apply.
 `;
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const shared = process.argv[2] ?? '../shared/data';
-  const out = process.argv[3] ?? 'data/sample';
-  makeSample(shared, out).then(
-    (s) => console.log(`wrote ${out}: ${JSON.stringify(s)}`),
-    (e: unknown) => {
-      console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
-      process.exitCode = 1;
-    },
-  );
+// Run as a script (Node only; `process` and node:url are touched only when there is an argv[1]).
+const proc = (globalThis as { process?: NodeJS.Process }).process;
+if (proc?.argv?.[1]) {
+  const script = proc.argv[1];
+  void import('node:url').then(({ pathToFileURL }) => {
+    if (import.meta.url !== pathToFileURL(script).href) return;
+    const shared = proc.argv[2] ?? '../shared/data';
+    const out = proc.argv[3] ?? 'data/sample';
+    makeSample(shared, out).then(
+      (s) => console.log(`wrote ${out}: ${JSON.stringify(s)}`),
+      (e: unknown) => {
+        console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
+        proc.exitCode = 1;
+      },
+    );
+  });
 }

@@ -8,7 +8,7 @@
 // Text files are streamed (io.forEachLine); the JSON file is read whole and parsed by a small parser for
 // exactly this shape, so that errors carry a line number.
 
-import { join } from 'node:path';
+import { joinPath as join } from './paths.js';
 import { DataError, badIdProblem, parseNonNegInt } from './errors.js';
 import { fileExists, forEachLine, readTextFile } from './io.js';
 import { ItemSet } from './sampling.js';

@@ -2,7 +2,7 @@
 // against finite differences, bit-identical repeated backward, and ids outside [0, V).
 import { expect, it } from 'vitest';
 import { backward, flags, ref, Tensor } from '../engine/index.js';
-import { euclidScore, refEuclidScore, refEuclidScoreGrad } from '../kernels/euclid_score.js';
+import { euclidScore, euclidScoreOp, refEuclidScore, refEuclidScoreGrad } from '../kernels/euclid_score.js';
 import { checkOp, describeGpu, expectClose, upload, type F64, type Tol } from './harness.js';
 
 interface Case {
@@ -14,6 +14,8 @@ interface Case {
   range?: [number, number];
   /** Which of u, m, X, Q require grad (default all). */
   grads?: [boolean, boolean, boolean, boolean];
+  /** Apply euclidScoreOp directly instead of the euclidScore wrapper. */
+  viaOp?: boolean;
   tol?: Tol;
   gradTol?: Tol;
 }
@@ -32,7 +34,7 @@ function run(c: Case): Promise<void> {
       { shape: [V, D], range, grad: g[3] },
       { shape: [B, N], dtype: 'i32', range: [0, V - 1] },
     ],
-    run: ([u, m, X, Q, idx]) => euclidScore(u!, m!, X!, Q!, idx!, { alpha }),
+    run: ([u, m, X, Q, idx]) => (c.viaOp ? euclidScoreOp.apply([u!, m!, X!, Q!, idx!], { alpha }) : euclidScore(u!, m!, X!, Q!, idx!, { alpha })),
     ref: ([u, m, X, Q, idx]) => refEuclidScore(u!, m!, X!, Q!, idx!, alpha),
     refGrad: ([u, m, X, Q, idx], gy) => [...refEuclidScoreGrad(u!, m!, X!, Q!, idx!, alpha, gy), null],
     ...(c.tol ? { tol: c.tol } : {}),
@@ -53,6 +55,7 @@ describeGpu('euclid_score', () => {
     await run({ B: 31, N: 13, D: 7, V: 2 });
     await run({ B: 257, N: 7, D: 3, V: 1 });
   });
+  it('euclidScoreOp (the autograd op under euclidScore), alpha 0.3', () => run({ B: 5, N: 4, D: 12, V: 9, alpha: 0.3, viaOp: true }));
   it('alpha = 0 and alpha = 1 (one term only)', async () => {
     await run({ B: 5, N: 3, D: 11, V: 7, alpha: 0 });
     await run({ B: 5, N: 3, D: 11, V: 7, alpha: 1 });

@@ -1,11 +1,12 @@
-// test/attention.test.ts — attention_masked (padded) and attention_varlen against the float64 reference:
+// attention_masked (padded) and its varlen form against the float64 reference:
 // forward, GPU backward vs reference backward, reference backward vs finite differences; nasty cases first
 // (L = 1, fully padded rows, all keys masked, prime B, chunk boundary L = 64/65, +-1000 magnitudes, dropout,
 // AttRec's shared q = k with the zeroed diagonal), and varlen == padded on the real positions.
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { backward, flags, noGrad, ref, reshape, sync, Tensor } from '../engine/index.js';
 import {
   attentionMasked,
+  attentionRowsPerThread,
   attentionVarlen,
   attentionWgsl,
   refAttentionMasked,
@@ -14,16 +15,9 @@ import {
   refAttentionVarlenGrad,
   type AttentionOptions,
 } from '../kernels/attention_masked.js';
-import { lastRows, packBatch, packRows, planPack, refInjectiveGather, unpackRows } from '../kernels/varlen.js';
+import { packBatch, packRows, planPack, refInjectiveGather } from '../kernels/varlen.js';
 import { checkOp, describeGpu, expectClose, upload, type F64 } from './harness.js';
-
-/** Left-padded ids [B, L]: sequence b has lens[b] real ids (1..9) in the last slots. */
-function leftPadded(lens: readonly number[], L: number, seed = 1): number[] {
-  const rnd = ref.mulberry32(seed);
-  const ids: number[] = [];
-  for (const n of lens) for (let s = 0; s < L; s++) ids.push(s >= L - n ? 1 + Math.floor(rnd() * 9) : 0);
-  return ids;
-}
+import { leftPadded } from './ids.js';
 
 interface Case {
   name: string;
@@ -199,154 +193,130 @@ describeGpu('attention_masked', () => {
     for (const t of [q, k, v, idsU, idsI]) t.dispose();
   });
 
+  it('rows per thread: 4 while a row fits in 8 vector slots, else 1; a forced R gives the same results', async () => {
+    expect([6, 32, 33, 64, 150].map(attentionRowsPerThread)).toEqual([4, 4, 1, 1, 1]);
+    await padded({ name: 'rowsPerThread 1 at D32', B: 3, H: 2, L: 9, D: 32, lens: [9, 4, 1], opts: { ...FT, rowsPerThread: 1 } });
+  });
+
   it('the WGSL bakes D and uses vec4 loads only when D % 4 == 0', () => {
     expect(attentionWgsl('padded', 'fwd', 32)).toContain('array<vec4<f32>, 8>');
     expect(attentionWgsl('padded', 'fwd', 6)).toContain('array<f32, 6>');
     expect(attentionWgsl('varlen', 'bwd_kv', 32)).toContain('seq_of');
   });
-});
 
-// ------------------------------------------------------------------ varlen
-describeGpu('attention_varlen', () => {
-  const vcase = (name: string, lens: number[], L: number, H: number, D: number, opts: AttentionOptions) =>
-    it(name, () => {
-      const T = lens.reduce((a, b) => a + b, 0);
-      const plan = planPack(leftPadded(lens, L), lens.length, L);
-      const pb = packBatch(leftPadded(lens, L), lens.length, L);
-      const shape = [T, H, D];
-      const ro = { ...opts };
-      return checkOp({
-        name: `attention_varlen ${name}`,
-        inputs: [{ shape }, { shape }, { shape }],
-        run: ([q, k, v]) => attentionVarlen(q!, k!, v!, pb, opts),
-        ref: ([q, k, v]) => refAttentionVarlen(q!, k!, v!, Array.from(plan.lengths), L, ro),
-        refGrad: ([q, k, v], gy) => refAttentionVarlenGrad(q!, k!, v!, Array.from(plan.lengths), L, gy, ro),
-      }).finally(() => pb.dispose());
-    });
-  vcase('causal, lengths 1..L and an empty sequence', [7, 1, 0, 3, 7], 7, 2, 8, FT);
-  vcase('bidirectional D5 scalar path', [4, 2, 5], 5, 3, 5, { fill: -1e8 });
-  vcase('S3-Rec lengths, L50 D32 causal', [50, 9, 2, 1, 17], 50, 2, 32, FT);
-  vcase('dropout 0.5 seeded (same mask as the padded run)', [6, 3, 1], 6, 2, 4, { ...FT, dropout: 0.5, seed: 11, offset: 4 });
-  vcase('two chunks L80 bidirectional', [80, 70], 80, 1, 4, { fill: -10000 });
-  vcase('D150 L100 bidirectional (key loop past the loop budget: chunked)', [100, 37], 100, 1, 150, { fill: -10000 });
-  it('a forced small loop budget (LOOP_BUDGET=60): chunked keys, varlen', async () => {
-    const prev = flags.loopBudget;
-    flags.loopBudget = 60;
-    try {
-      const lens = [50, 9, 2, 0, 17];
-      const L = 50;
-      const T = lens.reduce((a, b) => a + b, 0);
-      const plan = planPack(leftPadded(lens, L), lens.length, L);
-      const pb = packBatch(leftPadded(lens, L), lens.length, L);
-      await checkOp({
-        name: 'attention_varlen budget 60',
-        inputs: [{ shape: [T, 2, 32] }, { shape: [T, 2, 32] }, { shape: [T, 2, 32] }],
-        run: ([q, k, v]) => attentionVarlen(q!, k!, v!, pb, FT),
-        ref: ([q, k, v]) => refAttentionVarlen(q!, k!, v!, Array.from(plan.lengths), L, FT),
-        refGrad: ([q, k, v], gy) => refAttentionVarlenGrad(q!, k!, v!, Array.from(plan.lengths), L, gy, FT),
-      }).finally(() => pb.dispose());
-    } finally {
-      flags.loopBudget = prev;
-    }
-  });
-
-  it('varlen == padded on the real positions (forward and grads), fine-tuning and pretraining masks, dropout', async () => {
-    const [B, L, H, D] = [5, 12, 2, 8];
-    const lens = [12, 1, 6, 0, 9];
-    const ids = leftPadded(lens, L, 3);
-    const pb = packBatch(ids, B, L);
-    const rnd = ref.mulberry32(77);
-    const mk = (): Tensor => Tensor.from(Float32Array.from({ length: B * L * H * D }, () => rnd() * 4 - 2), [B, L, H * D]); // [B, L, H*D]
-    for (const opts of [FT, PT, { ...FT, dropout: 0.4, seed: 5, offset: 9 }, { ...PT, dropout: 0.4, seed: 5, offset: 9 }] as AttentionOptions[]) {
-      const [xq, xk, xv] = [mk().requireGrad(), mk().requireGrad(), mk().requireGrad()];
-      const gyT = mk(); // [B, L, H*D] upstream gradient (pad rows ignored)
-      // padded: [B, L, H, D] -> [B, H, L, D] on the host (transpose kernels live elsewhere)
-      const host = async (t: Tensor): Promise<Float32Array> => (await t.toArray()) as Float32Array;
-      const toBHLD = (a: Float32Array): Float32Array => {
-        const o = new Float32Array(a.length);
-        for (let b = 0; b < B; b++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) o[((b * H + h) * L + s) * D + d] = a[((b * L + s) * H + h) * D + d]!;
-        return o;
-      };
-      const fromBHLD = (a: ArrayLike<number>): Float32Array => {
-        const o = new Float32Array(a.length);
-        for (let b = 0; b < B; b++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) o[((b * L + s) * H + h) * D + d] = a[((b * H + h) * L + s) * D + d]!;
-        return o;
-      };
-      const pq = Tensor.from(toBHLD(await host(xq)), [B, H, L, D]).requireGrad();
-      const pk = Tensor.from(toBHLD(await host(xk)), [B, H, L, D]).requireGrad();
-      const pv = Tensor.from(toBHLD(await host(xv)), [B, H, L, D]).requireGrad();
-      const idsT = Tensor.from(Uint32Array.from(ids), [B, L], 'u32');
-      const po = attentionMasked(pq, pk, pv, idsT, opts); // [B, H, L, D]
-      // the loss reads real positions only: pad rows get no upstream gradient (as in the model, where every
-      // op after attention is per-token), else the padded run's fully masked pad rows would send gradient to
-      // real keys that the varlen run does not have
-      const gyPad = await host(gyT);
-      for (let r = 0; r < B * L; r++) if (pb.plan.tokenOf[r] === -1) gyPad.fill(0, r * H * D, (r + 1) * H * D);
-      backward(po, Tensor.from(toBHLD(gyPad), [B, H, L, D]));
-      // varlen: pack [B, L, H*D] -> [T, H*D] = [T, H, D]
-      const vq = reshape(packRows(xq, pb), [pb.T, H, D]); // [T, H, D]
-      const vk = reshape(packRows(xk, pb), [pb.T, H, D]);
-      const vv = reshape(packRows(xv, pb), [pb.T, H, D]);
-      const vo = attentionVarlen(vq, vk, vv, pb, opts); // [T, H, D]
-      const gyPacked = refInjectiveGather({ data: Float64Array.from(gyPad), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H, D]);
-      backward(vo, upload(gyPacked));
-      // compare on real rows: padded output rows at padIndex vs varlen rows
-      const real = (a: Float32Array): Float64Array =>
-        refInjectiveGather({ data: Float64Array.from(a), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H * D]).data;
-      const tol = { atol: 1e-5, rtol: 1e-4 };
-      expectClose(`varlen fwd ${JSON.stringify(opts)}`, await vo.toArray(), real(fromBHLD(await po.toArray())), tol);
-      // gradients: the varlen path's packRows backward scatters into [B, L, H*D] (zeros on pads)
-      const gradTol = { atol: 1e-4, rtol: 1e-3 };
-      for (const [name, x, p] of [['q', xq, pq], ['k', xk, pk], ['v', xv, pv]] as const) {
-        const gv = (await x.grad!.toArray()) as Float32Array;
-        const gp = fromBHLD(await p.grad!.toArray());
-        expectClose(`varlen d${name} real rows ${JSON.stringify(opts)}`, real(gv), real(gp), gradTol);
-        // pad rows of the varlen gradient are exactly 0
-        for (let r = 0; r < B * L; r++) if (pb.plan.tokenOf[r] === -1) for (let c = 0; c < H * D; c++) expect(gv[r * H * D + c]).toBe(0);
+  // ---------------------------------------------------------------- varlen (packed real tokens)
+  describe('varlen', () => {
+    const vcase = (name: string, lens: number[], L: number, H: number, D: number, opts: AttentionOptions) =>
+      it(name, () => {
+        const T = lens.reduce((a, b) => a + b, 0);
+        const plan = planPack(leftPadded(lens, L), lens.length, L);
+        const pb = packBatch(leftPadded(lens, L), lens.length, L);
+        const shape = [T, H, D];
+        const ro = { ...opts };
+        return checkOp({
+          name: `attention_varlen ${name}`,
+          inputs: [{ shape }, { shape }, { shape }],
+          run: ([q, k, v]) => attentionVarlen(q!, k!, v!, pb, opts),
+          ref: ([q, k, v]) => refAttentionVarlen(q!, k!, v!, Array.from(plan.lengths), L, ro),
+          refGrad: ([q, k, v], gy) => refAttentionVarlenGrad(q!, k!, v!, Array.from(plan.lengths), L, gy, ro),
+        }).finally(() => pb.dispose());
+      });
+    vcase('causal, lengths 1..L and an empty sequence', [7, 1, 0, 3, 7], 7, 2, 8, FT);
+    vcase('bidirectional D5 scalar path', [4, 2, 5], 5, 3, 5, { fill: -1e8 });
+    vcase('S3-Rec lengths, L50 D32 causal', [50, 9, 2, 1, 17], 50, 2, 32, FT);
+    vcase('dropout 0.5 seeded (same mask as the padded run)', [6, 3, 1], 6, 2, 4, { ...FT, dropout: 0.5, seed: 11, offset: 4 });
+    vcase('two chunks L80 bidirectional', [80, 70], 80, 1, 4, { fill: -10000 });
+    vcase('D150 L100 bidirectional (key loop past the loop budget: chunked)', [100, 37], 100, 1, 150, { fill: -10000 });
+    it('a forced small loop budget (LOOP_BUDGET=60): chunked keys, varlen', async () => {
+      const prev = flags.loopBudget;
+      flags.loopBudget = 60;
+      try {
+        const lens = [50, 9, 2, 0, 17];
+        const L = 50;
+        const T = lens.reduce((a, b) => a + b, 0);
+        const plan = planPack(leftPadded(lens, L), lens.length, L);
+        const pb = packBatch(leftPadded(lens, L), lens.length, L);
+        await checkOp({
+          name: 'attention_varlen budget 60',
+          inputs: [{ shape: [T, 2, 32] }, { shape: [T, 2, 32] }, { shape: [T, 2, 32] }],
+          run: ([q, k, v]) => attentionVarlen(q!, k!, v!, pb, FT),
+          ref: ([q, k, v]) => refAttentionVarlen(q!, k!, v!, Array.from(plan.lengths), L, FT),
+          refGrad: ([q, k, v], gy) => refAttentionVarlenGrad(q!, k!, v!, Array.from(plan.lengths), L, gy, FT),
+        }).finally(() => pb.dispose());
+      } finally {
+        flags.loopBudget = prev;
       }
-      for (const t of [xq, xk, xv, pq, pk, pv]) t.grad?.dispose();
-      for (const t of [xq, xk, xv, gyT, pq, pk, pv, idsT, po, vq, vk, vv, vo]) t.dispose();
-    }
-    pb.dispose();
-    await sync();
-  });
-
-  it('an all-padding batch packs to T = 0 tokens and attends to nothing', async () => {
-    const pb = packBatch([0, 0, 0, 0, 0, 0], 2, 3);
-    expect(pb.T).toBe(0);
-    const z = Tensor.empty([0, 2, 4]); // [T = 0, H, D]
-    const out = noGrad(() => attentionVarlen(z, z, z, pb, FT));
-    expect(out.shape).toEqual([0, 2, 4]);
-    for (const t of [out, z]) t.dispose();
-    pb.dispose();
-  });
-
-  it('pack / unpack / last rows and their gradients', async () => {
-    const [B, L, C] = [4, 5, 3];
-    const ids = leftPadded([5, 0, 2, 1], L);
-    const pb = packBatch(ids, B, L);
-    expect(Array.from(pb.plan.offsets)).toEqual([0, 5, 5, 7, 8]);
-    expect(Array.from(pb.plan.positions)).toEqual([0, 1, 2, 3, 4, 3, 4, 4]);
-    expect(Array.from(pb.plan.last)).toEqual([4, -1, 6, 7]);
-    await checkOp({
-      name: 'varlen pack then unpack',
-      inputs: [{ shape: [B, L, C] }],
-      run: ([x]) => unpackRows(packRows(x!, pb), pb),
-      ref: ([x]) => {
-        const out = { data: new Float64Array(B * L * C), shape: [B, L, C] };
-        for (let r = 0; r < B * L; r++) if (pb.plan.tokenOf[r]! >= 0) for (let c = 0; c < C; c++) out.data[r * C + c] = x!.data[r * C + c]!;
-        return out;
-      },
-      refGrad: (_xs, gy) => [{ data: gy.data.map((g, i) => (pb.plan.tokenOf[Math.floor(i / C)]! >= 0 ? g : 0)), shape: gy.shape }],
     });
-    await checkOp({
-      name: 'varlen last rows',
-      inputs: [{ shape: [pb.T, C] }],
-      run: ([x]) => lastRows(x!, pb),
-      ref: ([x]) => refInjectiveGather(x!, pb.plan.last, [B, C]),
-      refGrad: (_xs, gy) => [refInjectiveGather(gy, pb.plan.lastInverse, [pb.T, C])],
+
+    it('varlen == padded on the real positions (forward and grads), fine-tuning and pretraining masks, dropout', async () => {
+      const [B, L, H, D] = [5, 12, 2, 8];
+      const lens = [12, 1, 6, 0, 9];
+      const ids = leftPadded(lens, L, 3);
+      const pb = packBatch(ids, B, L);
+      const rnd = ref.mulberry32(77);
+      const mk = (): Tensor => Tensor.from(Float32Array.from({ length: B * L * H * D }, () => rnd() * 4 - 2), [B, L, H * D]); // [B, L, H*D]
+      for (const opts of [FT, PT, { ...FT, dropout: 0.4, seed: 5, offset: 9 }, { ...PT, dropout: 0.4, seed: 5, offset: 9 }] as AttentionOptions[]) {
+        const [xq, xk, xv] = [mk().requireGrad(), mk().requireGrad(), mk().requireGrad()];
+        const gyT = mk(); // [B, L, H*D] upstream gradient (pad rows ignored)
+        // padded: [B, L, H, D] -> [B, H, L, D] on the host (transpose kernels live elsewhere)
+        const host = async (t: Tensor): Promise<Float32Array> => (await t.toArray()) as Float32Array;
+        const toBHLD = (a: Float32Array): Float32Array => {
+          const o = new Float32Array(a.length);
+          for (let b = 0; b < B; b++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) o[((b * H + h) * L + s) * D + d] = a[((b * L + s) * H + h) * D + d]!;
+          return o;
+        };
+        const fromBHLD = (a: ArrayLike<number>): Float32Array => {
+          const o = new Float32Array(a.length);
+          for (let b = 0; b < B; b++) for (let s = 0; s < L; s++) for (let h = 0; h < H; h++) for (let d = 0; d < D; d++) o[((b * L + s) * H + h) * D + d] = a[((b * H + h) * L + s) * D + d]!;
+          return o;
+        };
+        const pq = Tensor.from(toBHLD(await host(xq)), [B, H, L, D]).requireGrad();
+        const pk = Tensor.from(toBHLD(await host(xk)), [B, H, L, D]).requireGrad();
+        const pv = Tensor.from(toBHLD(await host(xv)), [B, H, L, D]).requireGrad();
+        const idsT = Tensor.from(Uint32Array.from(ids), [B, L], 'u32');
+        const po = attentionMasked(pq, pk, pv, idsT, opts); // [B, H, L, D]
+        // the loss reads real positions only: pad rows get no upstream gradient (as in the model, where every
+        // op after attention is per-token), else the padded run's fully masked pad rows would send gradient to
+        // real keys that the varlen run does not have
+        const gyPad = await host(gyT);
+        for (let r = 0; r < B * L; r++) if (pb.plan.tokenOf[r] === -1) gyPad.fill(0, r * H * D, (r + 1) * H * D);
+        backward(po, Tensor.from(toBHLD(gyPad), [B, H, L, D]));
+        // varlen: pack [B, L, H*D] -> [T, H*D] = [T, H, D]
+        const vq = reshape(packRows(xq, pb), [pb.T, H, D]); // [T, H, D]
+        const vk = reshape(packRows(xk, pb), [pb.T, H, D]);
+        const vv = reshape(packRows(xv, pb), [pb.T, H, D]);
+        const vo = attentionVarlen(vq, vk, vv, pb, opts); // [T, H, D]
+        const gyPacked = refInjectiveGather({ data: Float64Array.from(gyPad), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H, D]);
+        backward(vo, upload(gyPacked));
+        // compare on real rows: padded output rows at padIndex vs varlen rows
+        const real = (a: Float32Array): Float64Array =>
+          refInjectiveGather({ data: Float64Array.from(a), shape: [B * L, H * D] }, pb.plan.padIndex, [pb.T, H * D]).data;
+        const tol = { atol: 1e-5, rtol: 1e-4 };
+        expectClose(`varlen fwd ${JSON.stringify(opts)}`, await vo.toArray(), real(fromBHLD(await po.toArray())), tol);
+        // gradients: the varlen path's packRows backward scatters into [B, L, H*D] (zeros on pads)
+        const gradTol = { atol: 1e-4, rtol: 1e-3 };
+        for (const [name, x, p] of [['q', xq, pq], ['k', xk, pk], ['v', xv, pv]] as const) {
+          const gv = (await x.grad!.toArray()) as Float32Array;
+          const gp = fromBHLD(await p.grad!.toArray());
+          expectClose(`varlen d${name} real rows ${JSON.stringify(opts)}`, real(gv), real(gp), gradTol);
+          // pad rows of the varlen gradient are exactly 0
+          for (let r = 0; r < B * L; r++) if (pb.plan.tokenOf[r] === -1) for (let c = 0; c < H * D; c++) expect(gv[r * H * D + c]).toBe(0);
+        }
+        for (const t of [xq, xk, xv, pq, pk, pv]) t.grad?.dispose();
+        for (const t of [xq, xk, xv, gyT, pq, pk, pv, idsT, po, vq, vk, vv, vo]) t.dispose();
+      }
+      pb.dispose();
+      await sync();
     });
-    expect(() => planPack([0, 1, 0, 2], 1, 4)).toThrow(/left padding/);
-    pb.dispose();
+
+    it('an all-padding batch packs to T = 0 tokens and attends to nothing', async () => {
+      const pb = packBatch([0, 0, 0, 0, 0, 0], 2, 3);
+      expect(pb.T).toBe(0);
+      const z = Tensor.empty([0, 2, 4]); // [T = 0, H, D]
+      const out = noGrad(() => attentionVarlen(z, z, z, pb, FT));
+      expect(out.shape).toEqual([0, 2, 4]);
+      for (const t of [out, z]) t.dispose();
+      pb.dispose();
+    });
   });
 });
