@@ -14,7 +14,8 @@
 // p, acc (20 B).
 import { copyInto, noGrad, ref, scope, Tensor } from '../engine/index.js';
 import { add, div, mul, sqrt, sub } from '../kernels/index.js';
-import { Adagrad, Adam, refAdagradStep, refAdamStep, type Optimizer, type OptimizerOptions } from '../models/index.js';
+import { refAdagrad, refAdam } from '../kernels/optim.js';
+import { Adagrad, Adam, type Optimizer, type OptimizerOptions } from '../models/index.js';
 import type { BenchEntry, BenchSize, Instance, Variant } from './types.js';
 
 type Named = Array<[string, number[]]>;
@@ -79,7 +80,7 @@ function reference(kind: Kind, h: In): { params: Float64Array } {
   const s1 = want.map((w) => new Float64Array(w.length).fill(kind === 'adam' ? 0 : ADAGRAD_H.init));
   const s2 = want.map((w) => new Float64Array(w.length));
   for (let t = 1; t <= 2; t++) {
-    want.forEach((w, i) => (kind === 'adam' ? refAdamStep(w, h.grads[i]!, s1[i]!, s2[i]!, t, ADAM_H) : refAdagradStep(w, h.grads[i]!, s1[i]!, ADAGRAD_H)));
+    want.forEach((w, i) => (kind === 'adam' ? refAdam(w, h.grads[i]!, s1[i]!, s2[i]!, t, ADAM_H) : refAdagrad(w, h.grads[i]!, s1[i]!, ADAGRAD_H)));
   }
   return { params: concat(want) };
 }

@@ -11,8 +11,9 @@
 // Kernels, parallel strategy and memory traffic: the two-score row-loss builder (common_pairs.ts), id form:
 //   bce_neg_sampling_fwd{lanes,mode=ids} one thread per row, bce_neg_sampling_bwd{lanes,mode=ids} one thread per
 //   (row, slot of D), the table gradient through scatter.ts's row index, common.ts's loss_reduce.
-// Measured (npm run bench -- bce_ft, llvmpipe on 2 shared cores, see bench/infonce.bench.ts): >= 3x faster than
-//   its composition from engine ops and than tfjs.
+// Variants (bench/bce_neg_sampling.bench.ts): the fused kernels, their composition from engine ops and tfjs; the
+//   fused kernels are the default, well ahead of both. Timings: `npm run bench -- bce_neg_sampling` /
+//   docs/BENCHMARKS.md.
 import { checkIds, ref, type Tensor } from '../engine/index.js';
 import { refSigmoid, type Reduction } from './common.js';
 import { pairScoreLoss, refPairScoreGrad, refPairScoreLoss } from './common_pairs.js';

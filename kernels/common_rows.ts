@@ -238,7 +238,8 @@ export interface RowOptions {
   wg?: number;
 }
 
-/** The launch configuration used when none is forced (chosen by bench/norm.bench.ts on llvmpipe). */
+/** The launch configuration used when none is forced (chosen on llvmpipe with bench/softmax.bench.ts and
+ *  bench/layernorm.bench.ts: rows softmax.fwd_row / .fwd_wg, layernorm.fwd_row / .fwd_wg; see softmax.ts). */
 export function rowConfig(rows: number, C: number): { variant: RowVariant; wg: number } {
   if (isCpuAdapter()) return rows >= 128 ? { variant: 'row', wg: 64 } : { variant: 'wg', wg: 16 };
   // A real GPU: short rows one per thread (they stay in L1); long rows get a workgroup with coalesced reads.

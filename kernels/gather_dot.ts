@@ -1,27 +1,29 @@
-// gather_dot: scores of each query row against its own list of table rows, without materialising the gathered
-// rows (S3-Rec's sampled evaluation: 256 users x 100 candidates x 64).
+// kernels/gather_dot.ts — gather_dot: scores of each query row against its own list of table rows, without
+// materialising the gathered rows (S3-Rec's sampled evaluation: 256 users x 100 candidates x 64).
 //
 //   score[b, n] = sum_d h[b, d] * table[ids[b, n], d]        h [B, D], table [V, D], ids [B, N] i32 -> [B, N]
 //
 // Inference only (no gradient): the evaluation passes call it under noGrad; a graph through it throws.
-// One thread per (b, n) with a serial loop over D / W (rows read as vecW<f32>, W the widest of 4, 2, 1 dividing D).
-// Compared with `embedding` + a batched matmul it writes no [B, N, D] temporary and has no 8x8 register tile
-// wasted on a one-column product. Ids outside [0, V) give NaN (and CHECK_IDS reports them at the next sync).
-// Reads B*N*D gathered + B*N*D cached floats, writes B*N. The loop over D / W stays far under llvmpipe's budget
-// for any D below 4 * 65,535 (checked through loopTrips).
-import { ceilDiv, checkIds, defineKernel, isGradEnabled, loopCost, ref, Tensor, type Kernel } from '../engine/index.js';
+// Kernel gather_dot{w=W}: one thread per (b, n) on a folded 1-D grid, a serial loop over D / W with the rows read
+// as vecW<f32> (W the widest of 4, 2, 1 dividing D, common.ts vecWidth). Ids outside [0, V) give NaN (and
+// CHECK_IDS reports them at the next sync).
+// Memory traffic: reads B*N*D gathered + B*N*D cached floats (h[b] is re-read per candidate, from cache) and B*N
+// ids, writes B*N. llvmpipe's loop budget: the loop over D / W stays far under 65,535 for any D below 4 * 65,535
+// (declared through loopTrips).
+// Variants (bench/gather_dot.bench.ts): this kernel, the composition (`embedding`, a broadcast multiply and a row
+// sum) and tfjs. The kernel is the one used: it writes no [B, N, D] temporary, and unlike `embedding` + a batched
+// matmul it wastes no 8x8 register tile on a one-column product.
+// Timings: `npm run bench -- gather_dot` / docs/BENCHMARKS.md (rows gather_dot.fused, .composed, .tfjs).
+import { ceilDiv, checkIds, isGradEnabled, loopCost, ref, Tensor } from '../engine/index.js';
+import { foldedIndex, kernelFamily, main1d, vecType, vecWidth, type VecWidth } from './common.js';
 
 type F64 = ref.F64;
 const WG = 64;
-const vecWidth = (D: number): 1 | 2 | 4 => (D % 4 === 0 ? 4 : D % 2 === 0 ? 2 : 1);
 
-const byWidth = new Map<number, Kernel>();
-function kernelFor(w: 1 | 2 | 4): Kernel {
-  let k = byWidth.get(w);
-  if (k) return k;
-  const T = w === 1 ? 'f32' : `vec${w}<f32>`;
-  k = defineKernel({
-    name: `gather_dot${w === 1 ? '' : `_vec${w}`}`,
+/** `gather_dot{w=4}`: rows read as vecW<f32>. */
+const gatherDotKernel = kernelFamily('gather_dot', ({ w }: { w: VecWidth }) => {
+  const T = vecType(w);
+  return {
     foldable: true,
     wgsl: /* wgsl */ `
 // score[b, n] = dot(h[b], table[ids[b, n]]); one thread per (b, n), rows read as ${T} (DW = D / ${w}).
@@ -31,9 +33,8 @@ struct Params { P: u32, N: u32, DW: u32, V: u32, nan: f32 }
 @group(0) @binding(2) var<storage, read> table: array<${T}>;      // [V, D]
 @group(0) @binding(3) var<storage, read> ids: array<i32>;         // [B, N]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;   // [B, N]
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let t = (wid.x + wid.y * nwg.x) * ${WG}u + lid.x;
+${main1d(WG)} {
+  let t = ${foldedIndex(WG)};
   if (t >= p.P) { return; }
   let i = ids[t];
   if (i < 0 || u32(i) >= p.V) { out[t] = p.nan; return; }
@@ -46,10 +47,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     grid: ({ P }) => [ceilDiv(P!, WG)],
     minSizes: ({ P, DW, V }) => ({ ids: P!, out: P!, table: V! * DW! }),
     loopTrips: ({ DW }) => loopCost(DW!),
-  });
-  byWidth.set(w, k);
-  return k;
-}
+  };
+});
 
 /** score[b, n] = <h[b], table[ids[b, n]]>: h [B, D], table [V, D] f32, ids [B, N] i32 -> [B, N]. Not differentiable. */
 export function gatherDot(h: Tensor, table: Tensor, ids: Tensor): Tensor {
@@ -65,7 +64,7 @@ export function gatherDot(h: Tensor, table: Tensor, ids: Tensor): Tensor {
   if (B * N === 0) return out;
   checkIds(ids, V, 'gatherDot', 'id');
   const w = vecWidth(D);
-  kernelFor(w).run({ h, table, ids, out }, { P: B * N, N, DW: D / w, V, nan: NaN });
+  gatherDotKernel({ w }).run({ h, table, ids, out }, { P: B * N, N, DW: D / w, V, nan: NaN });
   return out;
 }
 

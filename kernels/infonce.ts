@@ -41,7 +41,6 @@ import { buildRowIndex, scatterRows } from './scatter.js';
 
 // Moved to scatter.ts (the row index and rows scatter) and common.ts (Reduction); re-exported here for imports
 // written before the move.
-export { buildRowIndex, refScatterRows, scatterRows, type RowIndex } from './scatter.js';
 export type { Reduction } from './common.js';
 
 type F64 = ref.F64;

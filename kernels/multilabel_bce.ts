@@ -14,8 +14,8 @@
 //   multilabel_bce_compact          lists the valid rows (one-workgroup scan, ascending), so masked rows cost
 //                                   nothing (S3-Rec batches are ~85% padding);
 //   multilabel_bce_fwd{D,TA,TR,targets}  a register tile of TR valid rows x TA attributes per thread (ML_TILES;
-//                                   8 x 8 by bench, 4 x 4 / 4 x 8 / 8 x 16 / 16 x 16 measured within noise or
-//                                   slower): TR*TA dot products, BCE against the targets, a tile partial sum, and
+//                                   8 x 8 by bench, 4 x 4 / 4 x 8 / 8 x 16 / 16 x 16 no faster on llvmpipe):
+//                                   TR*TA dot products, BCE against the targets, a tile partial sum, and
 //                                   the residual r = w dBCE/dz [count, A];
 //   multilabel_bce_dx{D,R}          dx = g r attr (DXR rows x one vec4 of D per thread);
 //   multilabel_bce_dattr{D,TA}      dattr = g r^T x split into S row chunks (about 8k threads), rows ascending;
@@ -24,8 +24,9 @@
 //   The tiles are written out (common.ts unroll): the accumulators of a tile are registers, no loop.
 // Memory traffic: the forward reads x and attr once per tile (cached), writes count*A (residual, only when a
 // gradient is needed) and the tile partials; the backward reads the residual twice, writes ND + S*A*D.
-// Measured (npm run bench -- multilabel, llvmpipe on 2 shared cores, see bench/infonce.bench.ts): >= 3x faster
-//   than its composition from engine ops and than tfjs.
+// Variants (bench/multilabel_bce.bench.ts): the fused kernels (also with every row valid, their worst case: row
+//   multilabel_bce.fused_allrows), their composition from engine ops and tfjs; the fused kernels are the
+//   default, well ahead of both. Timings: `npm run bench -- multilabel_bce` / docs/BENCHMARKS.md.
 // llvmpipe's loop budget (65,535 iterations per invocation, all loops together): the compaction takes ranges of
 // rows, the forward's CSR loop is bounded by the longest id list (csrTargets records it; lists too long go
 // through dense targets), dx ranges of attributes, dattr more row chunks; each dispatch declares its cost.

@@ -12,8 +12,8 @@
 // Kernels, parallel strategy and memory traffic: the two-score row-loss builder (common_pairs.ts):
 //   pairwise_sigmoid_fwd{lanes,mode} one thread per row (the two dots), pairwise_sigmoid_bwd{lanes,mode} one thread
 //   per (row, slot of D), the table gradient through scatter.ts's row index, common.ts's loss_reduce.
-// Measured (npm run bench -- pairwise, llvmpipe on 2 shared cores, see bench/infonce.bench.ts): >= 3x faster
-//   than its composition from engine ops and than tfjs.
+// Variants (bench/pairwise.bench.ts): the fused kernels, their composition from engine ops and tfjs; the fused
+//   kernels are the default, well ahead of both. Timings: `npm run bench -- pairwise` / docs/BENCHMARKS.md.
 // The other official S3-Rec losses: bce_neg_sampling.ts (fine-tuning), multilabel_bce.ts (AAP, MAP).
 import { checkIds, ref, type Tensor } from '../engine/index.js';
 import { refSigmoid, refSoftplus, type Reduction } from './common.js';
@@ -100,20 +100,3 @@ export const refPairLoss = (x: RefPairInputs): F64 => refPairScoreLoss(x, ROWS[x
 /** Float64 gradients of refPairLoss times gy. */
 export const refPairGrad = (x: RefPairInputs, gy: number): { da: F64; dpos?: F64; dneg?: F64; dtable?: F64 } =>
   refPairScoreGrad(x, ROWS[x.kind].row, ROWS[x.kind].gated, gy);
-
-// ------------------------------------------------------------------ re-exports
-// bce_neg_sampling and multilabel_bce were in this file before the split; imports written then keep working.
-export { bceNegSampling, refBceNegSamplingRow, type BceNegSamplingOptions } from './bce_neg_sampling.js';
-export {
-  csrTargets,
-  multiLabelBce,
-  ML_TILES,
-  refBceElem,
-  refCsrToDense,
-  refMultiLabelBce,
-  refMultiLabelBceGrad,
-  type CsrTargets,
-  type MlTiles,
-  type MultiLabelOptions,
-} from './multilabel_bce.js';
-export { refSigmoid, refSoftplus } from './common.js';

@@ -151,7 +151,8 @@ function singlePass(x: Tensor, outer: number, R: number, inner: number): Tensor 
 
 /**
  * Many short rows: one thread per row (the cols kernel with inner = 1) beats a 64-thread workgroup with barriers
- * per row — measured on llvmpipe for [204800, 64] (1.1 s -> see bench), and on a GPU the rows are short anyway.
+ * per row on llvmpipe (compared at [204800, 64]), and on a GPU the rows are short anyway. Timings:
+ * `npm run bench -- reduce` / docs/BENCHMARKS.md.
  */
 function useRowKernel(outer: number, R: number, inner: number): boolean {
   return inner === 1 && (outer < 256 || R > 1024);

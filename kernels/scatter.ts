@@ -21,18 +21,20 @@
 //         digits and the block's per-digit counts), csr_scan (one workgroup: exclusive scan of the digit-major
 //         [bins, blocks] count table), csr_scatter (dst = scanned[digit, block] + rank). Then csr_offsets turns
 //         the sorted keys into offsets (thread s writes offsets[v] = s for v in (key[s-1], key[s]]).
-//         3 * passes + 1 dispatches, integer-only, no atomics. ~1.9 ms at V=12,103 M=12,800 on llvmpipe vs
-//         ~0.2 ms for the host build: pass host ids when you have them.
+//         3 * passes + 1 dispatches, integer-only, no atomics. On llvmpipe this build costs well more than the
+//         host one (bench rows scatter.fused vs scatter.hostcsr time the whole segment sum with each): pass host
+//         ids when you have them.
 //         Rejected by benchmark: a parallel rank (each lane compares against the earlier digits, O(BLOCK^2) per
-//         block: 2.5-3.3 ms) and workgroup atomic<u32> counts (4.8 ms; atomics are slow on llvmpipe).
+//         block) and workgroup atomic<u32> counts (atomics are slow on llvmpipe), both slower than the one-lane walk.
 //         Rejected: a histogram with atomic<u32> counts + atomic placement (the order inside a segment then
 //         depends on scheduling and needs a segmented sort afterwards, O(len^2) on a padding-sized segment);
 //         one thread per output row scanning all ids (O(V*M) = 3e8 compares at S3-Rec shapes).
 //  2. segment_sum_rows{w=1,2,4}: a 16x16 workgroup handles 16 output rows, 16 lanes across each row with
 //     the widest vector dividing D; each lane loops over the row's segment (src rows gathered through perm).
-//     Measured on llvmpipe at V=12,103 D=64 M=12,800 (min of 40 interleaved runs, loaded machine): vec4 tile
-//     3.5 ms = one-thread-per-vec4 3.3 ms; f32 tile 7.2 ms vs one-thread-per-f32 12.3 ms (per-element integer
-//     div/mod is scalarised on CPU SIMD). The vector width matters most; the tile also coalesces on GPUs. Modes: dense (writes every row, empty segments give 0),
+//     Compared on llvmpipe at V=12,103 D=64 M=12,800: with vec4 rows the tile and one thread per vec4 tie; with
+//     f32 rows the tile is well ahead of one thread per f32 (per-element integer div/mod is scalarised on CPU
+//     SIMD). The vector width matters most; the tile also coalesces on GPUs. Timings: `npm run bench -- scatter`
+//     / docs/BENCHMARKS.md. Modes: dense (writes every row, empty segments give 0),
 //     touched (writes only rows with a non-empty segment, into a caller-supplied out), accumulate
 //     (out[v] += segment sum, touched rows only).
 //     llvmpipe's loop budget (65,535 iterations per invocation, all loops together): a segment can hold all M
@@ -70,7 +72,7 @@ export interface CsrOptions {
 }
 
 const NONE = 0xffffffff;
-const BLOCK = 256; // positions per csr_rank workgroup (64: 2.3 ms, 128: 1.9, 256: 1.9 at V=12,103 M=12,800; see the header)
+const BLOCK = 256; // positions per csr_rank workgroup (64 was slower at V=12,103 M=12,800, 128 and 256 alike; see the header)
 const SCAN_WG = 256;
 
 function excludeValue(V: number, exclude: number | null | undefined): number {

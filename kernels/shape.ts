@@ -18,25 +18,24 @@
 //                       first; a copy that is one contiguous range becomes copyBufferToBuffer (slice/concat on
 //                       axis 0). Otherwise a workgroup of TX x TY threads handles TY rows (outer coordinates decoded
 //                       once per row), TX lanes walking the innermost dim; vectors when that run is contiguous on
-//                       both sides. llvmpipe, min of 30 interleaved runs (loaded machine), vs one thread per element
-//                       (strided_copy, kept for innermost dims shorter than 4):
-//                         permute [256,50,2,32] by [0,2,1,3] (head split)  3.8 ms vs 11.4 ms
-//                         permute [1000,5,3,50] by [0,2,1,3]               4.6 ms vs 10.9 ms
-//                         slice [256,50,64] axis 1 [10,49)                 1.8 ms vs  5.9 ms
-//                         permute [256,50,64] by [0,2,1] (no contiguous run) 3.8 ms vs 9.1 ms
-//                       (`copyVariant.mode = 'elements'` forces the per-element kernel, for benchmarks).
+//                       both sides. On llvmpipe it beats one thread per element (strided_copy, kept for innermost
+//                       dims shorter than 4) by a wide margin on the attention head split ([256,50,2,32] by
+//                       [0,2,1,3]), AttRec's [1000,5,3,50] permute, a [256,50,64] axis-1 slice, and even a permute
+//                       with no contiguous run ([256,50,64] by [0,2,1]): the row decode is paid once per row, not
+//                       per element (`copyVariant.mode = 'elements'` forces the per-element kernel, for benchmarks).
 //   pad_axis            slice's backward: zeros outside [start, end) along the axis, one pass (no fill + copy);
 //                       one thread per element, as gather_axis / gather_targets below.
 //   index_select{w=1,2,4}      out[o, m, :] = x[o, idx[m], :]: a 16x16 workgroup copies 16 rows, 16 lanes across
-//                       each row, widest vector dividing the row. On llvmpipe (min of 37 interleaved runs, loaded
-//                       machine): D=64 vec4 tile 3.5 ms = one thread per vec4 3.0 ms, but f32 rows 4.3 vs 10.9 ms
-//                       and D=150 (vec2) 2.0 vs 3.0 ms: one thread per element pays integer div/mod, scalarised
-//                       on CPU SIMD. A thread-per-row loop was no faster and is uncoalesced on a real GPU.
+//                       each row, widest vector dividing the row. On llvmpipe, D=64 with vec4 rows: the tile and
+//                       one thread per vec4 about tie; with f32 rows and at D=150 (vec2) the tile is clearly ahead:
+//                       one thread per element pays integer div/mod, scalarised on CPU SIMD. A thread-per-row loop
+//                       was no faster and is uncoalesced on a real GPU.
 //   gather_axis         torch.gather; gather_targets computes its backward's flat target index per element.
 // Backward: permute -> inverse permute; slice -> pad_axis; concat -> slices; indexSelect / gather -> the
 // deterministic segment-sum of kernels/scatter.ts (inverse index built on the GPU from idx, or on the host
 // when the caller passes the host copy of idx, `hostIdx`).
 // Memory traffic: each op reads and writes its output size once (4 bytes per element) plus the indices.
+// Timings: `npm run bench -- shape` / docs/BENCHMARKS.md (rows shape.permute.*, shape.gather_rows.*).
 import { ceilDiv, chunkRanges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, rt, shapeStr, Tensor, type Shape } from '../engine/index.js';
 import { asU32, bcastIndex2Wgsl, DIMS_T, foldedIndex, kernelFamily, main1d, MAX_BCAST_DIMS, vecType, vecWidth, type VecWidth } from './common.js';
 import { buildInverseIndex, scatterAddRows, segmentSumRows } from './scatter.js';

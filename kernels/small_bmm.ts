@@ -14,8 +14,10 @@
 // The small inner loops (nn, tn) must stay under llvmpipe's 65,535 loop iterations: M, J <= 4096 is enforced.
 // Memory traffic: nt reads 2*Bt*M*N*K floats (rows re-read per output, from cache), writes Bt*M*N; nn / tn read
 // Bt*M*K*(J + 1) floats, write Bt*M*K.
-// Measured (llvmpipe, 2 shared cores; AttRec step B = 1000, L = 5, Dp = 152): the attention's three products
-// through matmul (reg8x8, batched) 58 ms per step, through these kernels: see models/attrec.ts.
+// Variants: these kernels against the engine's batched tiled matmul (which runs one mostly idle 8x8 register tile
+// per [5 x 152] batch entry) and tf.matMul at AttRec's step shape (B = 1000, L = 5, Dp = 152); the attention's
+// products use these kernels. Timings: `npm run bench -- small_bmm` / docs/BENCHMARKS.md (rows small_bmm.nt.*,
+// small_bmm.nn.*; `composed` is the batched matmul).
 import { ceilDiv, defineOp, loopCost, Tensor } from '../engine/index.js';
 import { foldedIndex, kernelFamily, main1d, vecType, vecWidth, type VecWidth } from './common.js';
 

@@ -13,12 +13,12 @@
 // one per row), in the variants `row` (a thread per row, serial loops, no barriers), `wg` (a workgroup per row,
 // strided loops, all-reduces through workgroup memory) and `wgc` (`wg` cut into dispatches for very long rows).
 // rowConfig() picks per adapter. On CPU adapters (llvmpipe: a workgroup runs as SIMD fibers on one core and
-// every barrier switches all fibers) `row` wins at every row length once there are >= 128 rows; measured with
-// bench/norm.bench.ts on a loaded 2-core machine (medians, interleaved): [4096, 1000] row 65 ms, wg(64, tree)
-// 101 ms, tfjs 215 ms; [25600, 50] row 34 ms, wg 89 ms, tfjs 334 ms (a first quiet-ish run: [4096, 1000] row
-// 32 ms vs wg 92 ms; a flat all-reduce in which every thread summed all WG partials was O(WG^2) and 3-30x
-// slower, removed). Fewer rows take `wg` with WG = 16. On a real GPU rows of <= 128 stay one per thread (they
-// live in L1) and longer rows get a workgroup of 64 (256 past C = 2048) with coalesced reads.
+// every barrier switches all fibers) `row` beats `wg` (64, tree all-reduce) and tfjs at every row length once
+// there are >= 128 rows, long rows ([4096, 1000]) and many short ones ([25600, 50]) alike (bench rows
+// softmax.fwd_row / softmax.fwd_wg; timings: `npm run bench -- softmax` / docs/BENCHMARKS.md). A flat all-reduce
+// in which every thread summed all WG partials was O(WG^2) and much slower: removed. Fewer rows take `wg` with
+// WG = 16. On a real GPU rows of <= 128 stay one per thread (they live in L1) and longer rows get a workgroup of
+// 64 (256 past C = 2048) with coalesced reads.
 // llvmpipe's loop budget (65,535 iterations per invocation, shared by ALL its loops): `row` runs
 // (reductions + 1) serial loops over C in one invocation, so a row longer than ~21,800 columns (softmax, layer
 // norm; ~32,700 for cross-entropy) takes `wg` (loops of C / WG), and a row too long even for WG = 256 takes the

@@ -33,24 +33,24 @@
 //                        answer's score is read from the same scratch, so the rank is consistent with the order.
 //                        Reads Bb*V scores + Bb*ceil(V/32) words, writes Bb*C*(2K + 1).
 //   topk_merge           C > 1: merges each user's C sorted lists (one thread per user), sums the partial ranks.
-// Why scratch and not scoring inside the selection thread (the first version, measured on llvmpipe here,
-// B=256 V=12103 D=64 K=20, interleaved runs on a loaded machine): a thread scoring its own user against 8 items
-// per step issues 9 vector loads per 32 products, the matmul's 16x16 register tile 32 per 1024, and on llvmpipe
-// every storage load is a per-lane scalar loop whatever the address pattern. In-kernel scan 110-245 ms vs the
-// matmul alone 18-62 ms; the selection pass over the scratch adds ~4 ms (K=1) to ~35 ms (K=50). Selection by a
-// sorted list with a straight-line insertion pass was 2-3x slower at K=50 than the replace-the-worst buffer.
+// Why scratch and not scoring inside the selection thread (the first version, compared on llvmpipe at
+// B=256 V=12103 D=64 K=20): a thread scoring its own user against 8 items per step issues 9 vector loads per 32
+// products, the matmul's 16x16 register tile 32 per 1024, and on llvmpipe every storage load is a per-lane
+// scalar loop whatever the address pattern. The in-kernel scan was slower than the matmul alone, before the
+// selection pass over the scratch is added (small at K=1, growing with K). Selection by a sorted list with a
+// straight-line insertion pass was slower at K=50 than the replace-the-worst buffer.
 // On a real GPU this is the usual GEMM + top-k selection; the scratch costs Bb*V*8 bytes of traffic.
 // llvmpipe caps the loop iterations of one invocation at 65,535 across all its loops (gallivm's
 // LP_MAX_TGSI_LOOP_ITERATIONS) and silently stops the loops there: every kernel declares its loop cost
 // (loopTrips), a selection chunk is at most maxChunkItems(K) items (the budget minus the list init, sort and
 // write-out loops; more chunks otherwise), no kernel loops per insertion, and topk_exclude_bits takes long
 // histories in pieces.
-// Variants (bench/topk.bench.ts): chunks C (default 1 on a CPU adapter, more threads on a GPU) and the select
-// workgroup size (override WG).
-// Measured (npm run bench -- topk., llvmpipe, loaded 2-core machine, medians): AttRec B=943 V=1683 D=150 K=50
-// with history exclusion: 134-138 ms vs composed (engine ops + [B, V] readback + host top-K) 286-493 ms and
-// tfjs-webgpu (matMul + masks + tf.topk) 1450-1509 ms; S3-Rec B=256 V=12103 D=64 K=20 'zero': 39-69 ms vs
-// composed 61-77 ms and tfjs 853-1648 ms.
+// Variants (bench/topk.bench.ts): chunks C (default 1 on a CPU adapter, more threads on a GPU; row
+// topk.fused_chunks4) and the select workgroup size (override WG). The fused path is the default: the [B, V]
+// scores never leave the GPU, where the composition (engine ops + [B, V] readback + host top-K) reads them back,
+// and tfjs-webgpu (matMul + masks + tf.topk) is far behind both. Its lead over the composition is clear at
+// AttRec's shape (B=943 V=1683 D=150 K=50, history excluded) and small at S3-Rec's (B=256 V=12103 D=64 K=20,
+// 'zero'), whose time is mostly the matmul. Timings: `npm run bench -- topk` / docs/BENCHMARKS.md.
 import { ceilDiv, defineKernel, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, Tensor } from '../engine/index.js';
 import { isCpuAdapter, kernelFamily, unroll, vecType, vecWidth, type VecWidth } from './common.js';
 import { matmul } from './matmul.js';
@@ -72,7 +72,7 @@ export { vecWidth } from './common.js';
 
 // ------------------------------------------------------------------ euclid scores into the scratch
 const TU = 8; // users per thread
-const TI = 8; // items per thread (8 x 8: 128 accumulators; measured against 4x4, 4x8, 8x4, 16x8, 8x16)
+const TI = 8; // items per thread (8 x 8: 128 accumulators; chosen over 4x4, 4x8, 8x4, 16x8, 8x16 on llvmpipe)
 const EWX = 8; // threads across items
 const EWY = 8; // threads across users
 

@@ -9,19 +9,18 @@
 //
 // The state of all parameters is packed into one buffer per state slot (the "arena", 4-float aligned offsets), so
 // one launch updates several parameters (multi-tensor apply, as PyTorch's foreach); a step reads nothing back.
-// Variants (bench/optim.bench.ts; llvmpipe, shared 2-core machine under load, medians of interleaved runs; S3-Rec
-// Adam = 45 tensors / 935,360 floats, AttRec Adagrad = 5 tensors / 810,300 floats):
-//   default      a launch of its own for each parameter of >= packBelow (32768) floats, up to slotsPerLaunch (7, the
-//                most the 16 storage buffers allow Adam) smaller ones per launch: 9 launches for S3-Rec, 5 for AttRec.
-//                adam 6.8 ms, adagrad 3.6-3.9 ms
-//   k1           one launch per parameter (slotsPerLaunch 1): adam 7.7-8.5 ms (45 launches), adagrad 3.7 ms
-//   k7all        7 per launch whatever the size: adam 8.9-9.2 ms. llvmpipe cannot tell that the per-slot switch is
+// Variants (bench/optim.bench.ts, at S3-Rec's Adam = 45 tensors / 935,360 floats and AttRec's Adagrad = 5 tensors /
+// 810,300 floats; rows optim.adam.* / optim.adagrad.*):
+//   step         the default: a launch of its own for each parameter of >= packBelow (32768) floats, up to
+//                slotsPerLaunch (7, the most the 16 storage buffers allow Adam) smaller ones per launch: 9 launches
+//                for S3-Rec, 5 for AttRec. Fastest for Adam, level with k1 for Adagrad.
+//   step_k1      one launch per parameter (slotsPerLaunch 1): more launches (45 for S3-Rec), slower for Adam.
+//   step_k7all   7 per launch whatever the size: slower still. llvmpipe cannot tell that the per-slot switch is
 //                uniform per workgroup and runs every case masked, so each element of a packed launch pays K loads;
 //                hence large parameters run alone.
-//   scalar       one float per thread instead of one vec4: adam 11.4-12.0 ms, adagrad 6.0 ms.
-//   composed     Adam from unfused elementwise ops (~16 dispatches per parameter): 62 ms.
-// `npm run bench -- adam. adagrad.` at load 10 (medians 3x noisier), min ms: step 6.5, k1 6.8, k7all 7.5, scalar
-// 10.8, composed 67; adagrad step 2.2, k1 2.0, scalar 3.8.
+//   step_scalar  one float per thread instead of one vec4: the slowest of the kernels.
+//   composed     Adam from unfused elementwise ops (~16 dispatches per parameter): far slower than any of them.
+// Timings: `npm run bench -- optim.adam optim.adagrad` / docs/BENCHMARKS.md.
 import { fillInPlace, rt, Tensor, untracked, type Bindable } from '../engine/index.js';
 import {
   adagradUniforms,

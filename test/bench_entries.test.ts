@@ -26,8 +26,7 @@ const families = benchFiles().map((f) => f.family);
 describe('bench registry (no GPU)', () => {
   it('each bench file is named after a kernel file (or engine / e2e)', () => {
     expect(families.length).toBeGreaterThan(10);
-    // optim: the optimizer kernels live in models/optim.ts until they move to kernels/optim.ts.
-    const kernelFile = (f: string): boolean => existsSync(join(KERNELS, `${f}.ts`)) || (f === 'optim' && existsSync(join(KERNELS, '..', 'models', 'optim.ts')));
+    const kernelFile = (f: string): boolean => existsSync(join(KERNELS, `${f}.ts`));
     for (const f of families) if (!NON_KERNEL_FAMILIES.includes(f)) expect(kernelFile(f), `kernels/${f}.ts for bench/${f}.bench.ts`).toBe(true);
   });
 

@@ -34,17 +34,8 @@ import { infonce, infonceDense, refInfonce, refInfonceGrad } from '../kernels/in
 import { layerNorm, refLayerNorm, refLayerNormGrad } from '../kernels/layernorm.js';
 import { crossEntropy, refCrossEntropy, refCrossEntropyGrad } from '../kernels/loss.js';
 import { linear, matmul, refMatmul, refMatmulGrad } from '../kernels/matmul.js';
-import {
-  csrTargets,
-  multiLabelBce,
-  pairwiseSigmoidLoss,
-  pairwiseSigmoidLossIds,
-  refCsrToDense,
-  refMultiLabelBce,
-  refMultiLabelBceGrad,
-  refPairGrad,
-  refPairLoss,
-} from '../kernels/pairwise.js';
+import { csrTargets, multiLabelBce, refCsrToDense, refMultiLabelBce, refMultiLabelBceGrad } from '../kernels/multilabel_bce.js';
+import { pairwiseSigmoidLoss, pairwiseSigmoidLossIds, refPairGrad, refPairLoss } from '../kernels/pairwise.js';
 import { max, refMax, refMaxGrad, refSum, refSumGrad, sum } from '../kernels/reduce.js';
 import { indexSelect, refIndexSelect, refIndexSelectGrad, refSlice, refSliceGrad, slice } from '../kernels/shape.js';
 import { logSoftmax, refSoftmax, refSoftmaxGrad, softmax } from '../kernels/softmax.js';
