@@ -39,22 +39,12 @@
 // all (mostly from cache); C is written once (split-K: splits·M·N written and read back by the reduction).
 // FLOPs: 2·batch·M·N·K.
 //
-// Measured: `npm run bench -- matmul --reps 5 --budget 2`, median ms of 3 runs (each a median of 5 interleaved
-// runs), in parentheses tfjs-backend-webgpu 4.22's time / ours, same run, same adapter; the machine was shared
-// (tfjs ran ~2x slower than in ENVIRONMENT.md's quiet round). * = default (pickVariant).
-//   shape                        naive          smem4x4        reg4x4        reg8x8         reg8x16        tfjs
-//   256^3                        31.4 (0.27x)   16.6 (0.50x)   4.7 (1.78x)   3.0 (2.83x)    *2.8 (2.98x)   8.4
-//   512^3                        261.9 (0.26x)  131.4 (0.53x)  37.5 (1.85x)  23.6 (2.94x)   *21.3 (3.26x)  69.4
-//   1024^3                       2197 (0.24x)   522.6 (0.53x)  153.7 (1.80x) 93.9 (3.06x)   *84.6 (3.19x)  286.8
-//   [12800,64]x[64,64]           103.7 (0.27x)  56.7 (0.48x)   15.0 (1.83x)  10.3 (2.62x)   *10.7 (2.51x)  27.4
-//   [12800,64]x[64,256]          400.0 (0.25x)  225.1 (0.45x)  56.1 (1.76x)  37.1 (2.73x)   *35.5 (2.87x)  102.8
-//   [12800,256]x[256,64]         391.4 (0.25x)  200.5 (0.52x)  54.2 (1.83x)  33.5 (3.01x)   *32.8 (2.82x)  100.6
-//   [12800,64]ᵀx[12800,256]      698.2 (0.19x)  206.2 (0.70x)  215.7 (0.64x) 53.1 (2.62x)   *40.2 (3.27x)  138.8
-//   [256,64]x[12103,64]ᵀ         373.4 (0.53x)  210.3 (0.96x)  57.8 (3.65x)  37.4 (5.48x)   *33.0 (5.60x)  184.8
-//   [5000,64]x[12103,64]ᵀ        -              -              773.4         545.4          *429.1 (18 GFLOP/s), no tfjs (> 128 MB)
-//   [512,50,32]x[512,32,50]      45.8 (0.93x)   39.4 (1.08x)   11.6 (3.72x)  *10.1 (4.19x)  13.8 (3.06x)   42.5
-//   [512,50,32]x[512,50,32]ᵀ     44.2 (0.96x)   38.9 (1.08x)   8.7 (4.84x)   *7.0 (5.95x)   10.2 (4.13x)   41.9
-//   [512,50,50]x[512,50,32]      42.0 (0.94x)   37.1 (1.06x)   10.6 (4.08x)  *9.1 (4.51x)   9.2 (4.36x)    39.3
+// Variants, slowest to fastest on llvmpipe: naive, smem4x4 (the conventional GPU tiling; its barriers cost more
+// than they save here), reg4x4, reg8x8, reg8x16. pickVariant takes reg8x16 everywhere except small outputs
+// (M·N <= 64·64: attention's per-batch 50x50 scores), where reg8x8 leaves fewer idle threads at the edges; both
+// beat the tfjs-webgpu peer on every benchmarked shape. Timings per shape (cubes, the S3-Rec Linear shapes and their
+// weight gradients, scores against all items, attention's batched products), side by side with tfjs:
+// `npm run bench -- matmul`, tables in docs/BENCHMARKS.md.
 //
 // Backward (composed from the same op, same variant; C = op(A)·op(B)):
 //   tA=F tB=F: dA = dC·Bᵀ          dB = Aᵀ·dC
@@ -64,7 +54,7 @@
 // A shared 2-D operand's gradient is summed over the batch: folded into the product's K when b is shared and a
 // untransposed (one [K, batch·M] x [batch·M, N] product), else a batched product then sum over the batch axis.
 import { ceilDiv, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
-import { bufferRegion, kernelFamily } from './common.js';
+import { bufferRegion, fill, kernelFamily, vecType } from './common.js';
 import { add } from './elementwise.js';
 import { sum } from './reduce.js';
 
@@ -81,7 +71,6 @@ export interface MatmulOptions {
 }
 
 const WG = 64; // threads per workgroup in every variant
-const XYZW = ['x', 'y', 'z', 'w'] as const;
 
 /** One specialisation of a variant: transposes and which operands are read/written as vec4. */
 interface Spec {
@@ -113,146 +102,234 @@ const PARAMS = /* wgsl */ `
 struct Params { M: u32, N: u32, K: u32, batch: u32, splits: u32, kChunk: u32, wx: u32, strideA: u32, strideB: u32, strideC: u32 }
 @group(0) @binding(0) var<uniform> p: Params;`;
 
+/** The operand bindings of every variant: {A_T} / {B_T} / {C_T} are f32 or vec4<f32> (Spec.vA / vB / vC). */
+const BINDINGS = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> a: array<{A_T}>;        // {A_SHAPE}
+@group(0) @binding(2) var<storage, read> b: array<{B_T}>;        // {B_SHAPE}
+@group(0) @binding(3) var<storage, read_write> c: array<{C_T}>;  // [batch, M, N]{BIAS_BINDING}`;
+
+const BIAS_BINDING = /* wgsl */ `
+@group(0) @binding(4) var<storage, read> bias: array<f32>;        // [N], added to every row of C`;
+
 function bindings(s: Spec): string {
-  const t = (v: boolean): string => (v ? 'vec4<f32>' : 'f32');
-  return `
-@group(0) @binding(1) var<storage, read> a: array<${t(s.vA)}>;        // ${s.tA ? '[batch | 1, K, M]' : '[batch | 1, M, K]'}
-@group(0) @binding(2) var<storage, read> b: array<${t(s.vB)}>;        // ${s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]'}
-@group(0) @binding(3) var<storage, read_write> c: array<${t(s.vC)}>;  // [batch, M, N]${
-    s.bias ? `
-@group(0) @binding(4) var<storage, read> bias: array<f32>;        // [N], added to every row of C` : ''
+  return fill(BINDINGS, {
+    A_T: vecType(s.vA ? 4 : 1),
+    B_T: vecType(s.vB ? 4 : 1),
+    C_T: vecType(s.vC ? 4 : 1),
+    A_SHAPE: s.tA ? '[batch | 1, K, M]' : '[batch | 1, M, K]',
+    B_SHAPE: s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]',
+    BIAS_BINDING: s.bias ? BIAS_BINDING : '',
+  });
+}
+
+// ------------------------------------------------------------------ reg kernels (reg4x4, reg8x8, reg8x16)
+// The tile scheme. Thread li of workgroup (x, y, z) sits at column li % wx, row li / wx of the workgroup's
+// wx x 64/wx grid of threads and owns the TM x TN block of C at rows row0 + i (i < TM) and columns col0 + j
+// (j < TN) of batch entry z / splits, in the registers acc{i}_{j}. Its K slice is walked 4 k at a time: per step
+// it loads the 4 k of its TM rows of A and TN columns of B (TM + TN vec4s, or the same values as scalars), then
+// does the 4·TM·TN FMAs acc{i}_{j} = fma(A[row0 + i, k + kk], B[k + kk, col0 + j], acc{i}_{j}) in k order
+// (kk = 0..3); a K % 4 tail (only when no operand is a vec4 along K) does one k at a time. Rows and columns past
+// the edge are clamped on load (no branches in the K loop) and skipped on store; threads wholly past it return.
+//
+// The kernel is one WGSL template (REG_WGSL); its {PLACEHOLDERS} are the tile's statements, each written once
+// below as one line of WGSL over the tile indices and written out by tile() (no loops: constant names keep the
+// accumulators and loads in registers). An operand's lines depend on its storage layout (REG_LAYOUTS).
+
+/**
+ * `text` written out once per t in [0, n) (every `step`-th t), joined by `sep`: common.ts `unroll` for a register
+ * tile, whose statements also name the vec4 that holds an index. For the index `key` (here i: a row of the tile,
+ * j: a column, kk: a k within the 4-k step): `{i}` -> t, `{i+d}` -> t + d, `{i/4}` -> t / 4 (its vec4), and the
+ * swizzles `{xyzw[i]}` -> x, y, z, w for t = 0..3 and `{xyzw[i%4]}` -> its lane in its vec4. Nest with distinct keys.
+ */
+function tile(n: number, text: string, key: string, sep = '\n', step = 1): string {
+  const re = new RegExp(`\\{(xyzw\\[)?${key}(?:([+/%])(\\d+))?(\\])?\\}`, 'g');
+  const out: string[] = [];
+  for (let t = 0; t < n; t += step) {
+    out.push(
+      text.replace(re, (m, swizzle: string | undefined, op: string | undefined, d: string | undefined, close: string | undefined) => {
+        if (!swizzle !== !close) return m;
+        const v = op === '+' ? t + Number(d) : op === '/' ? Math.floor(t / Number(d)) : op === '%' ? t % Number(d) : t;
+        return swizzle ? 'xyzw'[v]! : String(v);
+      }),
+    );
+  }
+  return out.join(sep);
+}
+
+const REG_WGSL = /* wgsl */ `// matmul_reg{TM}x{TN} ({TAG}): C = {OP_A}·{OP_B}; each thread a {TM}x{TN} block of C in registers.
+${PARAMS}{BINDINGS}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let row0 = (wid.y * (${WG}u / p.wx) + li / p.wx) * {TM}u;
+  let col0 = (wid.x * p.wx + li % p.wx) * {TN}u;
+  // No barriers below: threads past the edge leave (llvmpipe then skips all-idle 8-lane groups).
+  if (row0 >= p.M || col0 >= p.N) { return; }
+  let bz = wid.z / p.splits;
+  let kBeg = (wid.z % p.splits) * p.kChunk; // a multiple of 4
+  let kEnd = min(p.K, kBeg + p.kChunk);
+  let kEnd4 = kBeg + (kEnd - kBeg) / 4u * 4u;
+  let aBase = bz * p.strideA;
+  let bBase = bz * p.strideB;
+  let K4 = p.K / 4u;
+  let M4 = p.M / 4u;
+  let N4 = p.N / 4u;
+  {A_OFFSETS}
+  {B_OFFSETS}
+  {ACC_ZERO}
+  for (var ks = kBeg / 4u; ks < kEnd4 / 4u; ks = ks + 1u) {
+    let k = ks * 4u;
+    {A_LOADS}
+    {B_LOADS}
+    {FMAS}
+  }{TAIL}
+  let cBase = wid.z * p.strideC;{BIAS}
+  {STORES}
+}`;
+
+/** The K % 4 tail of REG_WGSL: one k per trip, the same loads and FMAs for a single k. */
+const REG_TAIL = /* wgsl */ `
+  for (var k = kEnd4; k < kEnd; k = k + 1u) {
+    {A_LOADS}
+    {B_LOADS}
+    {FMAS}
   }`;
-}
 
-// ------------------------------------------------------------------ reg kernels: the WGSL generator
-/** One operand of a reg kernel, as the tile sees it: `n` rows (A, of C's rows) or columns (B, of C's columns). */
-interface Operand {
-  x: 'a' | 'b';
-  /** Tile extent: TM for A, TN for B. */
-  n: number;
-  /** Its rows run along K in memory (A untransposed, B transposed), else along M / N. */
-  alongK: boolean;
-  /** Bound as array<vec4<f32>>. */
-  vec: boolean;
-  start: string;
-  extent: string;
-  extent4: string;
-  /** WGSL names: offsets along K, offsets across, loads along K, loads across, tail loads. */
-  names: [string, string, string, string, string];
-}
+/** The fused Linear's epilogue of REG_WGSL: the bias added in registers before the store (columns clamped like the loads). */
+const REG_BIAS = /* wgsl */ `
+  {BIAS_LOADS}
+  {BIAS_ADDS}`;
+
+/** Tile statements (tile(): i < TM, j < TN, kk < 4). */
+const ACC_ZERO = 'var acc{i}_{j} = 0.0;';
+const FMA = 'acc{i}_{j} = fma({A}, {B}, acc{i}_{j});'; // {A}, {B}: the operands' elements (REG_LAYOUTS el / el1)
+const BIAS_LOAD = 'let bb{j} = bias[min(col0 + {j}u, p.N - 1u)];';
+const BIAS_ADD = 'acc{i}_{j} = acc{i}_{j} + bb{j};';
+const STORE_ROW = /* wgsl */ `if (row0 + {i}u < p.M) {
+    {STORE_COLS}
+  }`;
+const STORE_F32 = 'if (col0 + {j}u < p.N) { c[cBase + (row0 + {i}u) * p.N + col0 + {j}u] = acc{i}_{j}; }';
+const STORE_VEC4 = 'if (col0 / 4u + {j/4}u < N4) { c[cBase + (row0 + {i}u) * N4 + col0 / 4u + {j/4}u] = vec4<f32>(acc{i}_{j}, acc{i}_{j+1}, acc{i}_{j+2}, acc{i}_{j+3}); }'; // per 4 columns
 
 /**
- * The WGSL of one operand: its clamped row (column) offsets, its loads for 4 consecutive k and the expression of
- * its element t at k + kk, and the same for the K % 4 tail. Along K one vec4 (or 4 scalars) per row holds 4 k;
- * across, one load per k holds 4 rows (vec4) or one.
+ * How a reg kernel reads one operand, for each storage layout: WGSL lines over the operand's tile index (A: i, the
+ * tile's rows of C; B: j, its columns), written out by tile() in regWgsl.
+ *   offset    the clamped start of each row / column of the operand, once per thread;
+ *   loads     the loads of one 4-k step (a line that names kk is written for kk = 0..3, outermost);
+ *   el        the element (tile index, k + kk) that the FMAs read;
+ *   tail/el1  the same for one k of the K % 4 tail (tail null: K % 4 == 0 for this layout, no tail loop);
+ *   step      4: offset / loads / tail once per vec4 (4 tile indices), else once per index.
+ * rows: the operand's rows run along K (A untransposed, B transposed): row offsets aR / bR, per index one vec4 of
+ *   4 consecutive k (or 4 scalars) av / bt, element .x/.y/.z/.w = k + 0..3.
+ * cols: they run along M / N (A transposed, B untransposed): column offsets aC / bC, per k one vec4 of 4 tile
+ *   indices (or one scalar per index) at / bv.
+ * Suffix 4: bound as array<vec4<f32>> (the contiguous dimension is a multiple of 4).
  */
-function operandCode(o: Operand): { offsets: string[]; loads4: string[]; el: (t: number, kk: number) => string; tail: string[]; el1: (t: number) => string } {
-  const [R, C, L, T, L1] = o.names;
-  const ts = [...Array(o.n).keys()];
-  const groups = [...Array(o.n / 4).keys()];
-  const kk4 = [0, 1, 2, 3];
-  const base = `${o.x}Base`;
-  if (o.alongK) {
-    return {
-      offsets: ts.map((t) => `let ${R}${t} = ${base} + min(${o.start} + ${t}u, ${o.extent} - 1u) * ${o.vec ? 'K4' : 'p.K'};`),
-      loads4: ts.map((t) =>
-        o.vec ? `let ${L}${t} = ${o.x}[${R}${t} + ks];` : `let ${L}${t} = vec4<f32>(${kk4.map((kk) => `${o.x}[${R}${t} + k${kk ? ` + ${kk}u` : ''}]`).join(', ')});`,
-      ),
-      el: (t, kk) => `${L}${t}.${XYZW[kk]}`,
-      tail: ts.map((t) => `let ${L1}_${t} = ${o.x}[${R}${t} + k];`),
-      el1: (t) => `${L1}_${t}`,
-    };
-  }
-  if (o.vec) {
-    return {
-      offsets: groups.map((g) => `let ${C}${g} = ${base} + min(${o.start} / 4u + ${g}u, ${o.extent4} - 1u);`),
-      loads4: kk4.flatMap((kk) => groups.map((g) => `let ${T}${kk}_${g} = ${o.x}[${C}${g} + (k + ${kk}u) * ${o.extent4}];`)),
-      el: (t, kk) => `${T}${kk}_${t >> 2}.${XYZW[t & 3]}`,
-      tail: groups.map((g) => `let ${L1}_${g} = ${o.x}[${C}${g} + k * ${o.extent4}];`),
-      el1: (t) => `${L1}_${t >> 2}.${XYZW[t & 3]}`,
-    };
-  }
-  return {
-    offsets: ts.map((t) => `let ${C}${t} = ${base} + min(${o.start} + ${t}u, ${o.extent} - 1u);`),
-    loads4: kk4.flatMap((kk) => ts.map((t) => `let ${T}${kk}_${t} = ${o.x}[${C}${t} + (k + ${kk}u) * ${o.extent}];`)),
-    el: (t, kk) => `${T}${kk}_${t}`,
-    tail: ts.map((t) => `let ${L1}_${t} = ${o.x}[${C}${t} + k * ${o.extent}];`),
-    el1: (t) => `${L1}_${t}`,
-  };
+interface Layout {
+  key: 'i' | 'j';
+  step: 1 | 4;
+  offset: string;
+  loads: string;
+  el: string;
+  tail: string | null;
+  el1: string;
 }
 
-/**
- * A register-tiled kernel: thread li of workgroup (x, y, z) sits at column li % wx, row li / wx of the
- * workgroup's wx x 64/wx grid of threads and owns rows row0..row0+TM-1 and columns col0..col0+TN-1 of C for
- * batch entry z / splits. The K loop reads, per 4 k: A as TM vec4s (along K, or 4 k x TM/4 vec4s along M when
- * transposed), B as TN vec4s likewise, then does 4·TM·TN scalar FMAs in k order.
- */
+const REG_LAYOUTS = {
+  // a [M, K]
+  aRows4: {
+    key: 'i', step: 1,
+    offset: 'let aR{i} = aBase + min(row0 + {i}u, p.M - 1u) * K4;',
+    loads: 'let av{i} = a[aR{i} + ks];',
+    el: 'av{i}.{xyzw[kk]}',
+    tail: null, el1: '',
+  },
+  aRows: {
+    key: 'i', step: 1,
+    offset: 'let aR{i} = aBase + min(row0 + {i}u, p.M - 1u) * p.K;',
+    loads: 'let av{i} = vec4<f32>(a[aR{i} + k], a[aR{i} + k + 1u], a[aR{i} + k + 2u], a[aR{i} + k + 3u]);',
+    el: 'av{i}.{xyzw[kk]}',
+    tail: 'let a1_{i} = a[aR{i} + k];', el1: 'a1_{i}',
+  },
+  // a [K, M] (transA)
+  aCols4: {
+    key: 'i', step: 4,
+    offset: 'let aC{i/4} = aBase + min(row0 / 4u + {i/4}u, M4 - 1u);',
+    loads: 'let at{kk}_{i/4} = a[aC{i/4} + (k + {kk}u) * M4];',
+    el: 'at{kk}_{i/4}.{xyzw[i%4]}',
+    tail: 'let a1_{i/4} = a[aC{i/4} + k * M4];', el1: 'a1_{i/4}.{xyzw[i%4]}',
+  },
+  aCols: {
+    key: 'i', step: 1,
+    offset: 'let aC{i} = aBase + min(row0 + {i}u, p.M - 1u);',
+    loads: 'let at{kk}_{i} = a[aC{i} + (k + {kk}u) * p.M];',
+    el: 'at{kk}_{i}',
+    tail: 'let a1_{i} = a[aC{i} + k * p.M];', el1: 'a1_{i}',
+  },
+  // b [N, K] (transB)
+  bRows4: {
+    key: 'j', step: 1,
+    offset: 'let bR{j} = bBase + min(col0 + {j}u, p.N - 1u) * K4;',
+    loads: 'let bt{j} = b[bR{j} + ks];',
+    el: 'bt{j}.{xyzw[kk]}',
+    tail: null, el1: '',
+  },
+  bRows: {
+    key: 'j', step: 1,
+    offset: 'let bR{j} = bBase + min(col0 + {j}u, p.N - 1u) * p.K;',
+    loads: 'let bt{j} = vec4<f32>(b[bR{j} + k], b[bR{j} + k + 1u], b[bR{j} + k + 2u], b[bR{j} + k + 3u]);',
+    el: 'bt{j}.{xyzw[kk]}',
+    tail: 'let b1_{j} = b[bR{j} + k];', el1: 'b1_{j}',
+  },
+  // b [K, N]
+  bCols4: {
+    key: 'j', step: 4,
+    offset: 'let bC{j/4} = bBase + min(col0 / 4u + {j/4}u, N4 - 1u);',
+    loads: 'let bv{kk}_{j/4} = b[bC{j/4} + (k + {kk}u) * N4];',
+    el: 'bv{kk}_{j/4}.{xyzw[j%4]}',
+    tail: 'let b1_{j/4} = b[bC{j/4} + k * N4];', el1: 'b1_{j/4}.{xyzw[j%4]}',
+  },
+  bCols: {
+    key: 'j', step: 1,
+    offset: 'let bC{j} = bBase + min(col0 + {j}u, p.N - 1u);',
+    loads: 'let bv{kk}_{j} = b[bC{j} + (k + {kk}u) * p.N];',
+    el: 'bv{kk}_{j}',
+    tail: 'let b1_{j} = b[bC{j} + k * p.N];', el1: 'b1_{j}',
+  },
+} as const satisfies Record<string, Layout>;
+
+/** A register-tiled kernel's WGSL: REG_WGSL filled for a TM x TN tile and one specialisation (see the tile scheme above). */
 function regWgsl(TM: number, TN: number, s: Spec): string {
-  const L: string[] = [];
-  const e = (line: string): void => {
-    L.push(line);
-  };
-  const ii = [...Array(TM).keys()];
-  const jj = [...Array(TN).keys()];
-  const kk4 = [0, 1, 2, 3];
-  e(`// matmul_reg${TM}x${TN} (${specTag(s)}): C = ${s.tA ? 'Aᵀ' : 'A'}·${s.tB ? 'Bᵀ' : 'B'}; each thread a ${TM}x${TN} block of C in registers.`);
-  e(PARAMS + bindings(s));
-  e(`@compute @workgroup_size(${WG})`);
-  e(`fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: u32) {`);
-  e(`  let row0 = (wid.y * (${WG}u / p.wx) + li / p.wx) * ${TM}u;`);
-  e(`  let col0 = (wid.x * p.wx + li % p.wx) * ${TN}u;`);
-  e(`  // No barriers below: threads past the edge leave (llvmpipe then skips all-idle 8-lane groups).`);
-  e(`  if (row0 >= p.M || col0 >= p.N) { return; }`);
-  e(`  let bz = wid.z / p.splits;`);
-  e(`  let kBeg = (wid.z % p.splits) * p.kChunk; // a multiple of 4`);
-  e(`  let kEnd = min(p.K, kBeg + p.kChunk);`);
-  e(`  let kEnd4 = kBeg + (kEnd - kBeg) / 4u * 4u;`);
-  e(`  let aBase = bz * p.strideA;`);
-  e(`  let bBase = bz * p.strideB;`);
-  e(`  let K4 = p.K / 4u;`);
-  e(`  let M4 = p.M / 4u;`);
-  e(`  let N4 = p.N / 4u;`);
-  // The two operands, one description each: A's TM rows of C, B's TN columns (see operandCode).
-  const A = operandCode({ x: 'a', n: TM, alongK: !s.tA, vec: s.vA, start: 'row0', extent: 'p.M', extent4: 'M4', names: ['aR', 'aC', 'av', 'at', 'a1'] });
-  const B = operandCode({ x: 'b', n: TN, alongK: s.tB, vec: s.vB, start: 'col0', extent: 'p.N', extent4: 'N4', names: ['bR', 'bC', 'bt', 'bv', 'b1'] });
-  // Per-row / per-column load offsets, clamped at the edges (the clamped rows compute garbage that is not stored).
-  for (const l of [...A.offsets, ...B.offsets]) e(`  ${l}`);
-  for (const i of ii) e(`  var acc${i}_0 = 0.0;${jj.slice(1).map((j) => ` var acc${i}_${j} = 0.0;`).join('')}`);
-
-  e(`  for (var ks = kBeg / 4u; ks < kEnd4 / 4u; ks = ks + 1u) {`);
-  e(`    let k = ks * 4u;`);
-  for (const l of [...A.loads4, ...B.loads4]) e(`    ${l}`);
-  for (const kk of kk4) for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${A.el(i, kk)}, ${B.el(j, kk)}, acc${i}_${j});`).join(' ')}`);
-  e(`  }`);
-
-  // K tail (K % 4 != 0): only reachable when no operand is a vec4 along K.
-  if (!((s.vA && !s.tA) || (s.vB && s.tB))) {
-    e(`  for (var k = kEnd4; k < kEnd; k = k + 1u) {`);
-    for (const l of [...A.tail, ...B.tail]) e(`    ${l}`);
-    for (const i of ii) e(`    ${jj.map((j) => `acc${i}_${j} = fma(${A.el1(i)}, ${B.el1(j)}, acc${i}_${j});`).join(' ')}`);
-    e(`  }`);
-  }
-
-  e(`  let cBase = wid.z * p.strideC;`);
-  if (s.bias) {
-    // Fused Linear: add the bias in registers before the store (columns clamped like the loads).
-    e(`  ${jj.map((j) => `let bb${j} = bias[min(col0 + ${j}u, p.N - 1u)];`).join(' ')}`);
-    for (const i of ii) e(`  ${jj.map((j) => `acc${i}_${j} = acc${i}_${j} + bb${j};`).join(' ')}`);
-  }
-  for (const i of ii) {
-    e(`  if (row0 + ${i}u < p.M) {`);
-    if (s.vC) {
-      for (let g = 0; g < TN / 4; g++) {
-        const v = `vec4<f32>(${[0, 1, 2, 3].map((q) => `acc${i}_${4 * g + q}`).join(', ')})`;
-        e(`    if (col0 / 4u + ${g}u < N4) { c[cBase + (row0 + ${i}u) * N4 + col0 / 4u + ${g}u] = ${v}; }`);
-      }
-    } else {
-      for (const j of jj) e(`    if (col0 + ${j}u < p.N) { c[cBase + (row0 + ${i}u) * p.N + col0 + ${j}u] = acc${i}_${j}; }`);
-    }
-    e(`  }`);
-  }
-  e(`}`);
-  return L.join('\n');
+  const L = REG_LAYOUTS;
+  const A: Layout = s.tA ? (s.vA ? L.aCols4 : L.aCols) : s.vA ? L.aRows4 : L.aRows;
+  const B: Layout = s.tB ? (s.vB ? L.bRows4 : L.bRows) : s.vB ? L.bCols4 : L.bCols;
+  const n = (o: Layout): number => (o.key === 'i' ? TM : TN);
+  // One of an operand's lines over its tile index (per vec4 with step 4), and over kk = 0..3 (outermost) when it names kk.
+  const lines = (o: Layout, line: string, sep: string): string => tile(line.includes('{kk}') ? 4 : 1, tile(n(o), line, o.key, sep, o.step), 'kk', sep);
+  // The TM x TN products of one k (each row i one line), for elements {A} / {B}.
+  const products = (elA: string, elB: string, sep: string): string => tile(TM, tile(TN, fill(FMA, { A: elA, B: elB }), 'j', ' '), 'i', sep);
+  const tail =
+    A.tail === null || B.tail === null
+      ? ''
+      : fill(REG_TAIL, { A_LOADS: lines(A, A.tail, '\n    '), B_LOADS: lines(B, B.tail, '\n    '), FMAS: products(A.el1, B.el1, '\n    ') });
+  const bias = s.bias ? fill(REG_BIAS, { BIAS_LOADS: tile(TN, BIAS_LOAD, 'j', ' '), BIAS_ADDS: tile(TM, tile(TN, BIAS_ADD, 'j', ' '), 'i', '\n  ') }) : '';
+  const storeCols = s.vC ? tile(TN, STORE_VEC4, 'j', '\n    ', 4) : tile(TN, STORE_F32, 'j', '\n    ');
+  return fill(REG_WGSL, {
+    TM,
+    TN,
+    TAG: specTag(s),
+    OP_A: s.tA ? 'Aᵀ' : 'A',
+    OP_B: s.tB ? 'Bᵀ' : 'B',
+    BINDINGS: bindings(s),
+    A_OFFSETS: lines(A, A.offset, '\n  '),
+    B_OFFSETS: lines(B, B.offset, '\n  '),
+    ACC_ZERO: tile(TM, tile(TN, ACC_ZERO, 'j', ' '), 'i', '\n  '),
+    A_LOADS: lines(A, A.loads, '\n    '),
+    B_LOADS: lines(B, B.loads, '\n    '),
+    FMAS: tile(4, products(A.el, B.el, '\n    '), 'kk', '\n    '),
+    TAIL: tail,
+    BIAS: bias,
+    STORES: tile(TM, fill(STORE_ROW, { STORE_COLS: storeCols }), 'i', '\n  '),
+  });
 }
 
 // ------------------------------------------------------------------ smem4x4: tfjs's shared-memory scheme
@@ -262,8 +339,6 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
  * K), barrier, then every thread does 32 k x 4 x 4 FMAs from workgroup memory, barrier.
  */
 function smemWgsl(s: Spec): string {
-  const aAt = (row: string, k: string): string => (s.tA ? `a[aBase + (${k}) * p.M + ${row}]` : `a[aBase + ${row} * p.K + ${k}]`);
-  const bAt = (k: string, col: string): string => (s.tB ? `b[bBase + ${col} * p.K + ${k}]` : `b[bBase + (${k}) * p.N + ${col}]`);
   return /* wgsl */ `
 // matmul_smem4x4 (${specTag(s)}): C = ${s.tA ? 'Aᵀ' : 'A'}·${s.tB ? 'Bᵀ' : 'B'}; 32x32 C tile per workgroup staged through workgroup memory.
 ${PARAMS}${bindings(s)}
@@ -288,8 +363,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       let inK = k0 + kk < p.K;
       let r = min(tileRow + rc, p.M - 1u);
       let cc = min(tileCol + rc, p.N - 1u);
-      As[kk][rc] = select(0.0, ${aAt('r', 'k')}, inK);
-      Bs[kk][rc] = select(0.0, ${bAt('k', 'cc')}, inK);
+      As[kk][rc] = select(0.0, ${s.tA ? 'a[aBase + (k) * p.M + r]' : 'a[aBase + r * p.K + k]'}, inK);
+      Bs[kk][rc] = select(0.0, ${s.tB ? 'b[bBase + cc * p.K + k]' : 'b[bBase + (k) * p.N + cc]'}, inK);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 32u; kk = kk + 1u) {

@@ -36,18 +36,17 @@
 //               softmax, * (1 - I), column means, m = c . E (small_bmm again).
 //   'fused'     kernels/attention_masked.ts in its AttRec mode (zeroDiagonal, q and k the same tensor, H = 1), then
 //               the mean over rows.
-// Measured per training step (B = 1000, L = 5, D = 150 computed at Dp = 152, llvmpipe, 2 cores shared with other
-// jobs, same-process interleaved medians): fused 499-573 ms/step, composed 160-206 ms/step in the same run (the
-// fused kernel's D > 32 path runs one row per thread with a loop over d and 152-float private accumulators: 53-69
-// ms fwd+bwd on a quieter machine; small_bmm's three products take ~12 ms there). The tiled `matmul` is no
-// substitute: its batched [5 x 152] x [152 x 5] products run one 8x8 tile per batch entry (25-51 ms each).
+// Why composed is the default: the fused kernel's D > 32 path runs one row per thread with a loop over d and
+// Dp-float private accumulators, slower on llvmpipe than small_bmm's three tiny products; the tiled `matmul` is no
+// substitute either (its batched [5 x 152] x [152 x 5] products run one 8x8 tile per batch entry). The AttRec
+// step's per-kernel profile: `seqrec train --model attrec --profile`; step timings: `npm run bench -- e2e`.
 // Compute width (`padDim`, default on): D = 150 is computed at Dp = 152 with zero columns (exact: the extra
-// columns of E, Z, m are 0 and receive no gradient), so every kernel reads vec4 rows; the projection's matmuls
-// went from a1b1c1 (scalar) to a4b4c4 kernels, 56 -> 28 ms per step. Parameters keep their [., D] shapes.
+// columns of E, Z, m are 0 and receive no gradient), so every kernel reads vec4 rows (the projection's matmuls run
+// the a4b4c4 kernels instead of the scalar a1b1c1 ones, about half the time). Parameters keep their [., D] shapes.
 // Projection of the whole table (`projectTable`, math-identical): (E + TS) @ W = (Q @ W)[seq] + TS @ W, so with
 // fewer item rows than batch positions (ML-100k: 1683 < 5000) the matmul runs on the table [numItems, Dp] and the
 // batch gathers its rows: 3x fewer FLOPs forward and backward ('auto', the default, picks it when
-// numItems < B*L; batch rows: 127 ms of matmul per step vs 56 through the table at D = 150).
+// numItems < B*L).
 // Variants (each a named option; defaults = the authors' code):
 //   sharedQK: false            separate W_Q / W_K (paper eq. "respectively")
 //   diagonal: 'mask'           diagonal masked BEFORE the softmax (logit -1e9: rows renormalised, paper); always
@@ -104,7 +103,7 @@ export interface AttRecConfig {
   /**
    * Attention implementation (math-identical): 'composed' (default: kernels/small_bmm.ts Z Z^T -> softmax ->
    * column means -> weights . E; always used for diagonal 'mask') or 'fused' (kernels/attention_masked.ts in its
-   * AttRec mode, diagonal 'zero' only). Measured in the header.
+   * AttRec mode, diagonal 'zero' only). Why composed is the default: see the header.
    */
   attention?: 'composed' | 'fused';
   /**
