@@ -191,7 +191,8 @@ function opChecks(packed: Array<{ dispose(): void }>): OpCheck[] {
       refGrad: ([q, k, v, ids], gy) => [...F.refAttentionMaskedGrad(q!, k!, v!, ids!, gy, { ...attOpts, dropout: 0 }), null],
     },
     {
-      // The S3-Rec encoder's default path (packed sequences): its backward binds 11 storage buffers.
+      // The S3-Rec encoder's default path (packed sequences); like every kernel it binds at most 8 storage buffers
+      // (WebGPU's guaranteed minimum; Chromium's adapter allows 10).
       name: `attentionVarlen lengths [${vl.lens}] H${vl.H} D${vl.D} causal`,
       inputs: [{ shape: vlShape }, { shape: vlShape }, { shape: vlShape }],
       run: ([q, k, v]) => F.attentionVarlen(q!, k!, v!, vlPacked(), attOpts),

@@ -227,6 +227,15 @@ export class Kernel {
     }
     const layout = this.layout();
     const device = r.device;
+    // Dawn would only report this as a validation error at the next sync, without the kernel's name; WebGPU
+    // guarantees 8 (Chromium's adapters give 10, llvmpipe 16), so a kernel over 8 works here and fails elsewhere.
+    const maxStorage = device.limits.maxStorageBuffersPerShaderStage;
+    if (layout.storage.length > maxStorage) {
+      throw new Error(
+        `${this.name}: binds ${layout.storage.length} storage buffers (${layout.storage.map((s) => s.name).join(', ')}), over this device's ` +
+          `maxStorageBuffersPerShaderStage of ${maxStorage} (WebGPU guarantees 8): the kernel must bind fewer (pack arrays into one buffer)`,
+      );
+    }
     const entries: GPUBindGroupLayoutEntry[] = [];
     if (layout.uniform) entries.push({ binding: layout.uniform.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
     for (const s of layout.storage) {

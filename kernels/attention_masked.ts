@@ -5,7 +5,7 @@
 //   P[i, :]   = softmax_j(z[i, :])
 //   A[i, j]   = P[i, j] * M[i, j]       M = dropout keep/(1-p) (inverted, seeded), and 0 on i == j (AttRec flag)
 //   out_i     = sum_j A[i, j] v_j
-// Padded mode: q, k, v, out [B, H, L, D]; ids [B, L] (u32 or i32, 0 = padding; optional); lse [B, H, L].
+// Padded mode: q, k, v, out [B, H, L, D]; ids [B, L] (u32 or i32, 0 = padding; optional).
 //   masked(i, j) = ids[b, j] == 0 || (causal && j > i). The mask is ADDITIVE, as in the official code
 //   (`(1 - m) * fill`, fill -10000 fine-tuning, -1e8 pretraining): a row whose keys are all masked is
 //   softmax(s + fill) = softmax(s) (shift invariance), never NaN. The kernel removes that common shift before
@@ -13,11 +13,13 @@
 //   softmax(s) in f32 too; f32 `s + (-1e8)` would otherwise round the scores away (steps of 8).
 //   No [B, H, L, L] mask is materialised: the mask is rebuilt from ids and i, j (nor any score tensor, unless
 //   the storeScores variant is asked for).
-// Varlen mode: q, k, v, out [T, H, D] packed tokens (T = real tokens, sequences back to back), offsets [B+1],
-//   seqOf [T] (sequence of each token), lse [H, T]. Keys are the real tokens of the query's own sequence,
-//   j <= i when causal (left padding puts the real tokens in the last slots, so pad keys are exactly the
-//   absent ones). Masked keys are absent (weight exactly 0): equal to the padded run wherever the masked
-//   logits underflow there (z - lse < -88), i.e. whenever score ranges are << |fill|.
+// Varlen mode: q, k, v, out [T, H, D] packed tokens (T = real tokens, sequences back to back), and one i32 index
+//   vidx = [offsets (B+1) | seq_of (T): sequence of each token | blocks (NB): first token of each thread's
+//   R-row block] (one upload per batch and R, cached on the layout; section starts in the params). Keys are
+//   the real tokens of the query's own sequence, j <= i when causal (left padding puts the real tokens in the
+//   last slots, so pad keys are exactly the absent ones). Masked keys are absent (weight exactly 0): equal to
+//   the padded run wherever the masked logits underflow there (z - lse < -88), i.e. whenever score ranges are
+//   << |fill|.
 // Dropout: u = rng_uniform(seed, offset, idx) with idx the linear index of (b, h, i, j) in the PADDED
 //   [B, H, Lp, Lp] layout (varlen maps tokens to their padded slots), drop when u < p. Same seed -> same mask,
 //   and varlen draws exactly the padded run's mask.
@@ -33,20 +35,29 @@
 //   llvmpipe's loop budget (65,535 iterations per invocation, shared by all its loops): at D > 32 every key
 //   (query) row costs a thread ~5 loops over d (~760 iterations at D = 150), so the loop over the other side's
 //   rows is cut into ranges [j0, j1) of one dispatch each (none at the model shapes): the forward carries its
-//   online-softmax state in out (unnormalised), lse (max) and lsum, the backward its unscaled dq / dk, dv.
+//   online-softmax state in out (unnormalised) and stats (running max, sum), the backward its unscaled dq / dk,
+//   dv.
 //   fwd: online softmax over the keys (running max m, sum l; the accumulators rescaled when m grows), weights
 //        that are exactly 0 (future keys of causal rows, dropped entries) skip the V accumulation; saves
-//        lse_i = m + log(l) [rows].
+//        lse_i = m + log(l) [rows] (stats).
 //   bwd_q: P_ij = exp(z_ij - lse_i) recomputed (FlashAttention), delta_i = dO_i . O_i,
 //        dS_ij = P_ij (M_ij dA_ij - delta_i) with dA_ij = dO_i . v_j, dq_i = scale sum_j dS_ij k_j; writes
-//        (delta_i, dO_i != 0) [rows, 2].
+//        (delta_i, dO_i != 0) into stats, beside the forward's (lse_i, l_i).
 //   bwd_kv: dv_j = sum_i A_ij dO_i, dk_j = scale sum_i dS_ij q_i (same recomputation, loop over query rows).
 //   Rows with dO_i == 0 contribute nothing to any gradient and are skipped (bwd_q threads with no live row exit,
 //   bwd_kv skips them): in a real S3-Rec step the pad positions get no upstream gradient (the losses read real
 //   positions; everything after attention is per-token), so the padded backward only works on real rows.
 //   Pairs with P_ij == 0 exactly skip everything but the score dot (the dot stays, for the exact additive mask).
-// Memory traffic: fwd reads q, k, v (K/V rows of a (b, h) stay in cache, L*D*8 bytes) and writes out + lse:
-//   ~4*B*H*L*(4D + 1) bytes; bwd reads q, k, v, out, dO, lse, delta and writes dq, dk, dv, delta.
+// Per-row statistics: one buffer `stats` of vec4<f32>, one element per row (n = B*H*L padded, H*T varlen):
+//   (lse_i, l_i) from the forward (between key chunks: running max m, running sum l) and (delta_i, live_i) from
+//   bwd_q; then (storeScores) the scores z, rows of lz = L rounded up to a multiple of 4, four per element. bwd_kv
+//   tests live_i with a one-component load (the skipped pad rows are most of a padded batch; loading the whole
+//   element there measured ~2% slower at B256 L50 bidirectional) and loads the element for live rows. With
+//   the varlen index in one buffer too (vidx), every kernel binds at most 8 storage buffers, WebGPU's guaranteed
+//   maxStorageBuffersPerShaderStage (separate lse / lsum / delta / zs / offsets / seq_of / blocks buffers made
+//   the varlen backward bind 11, 12 with stored scores, and the padded backward 9).
+// Memory traffic: fwd reads q, k, v (K/V rows of a (b, h) stay in cache, L*D*8 bytes) and writes out + stats:
+//   ~4*B*H*L*(4D + 4) bytes; bwd reads q, k, v, out, dO, stats and writes dq, dk, dv, (delta, live) in stats.
 //   FLOPs (dense): fwd 4*B*H*L^2*D, bwd 12*B*H*L^2*D (two score recomputations: 14).
 // Variants and choices, measured on this adapter (llvmpipe, 2 shared cores, B=256 H=2 L=50 D=32 causal,
 // dropout 0.5; same-process round-robin medians, the machine was shared, so +-30%):
@@ -63,7 +74,7 @@
 //   varlen vs padded on Beauty fine-tuning batches (1447 of 12800 slots real): kernel alone 6.3-6.6 vs
 //   48-53 ms (7.6-8x); whole encoder layer 65-68 vs 448-943 ms (6.9-13.8x), outputs and all parameter
 //   gradients equal on the real positions (validated by the bench).
-import { BackwardNotSupported, ceilDiv, chunkRanges as ranges, defineOp, loopBudget, loopCost, maxLoopIterations, nextRng, pcgHash, ref, rngUniform, Tensor, type Kernel } from '../engine/index.js';
+import { ceilDiv, chunkRanges as ranges, defineOp, loopBudget, loopCost, maxLoopIterations, nextRng, pcgHash, ref, rngUniform, Tensor, type Kernel } from '../engine/index.js';
 import { PCG_HASH_WGSL } from '../engine/rng.js';
 import { foldedIndex, forSlots, kernelFamily, main1d, unroll } from './common.js';
 
@@ -163,6 +174,10 @@ struct Params {
   rng_base: u32,  // pcg_hash(seed + pcg_hash(offset)): rng_u32(seed, offset, i) = pcg_hash(i + rng_base)
   j0: u32,        // this dispatch's range [j0, j1) of the other side's rows, relative to the group's first row:
   j1: u32,        // [0, L) in one dispatch, or chunks of it (llvmpipe's loop budget), state carried in the outputs
+  zs_base: u32,   // storeScores: stats element of the first scores (rows n = B*H*L | H*T)
+  lz: u32,        // storeScores: scores per row (L rounded up to a multiple of 4: an element never spans two rows)
+  seq_base: u32,  // varlen: start of seq_of in vidx (B + 1)
+  blk_base: u32,  // varlen: start of blocks in vidx (B + 1 + T)
 }
 @group(0) @binding(0) var<uniform> p: Params;`;
 
@@ -200,10 +215,10 @@ fn masked_score(s: f32, vis: bool, kpad: bool, x: u32, y: u32) -> f32 {
 struct Geo { x0: u32, n: u32, base: u32, stride: u32, lo: u32, hi: u32, lb: u32, gb: u32, sh: u32, ids_base: u32 }
 fn geo(r: u32) -> Geo {
   let h = r / p.tpg;
-  let t0 = u32(blocks[r % p.tpg]);
-  let b = u32(seq_of[t0]);
-  let s = u32(offsets[b]);
-  let e = u32(offsets[b + 1u]);
+  let t0 = u32(vidx[p.blk_base + r % p.tpg]);  // blocks[r % tpg]
+  let b = u32(vidx[p.seq_base + t0]);          // seq_of[t0]
+  let s = u32(vidx[b]);                        // offsets[b], offsets[b + 1]
+  let e = u32(vidx[b + 1u]);
   // slot of token x in the padded layout = L - len + (x - s); sh = L - len - s (mod 2^32, added to x later)
   return Geo(t0, min(${R}u, e - t0), h * ${NV}u, p.H * ${NV}u, s, e, h * p.T, (b * p.H + h) * p.L, p.L - (e - s) - s, 0u);
 }
@@ -230,40 +245,32 @@ fn mult(g: Geo, i: u32, j: u32) -> f32 {
 /** The bindings after the uniform, in order: [name, element type, writable, shape comment]. */
 function bindingList(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: boolean): Array<[string, string, boolean, string]> {
   const X = mode === 'padded' ? '[B, H, L, D]' : '[T, H, D]';
-  const R = mode === 'padded' ? '[B, H, L]' : '[H, T]';
+  const R = mode === 'padded' ? 'n = B*H*L' : 'n = H*T';
   const aux: Array<[string, string, boolean, string]> =
     mode === 'padded'
       ? [['ids', 'u32', false, '[B, L] (0 = padding; a 1-element dummy without ids)']]
-      : [
-          ['offsets', 'i32', false, '[B + 1]'],
-          ['seq_of', 'i32', false, '[T]'],
-          ['blocks', 'i32', false, '[NB] first token of each R-row block'],
-        ];
-  const zs: Array<[string, string, boolean, string]> = storeZ
-    ? [['zs', 'f32', pass === 'fwd', mode === 'padded' ? '[B, H, L, L] masked scores z' : '[H, T, L] masked scores z (key j - start)']]
-    : [];
+      : [['vidx', 'i32', false, '[B + 1 + T + NB] offsets | seq_of | blocks (first token of each R-row block)']];
+  const z = storeZ ? `, then [n * lz / 4] masked scores z (${mode === 'padded' ? 'key j' : 'key j - start'}), 4 per element` : '';
+  const stats = (rw: boolean, what: string): [string, string, boolean, string] => ['stats', 'vec4<f32>', rw, `${R}: [n] ${what}${z}`];
   const outputs: Record<AttentionPass, Array<[string, string, boolean, string]>> = {
     fwd: [
       ['out', V, true, X],
-      ['lse', 'f32', true, R],
-      ['lsum', 'f32', true, `${R} running softmax sums between key chunks (1-element dummy in one dispatch)`],
+      stats(true, '(lse, sum, -, -), between key chunks (running max, running sum, -, -)'),
     ],
     bwd_q: [
       ['out', V, false, X],
       ['dout', V, false, X],
-      ['lse', 'f32', false, R],
       ['dq', V, true, X],
-      ['delta', 'vec2<f32>', true, `${R} (dO_i . O_i, 1 if dO_i != 0 else 0)`],
+      stats(true, '(lse, sum, delta = dO_i . O_i, live = 1 if dO_i != 0 else 0): delta and live written'),
     ],
     bwd_kv: [
       ['dout', V, false, X],
-      ['lse', 'f32', false, R],
-      ['delta', 'vec2<f32>', false, R],
+      stats(false, '(lse, sum, delta, live)'),
       ['dk', V, true, X],
       ['dv', V, true, X],
     ],
   };
-  return [['q', V, false, X], ['k', V, false, X], ['v', V, false, X], ...aux, ...zs, ...outputs[pass]];
+  return [['q', V, false, X], ['k', V, false, X], ['v', V, false, X], ...aux, ...outputs[pass]];
 }
 
 function bindings(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: boolean): string {
@@ -277,6 +284,12 @@ function bindings(mode: AttentionMode, pass: AttentionPass, V: string, storeZ: b
 // dynamically indexed private arrays to slow code). Wider rows (AttRec's D = 150) loop over d instead: unrolled
 // they took minutes to compile on llvmpipe.
 const UNROLL_D = 8;
+
+/**
+ * The stored score of (row, column c = key - first key) (storeScores): stats element zs_base + (row * lz + c) / 4,
+ * component c % 4 (lz a multiple of 4: an element holds keys of one row, i.e. of one thread).
+ */
+const ZS = (row: string, c: string): string => `stats[p.zs_base + (${row} * p.lz + ${c}) / 4u][(${c}) & 3u]`;
 
 /** The WGSL text helpers of one (V, NV, R) shape: rows(`...{u}...`), slots(`...{d}...`), dot products. */
 function writer(V: string, NV: number, R: number) {
@@ -311,7 +324,7 @@ ${unroll(R, '  let x{u} = g.x0 + min({u}u, g.n - 1u);', 'u')}`;
 /**
  * fwd: online softmax over the keys j (running max m, sum l; the accumulators rescaled when m grows); weights
  * that are exactly 0 skip the V accumulation; out = a / l, lse = m + log(l) (or, before the last key chunk, the
- * unnormalised state in out, lse = m, lsum = l).
+ * unnormalised state in out, stats = (m, l)).
  */
 function fwdWgsl(mode: AttentionMode, V: string, NV: number, R: number, storeZ: boolean): string {
   const { rows, anyRow, slots, dot, store } = writer(V, NV, R);
@@ -326,7 +339,7 @@ ${rows(`  let vis{u} = any_visible(x{u}, fv);
   var l{u} = 0.0;`)}
   let last = p.j1 >= p.L;
   if (p.j0 != 0u) {
-${rows(`    m{u} = lse[g.lb + x{u}]; l{u} = lsum[g.lb + x{u}]; ${slots('a{u}[{d}] = out[ra{u} + {d}];')}`)}
+${rows(`    let st{u} = stats[g.lb + x{u}]; m{u} = st{u}.x; l{u} = st{u}.y; ${slots('a{u}[{d}] = out[ra{u} + {d}];')}`)}
   }
   var kr: array<${V}, ${NV}>;
   var vr: array<${V}, ${NV}>;
@@ -336,7 +349,7 @@ ${rows(`    m{u} = lse[g.lb + x{u}]; l{u} = lsum[g.lb + x{u}]; ${slots('a{u}[{d}
     ${slots('kr[{d}] = k[ka + {d}];')}
     let kpad = key_pad(g, j);
 ${rows(`    ${dot('z{u}s', 'q{u}[{d}]', 'kr[{d}]')}
-    let z{u} = masked_score(z{u}s, vis{u}, kpad, x{u}, j);${storeZ ? '\n    zs[(g.lb + x{u}) * p.L + j - g.lo] = z{u};' : ''}
+    let z{u} = masked_score(z{u}s, vis{u}, kpad, x{u}, j);${storeZ ? `\n    ${ZS('(g.lb + x{u})', 'j - g.lo')} = z{u};` : ''}
     var w{u} = 0.0;
     if (!(${varlenCausal} && j > x{u})) {
       if (z{u} > m{u}) {
@@ -356,12 +369,11 @@ ${rows(`      ${slots('a{u}[{d}] += w{u} * vr[{d}];')}`)}
   }
 ${store(`    if (!last) {
       ${slots('out[ra{u} + {d}] = a{u}[{d}];')}
-      lse[g.lb + x{u}] = m{u};
-      lsum[g.lb + x{u}] = l{u};
+      stats[g.lb + x{u}] = vec4<f32>(m{u}, l{u}, 0.0, 0.0);
     } else {
     let inv = 1.0 / l{u};
     ${slots('out[ra{u} + {d}] = a{u}[{d}] * inv;')}
-    lse[g.lb + x{u}] = m{u} + log(l{u});
+    stats[g.lb + x{u}] = vec4<f32>(m{u} + log(l{u}), l{u}, 0.0, 0.0);
     }`)}
 }`;
 }
@@ -374,7 +386,7 @@ function bwdQWgsl(mode: AttentionMode, V: string, NV: number, R: number, storeZ:
   const { rows, anyRow, slots, dot, store } = writer(V, NV, R);
   const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
   const score = storeZ
-    ? 'let z{u} = zs[(g.lb + x{u}) * p.L + j - g.lo];'
+    ? `let z{u} = ${ZS('(g.lb + x{u})', 'j - g.lo')};`
     : `${dot('z{u}s', 'q{u}[{d}]', 'kr[{d}]')}
     let z{u} = masked_score(z{u}s, vis{u}, kpad, x{u}, j);`;
   return /* wgsl */ `${HEAD(R)}
@@ -386,7 +398,8 @@ ${rows(`  let vis{u} = any_visible(x{u}, fv);
   var live{u} = false;
   ${slots(`q{u}[{d}] = q[ra{u} + {d}]; o{u}[{d}] = dout[ra{u} + {d}]; live{u} = live{u} || any(o{u}[{d}] != ${V}(0.0));`)}
   ${dot('dl{u}', 'o{u}[{d}]', 'out[ra{u} + {d}]')}
-  let li{u} = lse[g.lb + x{u}];`)}
+  let st{u} = stats[g.lb + x{u}];
+  let li{u} = st{u}.x;`)}
   let last = p.j1 >= p.L;
   if (p.j0 != 0u) {
 ${rows(`    ${slots('dq{u}[{d}] = dq[ra{u} + {d}];')}`)}
@@ -410,7 +423,7 @@ ${rows(`      ${dot('da{u}', 'o{u}[{d}]', 'vr[{d}]')}
   }
 ${store(`    let sc{u} = select(1.0, p.scale, last);
     ${slots('dq[ra{u} + {d}] = dq{u}[{d}] * sc{u};')}
-    delta[g.lb + x{u}] = vec2<f32>(dl{u}, select(0.0, 1.0, live{u}));`)}
+    stats[g.lb + x{u}] = vec4<f32>(st{u}.xy, dl{u}, select(0.0, 1.0, live{u}));`)}
 }`;
 }
 
@@ -419,7 +432,7 @@ function bwdKvWgsl(mode: AttentionMode, V: string, NV: number, R: number, storeZ
   const { rows, anyRow, slots, dot, store } = writer(V, NV, R);
   const varlenCausal = mode === 'varlen' ? 'p.causal != 0u' : 'false';
   const score = storeZ
-    ? 'let z{u} = zs[(g.lb + i) * p.L + x{u} - g.lo];'
+    ? `let z{u} = ${ZS('(g.lb + i)', 'x{u} - g.lo')};`
     : `${dot('z{u}s', 'qr[{d}]', 'k{u}[{d}]')}
     let z{u} = masked_score(z{u}s, vis, kpad{u}, i, x{u});`;
   return /* wgsl */ `${HEAD(R)}
@@ -439,11 +452,11 @@ ${rows(`    ${slots('dk{u}[{d}] = dk[ra{u} + {d}]; dv{u}[{d}] = dv[ra{u} + {d}];
   let ibeg = max(select(g.lo, g.x0, ${varlenCausal}), g.lo + p.j0);
   let iend = min(g.hi, g.lo + p.j1);
   for (var i = ibeg; i < iend; i++) {
-    let dli = delta[g.lb + i];
-    if (dli.y == 0.0) { continue; }             // dO_i == 0: row i contributes nothing
+    if (stats[g.lb + i].w == 0.0) { continue; } // live_i: dO_i == 0, row i contributes nothing
     let qa = g.base + i * g.stride;
     ${slots('qr[{d}] = q[qa + {d}];')}
-    let li = lse[g.lb + i];
+    let st = stats[g.lb + i];                    // (lse_i, l_i, delta_i, live_i)
+    let li = st.x;
     let vis = any_visible(i, fv);
 ${rows(`    ${score}
     let p{u} = select(exp(z{u} - li), 0.0, ${varlenCausal} && x{u} > i);`)}
@@ -451,7 +464,7 @@ ${rows(`    ${score}
       ${slots('orow[{d}] = dout[qa + {d}];')}
 ${rows(`      let mm{u} = mult(g, i, x{u});
       ${dot('da{u}', 'orow[{d}]', 'v{u}[{d}]')}
-      let ds{u} = p{u} * (mm{u} * da{u} - dli.x);
+      let ds{u} = p{u} * (mm{u} * da{u} - st.z);
       let w{u} = p{u} * mm{u};
       ${slots('dv{u}[{d}] += w{u} * orow[{d}]; dk{u}[{d}] += ds{u} * qr[{d}];')}`)}
     }
@@ -537,9 +550,15 @@ interface Geom {
   D: number;
   /** Shape of q/k/v/out. */
   shape: readonly number[];
-  /** Shape of lse/delta. */
-  rowShape: readonly number[];
+  /** Rows n of the statistics (B*H*L | H*T). */
+  rows: number;
+  /** varlen: starts of seq_of and blocks in the index vidx (padded: 0). */
+  seqBase: number;
+  blkBase: number;
 }
+
+/** Scores per row in stats (storeScores): L rounded up to a multiple of 4, so a vec4 never spans two rows. */
+const scoreStride = (L: number): number => Math.ceil(L / 4) * 4;
 
 function params(g: Geom, a: Resolved, hasIds: boolean): Record<string, number> {
   return {
@@ -559,6 +578,10 @@ function params(g: Geom, a: Resolved, hasIds: boolean): Record<string, number> {
     p: a.p,
     keep: a.p < 1 ? 1 / (1 - a.p) : 0,
     rng_base: pcgHash((a.seed + pcgHash(a.offset)) >>> 0),
+    zs_base: g.rows,
+    lz: scoreStride(g.L),
+    seq_base: g.seqBase,
+    blk_base: g.blkBase,
   };
 }
 
@@ -572,41 +595,43 @@ function idsU32(ids: Tensor | null): Tensor {
 
 type Aux = Record<string, Tensor>;
 
-function runFwd(g: Geom, a: Resolved, q: Tensor, k: Tensor, v: Tensor, aux: Aux, hasIds: boolean, storeZ: boolean): { out: Tensor; lse: Tensor; zs: Tensor | null } {
+/**
+ * The statistics buffer of a forward (see the header): [n] (lse, sum, delta, live), plus the scores (storeScores),
+ * as a flat f32 tensor.
+ */
+function statsTensor(g: Geom, storeZ: boolean): Tensor {
+  const elems = g.rows + (storeZ ? (g.rows * scoreStride(g.L)) / 4 : 0);
+  return Tensor.empty([4 * elems]); // [elems * 4] f32 = [elems] vec4<f32>
+}
+
+function runFwd(g: Geom, a: Resolved, q: Tensor, k: Tensor, v: Tensor, aux: Aux, hasIds: boolean, storeZ: boolean): { out: Tensor; stats: Tensor } {
   const out = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
-  const lse = Tensor.empty(g.rowShape); // [B, H, L] | [H, T]
-  const zs = storeZ ? Tensor.empty([...g.rowShape, g.L]) : null; // [B, H, L, L] | [H, T, L]
+  const stats = statsTensor(g, storeZ);
   if (g.threads > 0) {
     // Keys [j0, j1) per dispatch: one dispatch unless a thread's key loop would pass the loop budget (D > 32
-    // loops over d per key); then the online-softmax state waits in out (unnormalised), lse (max) and lsum.
-    const chunks = ranges(g.L, rowsPerDispatch(g, 'fwd', hasIds));
-    const lsum = Tensor.empty(chunks.length > 1 ? g.rowShape : [1]); // [B, H, L] | [H, T] running sums, or a dummy
+    // loops over d per key); then the online-softmax state waits in out (unnormalised) and stats (max, sum).
     const kern = attnKernel(g.mode, 'fwd', g.D, g.R, storeZ);
-    for (const [j0, j1] of chunks) kern.run({ q, k, v, ...aux, out, lse, lsum, ...(zs ? { zs } : {}) }, { ...params(g, a, hasIds), j0, j1 });
-    lsum.dispose();
+    for (const [j0, j1] of ranges(g.L, rowsPerDispatch(g, 'fwd', hasIds))) kern.run({ q, k, v, ...aux, out, stats }, { ...params(g, a, hasIds), j0, j1 });
   }
-  return { out, lse, zs };
+  return { out, stats };
 }
 
 function runBwd(
   g: Geom,
   a: Resolved,
-  saved: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; lse: Tensor; zs: Tensor | null },
+  saved: { q: Tensor; k: Tensor; v: Tensor; out: Tensor; stats: Tensor; storeZ: boolean },
   dout: Tensor,
   aux: Aux,
   hasIds: boolean,
   need: readonly boolean[],
 ): [Tensor | null, Tensor | null, Tensor | null] {
-  const { q, k, v, out, lse, zs } = saved;
+  const { q, k, v, out, stats, storeZ: sz } = saved;
   const pr = params(g, a, hasIds);
-  const z: Aux = zs ? { zs } : {};
-  const sz = zs !== null;
   const dq = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
-  const delta = Tensor.empty([...g.rowShape, 2]); // [B, H, L, 2] | [H, T, 2]: (dO.O, dO != 0)
-  // dq's kernel also produces delta, which dk/dv need: it always runs.
+  // dq's kernel also writes (delta, live) into stats (beside lse), which dk/dv need: it always runs.
   if (g.threads > 0) {
     for (const [j0, j1] of ranges(g.L, rowsPerDispatch(g, 'bwd_q', hasIds))) {
-      attnKernel(g.mode, 'bwd_q', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, out, dout, lse, dq, delta }, { ...pr, j0, j1 });
+      attnKernel(g.mode, 'bwd_q', g.D, g.R, sz).run({ q, k, v, ...aux, out, dout, dq, stats }, { ...pr, j0, j1 });
     }
   }
   let dk: Tensor | null = null;
@@ -616,11 +641,10 @@ function runBwd(
     dv = Tensor.empty(g.shape); // [B, H, L, D] | [T, H, D]
     if (g.threads > 0) {
       for (const [j0, j1] of ranges(g.L, rowsPerDispatch(g, 'bwd_kv', hasIds))) {
-        attnKernel(g.mode, 'bwd_kv', g.D, g.R, sz).run({ q, k, v, ...aux, ...z, dout, lse, delta, dk, dv }, { ...pr, j0, j1 });
+        attnKernel(g.mode, 'bwd_kv', g.D, g.R, sz).run({ q, k, v, ...aux, dout, stats, dk, dv }, { ...pr, j0, j1 });
       }
     }
   }
-  delta.dispose();
   let dqOut: Tensor | null = dq;
   if (!need[0]) {
     dq.dispose();
@@ -657,23 +681,24 @@ const attentionMaskedOp = defineOp<PaddedAttrs>({
     const a = resolve(D, opts);
     const R = opts.rowsPerThread ?? attentionRowsPerThread(D);
     const tpg = ceilDiv(L, R);
-    const g: Geom = { mode: 'padded', threads: B * H * tpg, tpg, R, L, H, T: 0, D, shape: q.shape, rowShape: [B, H, L] };
+    const g: Geom = { mode: 'padded', threads: B * H * tpg, tpg, R, L, H, T: 0, D, shape: q.shape, rows: B * H * L, seqBase: 0, blkBase: 0 };
     const idsT = idsU32(ids); // [B, L] u32 view or [1]
     const storeZ = ctx.recording && (opts.storeScores ?? false);
-    const { out, lse, zs } = runFwd(g, a, q, k, v, { ids: idsT }, ids !== null, storeZ);
+    const { out, stats } = runFwd(g, a, q, k, v, { ids: idsT }, ids !== null, storeZ);
     ctx.extra.g = g;
     ctx.extra.a = a;
     ctx.extra.hasIds = ids !== null;
-    ctx.save(q, k, v, out, lse, idsT, ...(zs ? [zs] : []));
-    lse.dispose();
+    ctx.extra.storeZ = storeZ;
+    ctx.save(q, k, v, out, stats, idsT);
+    stats.dispose();
     idsT.dispose();
-    zs?.dispose();
     return out;
   },
   backward(ctx, gy) {
-    const [q, k, v, out, lse, ids, zs] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
+    const [q, k, v, out, stats, ids] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
     const g = ctx.extra.g as Geom;
-    const [dq, dk, dv] = runBwd(g, ctx.extra.a as Resolved, { q, k, v, out, lse, zs: zs ?? null }, gy, { ids }, ctx.extra.hasIds as boolean, ctx.needsGrad);
+    const saved = { q, k, v, out, stats, storeZ: ctx.extra.storeZ as boolean };
+    const [dq, dk, dv] = runBwd(g, ctx.extra.a as Resolved, saved, gy, { ids }, ctx.extra.hasIds as boolean, ctx.needsGrad);
     return ctx.needsGrad.length === 4 ? [dq, dk, dv, null] : [dq, dk, dv];
   },
 });
@@ -689,30 +714,47 @@ export function attentionMasked(q: Tensor, k: Tensor, v: Tensor, ids: Tensor | n
 // ------------------------------------------------------------------ varlen op
 /** Packed-sequence description (see kernels/varlen.ts `packBatch`). */
 export interface VarlenLayout {
-  /** [B + 1] i32: token offsets of each sequence. */
-  offsets: Tensor;
-  /** [T] i32: sequence index of each token. */
-  seqOf: Tensor;
   /** Slots of the padded layout (each sequence length <= L); the dropout index uses it. */
   L: number;
-  /** [B + 1] the offsets on the host (to build the per-thread row blocks). */
+  /** [B + 1] token offsets of each sequence (T = the last). The GPU index is built from them. */
   hostOffsets: Int32Array;
-  /** Derived GPU tensors (row blocks per R), owned and disposed with the layout. */
+  /**
+   * Derived GPU tensors, owned and disposed with the layout: per rows-per-thread R, the attention index
+   * `vidx_r{R}` = [offsets (B+1) | seq_of (T) | blocks (NB)] i32, one upload.
+   */
   cache: Map<string, Tensor>;
 }
 
-/** First token of each block of R consecutive tokens of one sequence ([NB] i32, cached on the layout). */
-function rowBlocks(layout: VarlenLayout, R: number): { blocks: Tensor; nb: number } {
-  const key = `blocks_r${R}`;
+/** The varlen index of a layout for R rows per thread (built and uploaded once, cached on the layout). */
+interface VarlenIndex {
+  /** [B + 1 + T + NB] i32 (at least 1 element): offsets | seq_of (sequence of each token) | blocks (first token of each R-row block). */
+  vidx: Tensor;
+  /** Row blocks NB. */
+  nb: number;
+  /** Starts of seq_of and blocks in vidx. */
+  seqBase: number;
+  blkBase: number;
+}
+
+function varlenIndex(layout: VarlenLayout, R: number): VarlenIndex {
   const o = layout.hostOffsets;
+  const B = o.length - 1;
+  const T = o[B]!;
   const starts: number[] = [];
-  for (let b = 0; b + 1 < o.length; b++) for (let t = o[b]!; t < o[b + 1]!; t += R) starts.push(t);
-  let blocks = layout.cache.get(key);
-  if (!blocks || blocks.disposed) {
-    blocks = Tensor.from(Int32Array.from(starts.length ? starts : [0]), [Math.max(1, starts.length)], 'i32'); // [NB]
-    layout.cache.set(key, blocks);
+  for (let b = 0; b < B; b++) for (let t = o[b]!; t < o[b + 1]!; t += R) starts.push(t);
+  const seqBase = B + 1;
+  const blkBase = seqBase + T;
+  const key = `vidx_r${R}`;
+  let vidx = layout.cache.get(key);
+  if (!vidx || vidx.disposed) {
+    const host = new Int32Array(Math.max(1, blkBase + starts.length));
+    host.set(o, 0);
+    for (let b = 0; b < B; b++) host.fill(b, seqBase + o[b]!, seqBase + o[b + 1]!);
+    host.set(starts, blkBase);
+    vidx = Tensor.from(host, [host.length], 'i32'); // [B + 1 + T + NB]
+    layout.cache.set(key, vidx);
   }
-  return { blocks, nb: starts.length };
+  return { vidx, nb: starts.length, seqBase, blkBase };
 }
 
 const attentionVarlenOp = defineOp<{ layout: VarlenLayout; opts: AttentionOptions }>({
@@ -721,39 +763,35 @@ const attentionVarlenOp = defineOp<{ layout: VarlenLayout; opts: AttentionOption
     const [q, k, v] = inputs as [Tensor, Tensor, Tensor];
     checkQkv('attention_varlen', q, k, v, 3);
     const [T, H, D] = q.shape as [number, number, number];
-    if (T > 0 && layout.seqOf.size !== T) throw new Error(`attention_varlen: seqOf has ${layout.seqOf.size} entries for ${T} tokens`);
-    if (layout.offsets.dtype !== 'i32' || layout.seqOf.dtype !== 'i32') throw new Error('attention_varlen: offsets and seqOf must be i32');
+    const o = layout.hostOffsets;
+    if (o.length < 1 || o[0] !== 0 || o[o.length - 1] !== T) throw new Error(`attention_varlen: offsets run from ${o[0]} to ${o.at(-1)}, T = ${T}`);
+    for (let b = 0; b + 1 < o.length; b++) {
+      if (!(o[b + 1]! >= o[b]! && o[b + 1]! - o[b]! <= layout.L)) throw new Error(`attention_varlen: offsets [${o[b]}, ${o[b + 1]}) of sequence ${b} are not a run of at most L = ${layout.L} tokens`);
+    }
     const a = resolve(D, opts);
-    if (layout.hostOffsets[layout.hostOffsets.length - 1] !== T) throw new Error(`attention_varlen: offsets end at ${layout.hostOffsets.at(-1)}, T = ${T}`);
     const R = opts.rowsPerThread ?? attentionRowsPerThread(D);
-    const { blocks, nb } = rowBlocks(layout, R);
-    const g: Geom = { mode: 'varlen', threads: H * nb, tpg: nb, R, L: layout.L, H, T, D, shape: q.shape, rowShape: [H, T] };
-    const aux = { offsets: layout.offsets, seq_of: layout.seqOf, blocks };
+    const { vidx, nb, seqBase, blkBase } = varlenIndex(layout, R);
+    const g: Geom = { mode: 'varlen', threads: H * nb, tpg: nb, R, L: layout.L, H, T, D, shape: q.shape, rows: H * T, seqBase, blkBase };
     const storeZ = ctx.recording && (opts.storeScores ?? false);
-    const { out, lse, zs } = runFwd(g, a, q, k, v, aux, false, storeZ);
+    const { out, stats } = runFwd(g, a, q, k, v, { vidx }, false, storeZ);
     ctx.extra.g = g;
     ctx.extra.a = a;
-    ctx.save(q, k, v, out, lse, ...(zs ? [zs] : []));
-    lse.dispose();
-    zs?.dispose();
+    ctx.extra.storeZ = storeZ;
+    ctx.save(q, k, v, out, stats, vidx); // vidx saved: the backward does not depend on the layout's lifetime
+    stats.dispose();
     return out;
   },
   backward(ctx, gy) {
-    const [q, k, v, out, lse, zs] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | undefined];
-    const { layout } = ctx.attrs;
-    if (layout.offsets.disposed || layout.seqOf.disposed) {
-      throw new BackwardNotSupported('attention_varlen', 'the layout tensors were disposed before backward');
-    }
+    const [q, k, v, out, stats, vidx] = ctx.saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
     const g = ctx.extra.g as Geom;
-    const { blocks } = rowBlocks(layout, g.R);
-    const aux = { offsets: layout.offsets, seq_of: layout.seqOf, blocks };
-    return runBwd(g, ctx.extra.a as Resolved, { q, k, v, out, lse, zs: zs ?? null }, gy, aux, false, ctx.needsGrad);
+    const saved = { q, k, v, out, stats, storeZ: ctx.extra.storeZ as boolean };
+    return runBwd(g, ctx.extra.a as Resolved, saved, gy, { vidx }, false, ctx.needsGrad);
   },
 });
 
 /**
  * Padding-free attention over packed tokens: q, k, v [T, H, D] -> [T, H, D], sequences described by `layout`
- * (offsets/seqOf from kernels/varlen.ts). Causal masking is by packed index within each sequence.
+ * (from kernels/varlen.ts `packBatch`). Causal masking is by packed index within each sequence.
  */
 export function attentionVarlen(q: Tensor, k: Tensor, v: Tensor, layout: VarlenLayout, opts: AttentionOptions = {}): Tensor {
   return attentionVarlenOp.apply([q, k, v], { layout, opts });

@@ -20,7 +20,9 @@
 //                           no readback; ids outside [0, V) go to its sink segment).
 //   euclid_score_bwd_table  dX[i, d] = 2*alpha * sum_{p in seg(i)} g[p] (X[i,d] - u[b(p),d]); dQ likewise.
 //                           One thread per (i, d) over its segment in position order; no float atomics. Writes
-//                           every row (zeros for rows no pair hits): 2*V*D floats, reads 2*P*D.
+//                           every row (zeros for rows no pair hits): 2*V*D floats, reads 2*P*D. The CSR's offsets
+//                           and perm are copied into one buffer (two buffer copies of 4*(V+1+P) bytes) so that
+//                           the kernel binds 8 storage buffers, WebGPU's guaranteed per-stage limit (9 before).
 // llvmpipe's loop budget (65,535 iterations per invocation): the rows pass loops over N candidates and the table
 // pass over a segment (an item hit B*N times), so both take ranges / pieces of at most the budget per dispatch,
 // the unscaled sums carried in du/dm and dX/dQ (bit-identical to one dispatch).
@@ -35,9 +37,9 @@
 // Measured (npm run bench -- euclid., llvmpipe, 2 shared cores, medians of interleaved runs, forward + backward
 // into u, m, X, Q): B=1000 N=3 D=150 V=1682: fused 9.6-11.1 ms, composed engine ops 56-58 ms (5.8-6.1x),
 // tfjs-webgpu 342-350 ms (31-36x); B=256 N=100: fused 25-28 ms, composed 248-449 ms, tfjs 484-930 ms.
-import { ceilDiv, checkIds, defineOp, loopBudget, loopCost, maxLoopIterations, ref, shapeStr, Tensor, zeros, type Op } from '../engine/index.js';
+import { ceilDiv, checkIds, defineOp, loopBudget, loopCost, maxLoopIterations, ref, rt, shapeStr, Tensor, zeros, type Op } from '../engine/index.js';
 import { foldedIndex, kernelFamily, main1d, vecType, vecWidth, type VecWidth } from './common.js';
-import { buildInverseIndex } from './scatter.js';
+import { buildInverseIndex, type Csr } from './scatter.js';
 
 type F64 = ref.F64;
 const WG = 64;
@@ -137,18 +139,18 @@ const tableKernel = kernelFamily('euclid_score_bwd_table', ({ w }: { w: VecWidth
     foldable: true,
     wgsl: /* wgsl */ `
 // dX[i, d] = cx * sum_{q in seg(i)} g[q] (X[i, d] - u[b(q), d]), dQ[i, d] = cq * sum g[q] (Q[i, d] - m[b(q), d]),
-// seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N. One thread per
+// seg(i) = perm[offsets[i] .. offsets[i+1]) in ascending position order, b(q) = q / N (offsets and perm are one
+// buffer: csr = offsets [V + 1] | perm [B * N], perm from element pb = V + 1). One thread per
 // (i, ${w} consecutive d). Piece [s0, s0 + len) of each segment per dispatch (a hot item can own every position,
 // past llvmpipe's loop budget): the unscaled sums of unfinished segments wait in dX / dQ.
 override WANT_X: u32 = 1u;
 override WANT_Q: u32 = 1u;
-struct Params { VDW: u32, N: u32, DW: u32, cx: f32, cq: f32, s0: u32, len: u32 }
+struct Params { VDW: u32, N: u32, DW: u32, cx: f32, cq: f32, s0: u32, len: u32, pb: u32 }
 @group(0) @binding(0) var<uniform> p: Params;${ROWS_AND_TABLES(T)}
 @group(0) @binding(5) var<storage, read> gy: array<f32>;          // [B, N]
-@group(0) @binding(6) var<storage, read> offsets: array<u32>;     // [V + 1]
-@group(0) @binding(7) var<storage, read> perm: array<u32>;        // [B * N]
-@group(0) @binding(8) var<storage, read_write> dX: array<${T}>;   // [V, D] (or [${w}] when WANT_X = 0)
-@group(0) @binding(9) var<storage, read_write> dQ: array<${T}>;   // [V, D] (or [${w}] when WANT_Q = 0)
+@group(0) @binding(6) var<storage, read> csr: array<u32>;         // [V + 1 + B * N] offsets | perm
+@group(0) @binding(7) var<storage, read_write> dX: array<${T}>;   // [V, D] (or [${w}] when WANT_X = 0)
+@group(0) @binding(8) var<storage, read_write> dQ: array<${T}>;   // [V, D] (or [${w}] when WANT_Q = 0)
 ${main1d(WG)} {
   let t = ${foldedIndex(WG)};
   if (t >= p.VDW) { return; }
@@ -158,8 +160,8 @@ ${main1d(WG)} {
   let qv = Q[t];
   var gx = ${T}(0.0);
   var gq = ${T}(0.0);
-  let a = offsets[i];
-  let e = offsets[i + 1u];
+  let a = csr[i];                // offsets[i]
+  let e = csr[i + 1u];           // offsets[i + 1]
   let k0 = a + min(p.s0, e - a);
   let k1 = k0 + min(p.len, e - k0);
   if (p.s0 != 0u) {
@@ -167,8 +169,8 @@ ${main1d(WG)} {
     if (WANT_X != 0u) { gx = dX[t]; }
     if (WANT_Q != 0u) { gq = dQ[t]; }
   }
-  for (var k = k0; k < k1; k = k + 1u) {
-    let q = perm[k];
+  for (var k = k0 + p.pb; k < k1 + p.pb; k = k + 1u) {
+    let q = csr[k];              // perm[k - pb]
     let g = gy[q];
     let r = (q / p.N) * p.DW + d;
     if (WANT_X != 0u) { gx = gx + g * (xv - u[r]); }
@@ -182,6 +184,16 @@ ${main1d(WG)} {
     loopTrips: ({ len }) => loopCost(len!),
   };
 });
+
+/** The CSR's offsets [V + 1] and perm [P] copied into one u32 buffer [V + 1 + P] (buffer copies, no kernel); disposes the CSR. */
+function joinedCsr(c: Csr, V: number, P: number): Tensor {
+  const out = Tensor.empty([V + 1 + P], 'u32'); // [V + 1 + P]
+  const q = rt().queue;
+  q.copy(c.offsets.buffer, c.offsets.byteOffset, out.buffer, out.byteOffset, 4 * (V + 1));
+  q.copy(c.perm.buffer, c.perm.byteOffset, out.buffer, out.byteOffset + 4 * (V + 1), 4 * P);
+  c.dispose();
+  return out;
+}
 
 export interface EuclidScoreAttrs {
   /** Weight of the long-term term (AttRec's code: 0.2). */
@@ -245,14 +257,14 @@ export const euclidScoreOp: Op<EuclidScoreAttrs> = defineOp<EuclidScoreAttrs>({
     if (needX || needQ) {
       dX = outOrScratch(needX, [V, D]); // [V, D]
       dQ = outOrScratch(needQ, [V, D]); // [V, D]
-      const csr = buildInverseIndex(idx, V); // offsets [V + 1], perm [B * N]
-      // A segment may hold all B*N positions: pieces of `len` positions per dispatch past the loop budget.
       const P = B * N;
+      const csr = joinedCsr(buildInverseIndex(idx, V), V, P); // [V + 1 + P] u32: offsets | perm
+      // A segment may hold all B*N positions: pieces of `len` positions per dispatch past the loop budget.
       const len = Math.max(1, Math.min(P, maxLoopIterations(loopBudget())));
       for (let s0 = 0; s0 < P; s0 += len) {
         tableKernel({ w }).run(
-          { u, m, X, Q, gy, offsets: csr.offsets, perm: csr.perm, dX, dQ },
-          { VDW: (V * D) / w, N, DW: D / w, cx: 2 * a, cq: 2 * (1 - a), s0, len },
+          { u, m, X, Q, gy, csr, dX, dQ },
+          { VDW: (V * D) / w, N, DW: D / w, cx: 2 * a, cq: 2 * (1 - a), s0, len, pb: V + 1 },
           { overrides: { WANT_X: needX ? 1 : 0, WANT_Q: needQ ? 1 : 0 } },
         );
       }

@@ -12,7 +12,9 @@
 //   (index -1 -> zeros), whose backward is the same gather with the inverse map (a bijection between real
 //   padded rows and tokens), so no scatter-add and no atomics are needed.
 // Every per-token op of the encoder (Linear, GELU, LayerNorm, residual adds, dropout) runs on [T, C]
-// unchanged; position embeddings are gathered with `positions`; attention uses attentionVarlen (attention_masked.ts).
+// unchanged; position embeddings are gathered with `positions`; attention uses attentionVarlen (attention_masked.ts),
+// which builds its GPU index (offsets | seq_of | row blocks, one i32 buffer) from the host offsets on first use and
+// caches it on the batch (`cache`), so offsets and seqOf are not uploaded on their own.
 // Parallel strategy: one thread per output element; memory traffic: reads and writes M*C floats + M indices.
 import { ceilDiv, defineKernel, defineOp, ref, Tensor } from '../engine/index.js';
 import type { VarlenLayout } from './attention_masked.js';
@@ -86,7 +88,10 @@ export function planPack(ids: ArrayLike<number>, B: number, L: number): PackPlan
   return { B, L, T, lengths, offsets, seqOf, positions, padIndex, tokenOf, last, lastInverse, tokens };
 }
 
-/** A packed batch on the GPU: the attention layout plus the gather maps. dispose() frees them. */
+/**
+ * A packed batch on the GPU: the attention layout (host offsets; attention's index tensors are built on first use
+ * into `cache`) plus the gather maps. dispose() frees them.
+ */
 export interface PackedBatch extends VarlenLayout {
   plan: PackPlan;
   B: number;
@@ -104,8 +109,6 @@ export function packBatch(ids: ArrayLike<number>, B: number, L: number): PackedB
   const plan = planPack(ids, B, L);
   const up = (a: Int32Array): Tensor => Tensor.from(a.length ? a : new Int32Array(1), [Math.max(1, a.length)], 'i32');
   const ts = {
-    offsets: up(plan.offsets), // [B + 1]
-    seqOf: up(plan.seqOf), // [T]
     positions: up(plan.positions), // [T]
     tokens: up(plan.tokens), // [T]
     padIndex: up(plan.padIndex), // [T]
