@@ -7,6 +7,7 @@
 // Everything is imported from the package root ('../index.js'): the page bundle maps that import to the library
 // bundle dist/browser/seqrec.js, so the page exercises the published browser bundle itself.
 import { backward, F, flags, getGpu, manualSeed, models, ref, scope, sync, Tensor, zeros, type GpuInfo } from '../index.js';
+import type { InputSpec, OpCase } from '../test/harness.js';
 
 type F64 = ref.F64;
 const { data } = models;
@@ -22,25 +23,8 @@ const U = 2 ** -24;
 /** Dot products of length L over values bounded by ma, mb (Higham's gamma_L bound, as test/matmul.test.ts). */
 const dotTol = (L: number, ma: number, mb: number): Tol => ({ atol: Math.max(1e-5, 4 * U * L * ma * mb), rtol: 1e-4 });
 
-interface InputSpec {
-  shape: number[];
-  dtype?: 'f32' | 'i32' | 'u32';
-  /** Float range (default [-2, 2]) or inclusive integer range (default [0, 9]). */
-  range?: [number, number];
-  values?: number[];
-  /** Gradient checked (default true for f32). */
-  grad?: boolean;
-}
-
-interface OpCheck {
-  name: string;
-  inputs: InputSpec[];
-  run: (xs: Tensor[]) => Tensor;
-  ref: (xs: F64[]) => F64;
-  refGrad?: (xs: F64[], gy: F64) => Array<F64 | null>;
-  tol?: Tol;
-  gradTol?: Tol;
-}
+/** The harness's case types (test/harness.ts; a type-only import: nothing of vitest reaches the bundle). */
+type OpCheck = Pick<OpCase, 'name' | 'inputs' | 'run' | 'ref' | 'refGrad' | 'tol' | 'gradTol'>;
 
 export interface KernelCheckResult {
   name: string;

@@ -4,31 +4,13 @@
 import { expect, it } from 'vitest';
 import { sync, Tensor } from '../engine/index.js';
 import { bceNegSampling, refBceNegSampling, refBceNegSamplingGrad, refBceNegSamplingRow } from '../kernels/bce_neg_sampling.js';
-import type { Reduction } from '../kernels/common.js';
-import { checkOp, describeGpu, type F64, type InputSpec } from './harness.js';
+import { checkOp, describeGpu, type F64 } from './harness.js';
+import { pairIdInputs, type PairCase } from './ids.js';
 
-type MaskKind = 'some' | 'all';
-function maskValues(N: number, kind: MaskKind): number[] {
-  return Array.from({ length: N }, (_, n) => (kind === 'all' || n % 3 === 1 ? 0 : n % 5 === 2 ? 0.5 : 1));
-}
-
-interface PairCase {
-  N: number;
-  D: number;
-  mask?: MaskKind;
-  range?: readonly [number, number];
-  reduction?: Reduction;
-}
 
 function bceIds(c: PairCase & { V: number; idRange?: readonly [number, number] }): Promise<void> {
   const { N, D, V } = c;
-  const inputs: InputSpec[] = [
-    { shape: [N, D], range: c.range },
-    { shape: [V, D], range: c.range },
-    { shape: [N], dtype: 'i32', range: c.idRange ?? [0, V - 1] },
-    { shape: [N], dtype: 'i32', range: c.idRange ?? [0, V - 1] },
-  ];
-  if (c.mask) inputs.push({ shape: [N], values: maskValues(N, c.mask), grad: false });
+  const inputs = pairIdInputs(c);
   const red = c.reduction ?? 'mean';
   const x = (xs: F64[]) => ({ h: xs[0]!, table: xs[1]!, posIds: xs[2]!, negIds: xs[3]!, mask: c.mask ? xs[4]! : null, reduction: red });
   return checkOp({

@@ -1,7 +1,10 @@
-// Shared helpers of the lookup tests (embedding, scatter, attention_masked, varlen): id generators, the id-check
-// switch, and a bit-exact comparison for the deterministic scatter.
+// Shared helpers of the lookup tests (embedding, scatter, attention_masked, varlen, pairwise, bce_neg_sampling): id
+// generators, the id-check switch, a bit-exact comparison for the deterministic scatter, and the inputs of the
+// two-score losses over table ids.
 import { expect } from 'vitest';
 import { flags, ref } from '../engine/index.js';
+import type { Reduction } from '../kernels/common.js';
+import type { InputSpec } from './harness.js';
 
 export function bitsEqual(what: string, got: ArrayLike<number>, want: Float32Array): void {
   const g = new Uint32Array(Float32Array.from(got).buffer);
@@ -41,4 +44,32 @@ export function leftPadded(lens: readonly number[], L: number, seed = 1): number
   const ids: number[] = [];
   for (const n of lens) for (let s = 0; s < L; s++) ids.push(s >= L - n ? 1 + Math.floor(rnd() * 9) : 0);
   return ids;
+}
+
+/** Row weights of the masked two-score loss cases: 'some' zeros every third row and halves some, 'all' zeros all. */
+export type MaskKind = 'some' | 'all';
+export function maskValues(N: number, kind: MaskKind): number[] {
+  return Array.from({ length: N }, (_, n) => (kind === 'all' || n % 3 === 1 ? 0 : n % 5 === 2 ? 0.5 : 1));
+}
+
+/** A two-score loss case (pairwise, bce_neg_sampling): N rows of width D. */
+export interface PairCase {
+  N: number;
+  D: number;
+  mask?: MaskKind;
+  range?: readonly [number, number];
+  reduction?: Reduction;
+}
+
+/** Inputs of a two-score loss over table ids: rows [N, D], table [V, D], positive and negative ids [N] (+ mask [N]). */
+export function pairIdInputs(c: PairCase & { V: number; idRange?: readonly [number, number] }): InputSpec[] {
+  const { N, D, V } = c;
+  const inputs: InputSpec[] = [
+    { shape: [N, D], ...(c.range ? { range: c.range } : {}) },
+    { shape: [V, D], ...(c.range ? { range: c.range } : {}) },
+    { shape: [N], dtype: 'i32', range: c.idRange ?? [0, V - 1] },
+    { shape: [N], dtype: 'i32', range: c.idRange ?? [0, V - 1] },
+  ];
+  if (c.mask) inputs.push({ shape: [N], values: maskValues(N, c.mask), grad: false });
+  return inputs;
 }

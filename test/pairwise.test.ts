@@ -3,22 +3,10 @@
 // around the workgroup, magnitudes, ids outside the table.
 import { expect, it } from 'vitest';
 import { flags, sync, Tensor } from '../engine/index.js';
-import type { Reduction } from '../kernels/common.js';
 import { pairwiseSigmoidLoss, pairwiseSigmoidLossIds, refPairwiseSigmoidGrad, refPairwiseSigmoidLoss, refPairwiseSigmoidRow } from '../kernels/pairwise.js';
 import { checkOp, describeGpu, type F64, type InputSpec } from './harness.js';
+import { maskValues, pairIdInputs, type PairCase } from './ids.js';
 
-type MaskKind = 'some' | 'all';
-function maskValues(N: number, kind: MaskKind): number[] {
-  return Array.from({ length: N }, (_, n) => (kind === 'all' || n % 3 === 1 ? 0 : n % 5 === 2 ? 0.5 : 1));
-}
-
-interface PairCase {
-  N: number;
-  D: number;
-  mask?: MaskKind;
-  range?: readonly [number, number];
-  reduction?: Reduction;
-}
 
 function pairDense(c: PairCase): Promise<void> {
   const { N, D } = c;
@@ -44,13 +32,7 @@ function pairDense(c: PairCase): Promise<void> {
 
 function pairIds(c: PairCase & { V: number; idRange?: readonly [number, number] }): Promise<void> {
   const { N, D, V } = c;
-  const inputs: InputSpec[] = [
-    { shape: [N, D], range: c.range },
-    { shape: [V, D], range: c.range },
-    { shape: [N], dtype: 'i32', range: c.idRange ?? [0, V - 1] },
-    { shape: [N], dtype: 'i32', range: c.idRange ?? [0, V - 1] },
-  ];
-  if (c.mask) inputs.push({ shape: [N], values: maskValues(N, c.mask), grad: false });
+  const inputs = pairIdInputs(c);
   const red = c.reduction ?? 'sum';
   const x = (xs: F64[]) => ({ a: xs[0]!, table: xs[1]!, posIds: xs[2]!, negIds: xs[3]!, mask: c.mask ? xs[4]! : null, reduction: red });
   return checkOp({
