@@ -4,9 +4,10 @@
  * browser or an image viewer opens directly. All text is XML-escaped.
  */
 import { constants as fsc, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { access, mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { UsageError } from './args.js';
+import { writeFileAtomic } from '../models/data/io.js';
 
 export interface Series { name: string; points: Array<[number, number]> } // [x, y]; y may be NaN/null-skipped
 export interface LineChart { title: string; xLabel: string; yLabel: string; series: Series[]; logY?: boolean }
@@ -310,17 +311,10 @@ export function stackSvg(panels: string[], opts: { columns?: number } = {}): str
 
 const tmpName = (file: string): string => `${file}.${process.pid}.${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}.tmp`;
 
-/** Atomic write: a temporary file next to the target, then rename; creates the directory. */
+/** Atomic write (the data layer's writeFileAtomic: temp file next to the target, then rename); creates the directory. */
 export async function writeSvg(file: string, svg: string): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
-  const tmp = tmpName(file);
-  try {
-    await writeFile(tmp, svg, 'utf8');
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
-  }
+  await writeFileAtomic(file, svg, { force: true });
 }
 
 /** writeSvg, synchronous (for per-epoch hooks inside a training loop). */
