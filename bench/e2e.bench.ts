@@ -4,8 +4,9 @@
 //                             pretraining batch), L 50, hidden 64, 2 layers, 12,103 items, 638 attributes
 //   e2e.s3rec.finetune_step   one S3-Rec fine-tuning step (models/s3rec_train.ts trainStep: varlen encoder, BCE
 //                             with one sampled negative, backward, Adam), batch 256, L 50, hidden 64, 12,103 items
-//   e2e.attrec.train_step     one AttRec step (model.loss, backward, Adagrad, as trainAttRec runs it), batch 1000
-//                             windows, L 5, T 3, d 150, 943 users, 1,683 item rows
+//   e2e.attrec.train_step     one AttRec step as trainAttRec runs it (the fused step, kernels/attrec_step.ts), batch
+//                             1000 windows, L 5, T 3, d 150, 943 users, 1,683 item rows
+//   e2e.attrec.train_step_autograd   the same step through the tape (model.loss, backward, Adagrad.step)
 // Data: Beauty-like users (sequence lengths from Beauty's measured distribution, popularity-skewed item ids, 1-6
 // attributes per item) and ML-100k-like users (20 + exponential lengths, mean ~106 ratings); the batch is built
 // once, as the training loops' prefetchers do, outside the timed step (the pretraining step packs and uploads its
@@ -18,7 +19,7 @@
 // std 0.001, within 5%).
 import { backward, manualSeed, ref, scope, type Tensor, zeros } from '../engine/index.js';
 import {
-  Adagrad, Adam, AttRec, buildWindows, data, disposeAttRecBatch, encoderBatch, PRETRAIN_WEIGHTS, PretrainBatcher, pretrainStep,
+  Adagrad, Adam, AttRec, AttRecFusedStep, buildWindows, data, disposeAttRecBatch, encoderBatch, PRETRAIN_WEIGHTS, PretrainBatcher, pretrainStep,
   S3RecModel, trainStep, uploadAttRecBatch, type Module, type PretrainHostBatch,
 } from '../models/index.js';
 import { beautyLength, skewedItem } from './common.js';
@@ -279,12 +280,25 @@ const newAttRec = (c: AttCfg): AttRec => {
   return new AttRec({ numUsers: c.users, numItems: c.items + 1, dim: c.d, seqLen: c.L });
 };
 
-function attrecRun(h: AttIn): Promise<Outputs> {
-  const { L, T } = h.cfg;
+function attrecRun(h: AttIn, fused: boolean): Promise<Outputs> {
+  const { L, T, B } = h.cfg;
   return freshStep(
     () => newAttRec(h.cfg),
     async (model) => {
       const opt = new Adagrad(model, { lr: 0.05, initialAccumulatorValue: 0.05 });
+      if (fused) {
+        const f = new AttRecFusedStep(model, opt, B, T);
+        const fb = f.batch(h.users, h.inputs, h.targets, h.negatives);
+        try {
+          f.resetLoss();
+          f.step(fb);
+          return await f.lossSum();
+        } finally {
+          fb.dispose();
+          f.dispose();
+          opt.dispose();
+        }
+      }
       const b = uploadAttRecBatch(h.users, h.inputs, h.targets, h.negatives, L, T);
       try {
         const loss: Tensor = scope(() => model.loss(b)); // []
@@ -309,12 +323,34 @@ function attrecEntry(cfg: AttCfg): BenchEntry<AttIn> {
     shape: `B${cfg.B} L${cfg.L} T${cfg.T} d${cfg.d} users${cfg.users} V${cfg.items + 1} (ML-100k-like)`,
     dims: { B: cfg.B, L: cfg.L, T: cfg.T, d: cfg.d, users: cfg.users, V: cfg.items + 1 },
     inputs: () => attInputs(cfg),
-    reference: (h) => attrecRun(h),
+    reference: (h, key) => attrecRun(h, key === 'fused'),
     // Hinge summed over the batch: every distance is ~0 at init, so the loss is ~B·T·margin (0.5).
     check: stepCheck({ loss: cfg.B * cfg.T * 0.5, tol: 0.05 * cfg.B * cfg.T * 0.5, what: 'B·T·margin' }),
     variants: [
       {
         name: 'train_step',
+        kind: 'step',
+        refKey: 'fused',
+        setup(h): Instance {
+          const model = newAttRec(cfg);
+          model.train();
+          const opt = new Adagrad(model, { lr: 0.05, initialAccumulatorValue: 0.05 });
+          const f = new AttRecFusedStep(model, opt, cfg.B, cfg.T);
+          const fb = f.batch(h.users, h.inputs, h.targets, h.negatives);
+          return {
+            run: () => f.step(fb),
+            outputs: () => attrecRun(h, true),
+            dispose() {
+              fb.dispose();
+              f.dispose();
+              opt.dispose();
+              model.dispose();
+            },
+          };
+        },
+      },
+      {
+        name: 'train_step_autograd',
         kind: 'step',
         setup(h): Instance {
           const model = newAttRec(cfg);
@@ -329,7 +365,7 @@ function attrecEntry(cfg: AttCfg): BenchEntry<AttIn> {
               model.zeroGrad();
               loss.dispose();
             },
-            outputs: () => attrecRun(h),
+            outputs: () => attrecRun(h, false),
             dispose() {
               disposeAttRecBatch(b);
               opt.dispose();

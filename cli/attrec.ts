@@ -2,7 +2,7 @@
 // Defaults are the authors' code as it runs (ATTREC_SPEC §4.1); every hyperparameter and paper variant is an
 // option. stdout: the result table (or, with --json, exactly one JSON line); stderr: progress and messages.
 import { backward, destroyGpu, formatProfile, initGpu, profileKernels, scope } from '../engine/index.js';
-import { disposeAttRecBatch, uploadAttRecBatch } from '../models/attrec.js';
+import { AttRecFusedStep, disposeAttRecBatch, uploadAttRecBatch } from '../models/attrec.js';
 import {
   attrecSplits, buildWindows, evaluateAttRec, loadAttRecCheckpoint, loadAttRecData, popularityAttRec, trainAttRec, ATTREC_TRAIN_DEFAULTS,
   type AttRecTrainOptions, type AttRecEpochRecord,
@@ -186,13 +186,26 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
   }
 }
 
-/** One more training step on a fresh batch of epoch 1 (the model is advanced; it is not saved afterwards). */
+/** One more training step (two: one warms the pipelines) on a fresh batch of epoch 1 (the model is advanced; it is not saved afterwards). */
 async function profileOneStep(data: Awaited<ReturnType<typeof loadAttRecData>>, opts: AttRecTrainOptions, model: import('../models/attrec.js').AttRec, opt: import('../models/optim.js').Adagrad) {
   const T = opts.targets ?? 3;
   const splits = attrecSplits(data, opts.protocol ?? 'validation');
   const w = buildWindows(splits.trainSeqs, model.cfg.seqLen, T);
   const B = Math.min(opts.batchSize ?? 1000, w.count);
   const hb = buildAttRecBatch(w, epochOrder(w.count, opts.seed ?? 42, 1).subarray(0, B), { numItems: model.cfg.numItems, rng: new Rng(1) });
+  model.train();
+  if (opts.fusedStep !== false && model.fusedStepBlocker(B, T) === null) {
+    // The trainer's fused step (kernels/attrec_step.ts).
+    const fused = new AttRecFusedStep(model, opt, B, T);
+    const fb = fused.batch(hb.users, hb.inputs, hb.targets, hb.negatives);
+    try {
+      fused.step(fb); // warm (pipelines compiled)
+      return await profileKernels(() => fused.step(fb));
+    } finally {
+      fb.dispose();
+      fused.dispose();
+    }
+  }
   const b = uploadAttRecBatch(hb.users, hb.inputs, hb.targets, hb.negatives, model.cfg.seqLen, T);
   const step = (): void => {
     const loss = scope(() => model.loss(b));
@@ -201,7 +214,6 @@ async function profileOneStep(data: Awaited<ReturnType<typeof loadAttRecData>>, 
     model.zeroGrad();
     loss.dispose();
   };
-  model.train();
   step(); // warm (pipelines compiled)
   const prof = await profileKernels(step);
   disposeAttRecBatch(b);

@@ -195,6 +195,16 @@ export class Tensor {
     return new Tensor(this._storage.retain(), shp, this.dtype);
   }
 
+  /**
+   * A tensor over the leading numel(shape) elements of this storage (no copy, no autograd): a prefix view, e.g.
+   * the rows of a preallocated workspace that one step uses.
+   */
+  prefixView(shape: Shape): Tensor {
+    checkShape(shape);
+    if (numel(shape) > this.size) throw new Error(`prefixView: ${shapeStr(shape)} has more elements than ${this.describe()}`);
+    return new Tensor(this._storage.retain(), shape, this.dtype);
+  }
+
   /** Same storage, new tensor object, no graph. */
   detach(): Tensor {
     return this.view(this.shape);

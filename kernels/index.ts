@@ -24,6 +24,10 @@ export * from './euclid_score.js';
 export { topkScores, refTopkScores, defaultChunks, type TopkMode, type TopkOptions, type TopkResult, type RefTopkInput, type RefTopkResult } from './topk.js';
 export { smallBmmNT, smallBmmNN } from './small_bmm.js';
 export { gatherDot, refGatherDot } from './gather_dot.js';
+export {
+  AttRecStepWorkspace, attrecStepBatch, attrecStepSupported, refAttRecStep,
+  type AttRecStepBatch, type AttRecStepDims, type AttRecStepHyper, type AttRecStepParams, type AttRecStepSections, type RefAttRecStepInput,
+} from './attrec_step.js';
 export { scaleShiftOp, refScaleShift } from './scale_shift.js';
 export { biasGelu, refBiasGelu, refBiasGeluGrad } from './bias_gelu.js';
 export {

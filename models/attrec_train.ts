@@ -35,8 +35,9 @@ import { basenamePath as basename, joinPath as join } from './data/paths.js';
 import { accumulateInPlace, backward, initGpu, manualSeed, noGrad, packagePath, readSafetensors, rt, scope, sync, Tensor, zeros } from '../engine/index.js';
 import { loadCheckpoint } from './checkpoint.js';
 import { topkScores } from '../kernels/index.js';
-import { AttRec, disposeAttRecBatch, uploadAttRecBatch, resolveAttRecConfig, padInfo, type AttRecConfig, type AttRecGpuBatch, type ResolvedAttRecConfig } from './attrec.js';
+import { AttRec, AttRecFusedStep, disposeAttRecBatch, uploadAttRecBatch, resolveAttRecConfig, padInfo, type AttRecConfig, type AttRecGpuBatch, type ResolvedAttRecConfig } from './attrec.js';
 import { Adagrad } from './optim.js';
+import type { AttRecStepBatch } from '../kernels/attrec_step.js';
 import {
   attrecTestInputs, attrecWindows, batchIndices, buildAttRecBatch, DataError, epochOrder, fileExists, ItemSet, leaveLastOut, loadAttRecSplit,
   loadInteractionLog, loadS3RecSequences, MetricAccumulator, negSample, pathExists, prefetch, Rng, type AttRecWindows,
@@ -279,6 +280,12 @@ export interface AttRecTrainOptions extends Omit<AttRecConfig, 'numUsers' | 'num
   hooks?: TrainHooks;
   /** Read the running loss back every this many steps (progress, and a bound on how far the host runs ahead). Default 10. */
   readEvery?: number;
+  /**
+   * The fused training step (kernels/attrec_step.ts, same math in 11 dispatches instead of ~100): 'auto' (default)
+   * wherever it applies (the authors' model projecting through the item table: AttRec.fusedStepBlocker), true
+   * (an error where it does not), false (always the autograd path).
+   */
+  fusedStep?: boolean | 'auto';
 }
 
 export interface AttRecEpochRecord extends EpochRecord {
@@ -383,7 +390,11 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
   const popValid = splits.valid ? popularityAttRec(splits.valid, cfg.numItems) : undefined;
   hooks.onLog?.(`data: ${data.name} (${data.format}), ${data.numUsers} users, ${data.numItems - 1} item ids, ${windows.count} windows, ${steps} batches of ${o.batchSize} per epoch`);
 
-  const lossSum = zeros([]); // [] summed on the GPU
+  const fusedWhy = o.fusedStep === false ? 'fusedStep false' : model.fusedStepBlocker(o.batchSize, T);
+  if (o.fusedStep === true && fusedWhy) throw new Error(`AttRec: fusedStep true, but the fused step does not cover ${fusedWhy}`);
+  const fused = fusedWhy === null ? new AttRecFusedStep(model, opt, o.batchSize, T) : null;
+  hooks.onLog?.(fused ? 'training step: fused (kernels/attrec_step.ts)' : `training step: autograd (${fusedWhy})`);
+  const lossSum = zeros([]); // [] summed on the GPU (autograd path)
   const set = new ItemSet(cfg.numItems);
   const elapsed0 = state.history.at(-1)?.elapsed ?? 0;
   const tRun = performance.now();
@@ -394,35 +405,40 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
       seedEngineForEpoch(o.seed, epoch);
       const rng = new Rng(epochSeed(o.seed, epoch, 1));
       model.train();
-      lossSum.write(new Float32Array([0]));
+      if (fused) fused.resetLoss();
+      else lossSum.write(new Float32Array([0]));
       const batches = prefetch(
         batchIndices(epochOrder(windows.count, o.seed, epoch), o.batchSize, true),
-        (idx): AttRecGpuBatch => {
+        (idx): TrainBatch => {
           const hb = buildAttRecBatch(windows, idx, { numItems: cfg.numItems, rng });
           if (o.negatives === 'paper') paperNegatives(hb.negatives, hb.users, splits.trainSeqs, cfg.numItems, T, rng, set);
-          return uploadAttRecBatch(hb.users, hb.inputs, hb.targets, hb.negatives, L, T);
+          return fused ? { fused: fused.batch(hb.users, hb.inputs, hb.targets, hb.negatives) } : { gpu: uploadAttRecBatch(hb.users, hb.inputs, hb.targets, hb.negatives, L, T) };
         },
-        disposeAttRecBatch,
+        disposeTrainBatch,
       );
       let step = 0;
       let aborted = false;
       const watch = options.checkFinite ? watchFinite(options.checkFinite, model.stateDict()) : null;
       hooks.onProgress?.({ phase: 'train', epoch: epoch - 1, epochs: o.epochs, step: 0, steps, samples: 0 });
       for (const b of batches) {
-        const loss = scope(() => model.loss(b)); // []
-        backward(loss);
-        opt.step();
-        model.zeroGrad();
+        let loss: Tensor | undefined;
+        if ('fused' in b) fused!.step(b.fused);
+        else {
+          loss = scope(() => model.loss(b.gpu)); // []
+          backward(loss);
+          opt.step();
+          model.zeroGrad();
+          accumulateInPlace(lossSum, loss);
+        }
         if (o.clip) model.clipToUnitBall();
-        accumulateInPlace(lossSum, loss);
         step++;
-        if (watch) await watch.afterStep(epoch * steps + step, loss);
-        loss.dispose();
+        if (watch) await watch.afterStep(epoch * steps + step, loss); // fused: the parameters only (a bad loss spreads to them)
+        loss?.dispose();
         batches.prepareNext(); // batch i+1 built and uploaded while the GPU runs step i
         rt().queue.flush();
-        disposeAttRecBatch(b);
+        disposeTrainBatch(b);
         if (step % o.readEvery === 0 || step === steps) {
-          const s = await lossSum.item();
+          const s = fused ? await fused.lossSum() : await lossSum.item();
           hooks.onProgress?.({ phase: 'train', epoch: epoch - 1, epochs: o.epochs, step, steps, samples: step * o.batchSize, losses: { loss: s / step } });
         }
         if (hooks.signal?.aborted) {
@@ -431,7 +447,7 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
         }
       }
       if (aborted) break;
-      const loss = (await lossSum.item()) / steps;
+      const loss = (fused ? await fused.lossSum() : await lossSum.item()) / steps;
       const trainSeconds = (performance.now() - te) / 1000;
       model.eval();
       const tv = performance.now();
@@ -464,6 +480,7 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
     }
   } finally {
     lossSum.dispose();
+    fused?.dispose();
   }
   await sync();
   const best = state.history.find((r) => r.epoch === state.bestEpoch);
@@ -488,6 +505,13 @@ export async function trainAttRec(data: AttRecData, options: AttRecTrainOptions 
     secondsPerEpoch: median(state.history.map((r) => r.trainSeconds)), secondsPerEval: median(state.history.map((r) => r.evalSeconds / (splits.valid ? 2 : 1))),
     peakGpuBytes: peakGpuBytes(), seconds: (performance.now() - t0) / 1000, model, optimizer: opt,
   };
+}
+
+/** A training batch of either path. */
+type TrainBatch = { gpu: AttRecGpuBatch } | { fused: AttRecStepBatch };
+function disposeTrainBatch(b: TrainBatch): void {
+  if ('fused' in b) b.fused.dispose();
+  else disposeAttRecBatch(b.gpu);
 }
 
 /** A model rebuilt from a checkpoint written by trainAttRec (config from its metadata). */

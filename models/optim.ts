@@ -182,6 +182,19 @@ export abstract class Optimizer {
     return e.step;
   }
 
+  /**
+   * For a fused kernel that applies this optimizer's update itself (kernels/attrec_step.ts): the state arenas of
+   * `param` (one per state slot, in the rule's order) and its offset in them, in floats. Counts one step for the
+   * parameter, as step() would: call it once per update the kernel makes.
+   */
+  externalStep(param: Tensor): { state: Tensor[]; offset: number } {
+    if (this.disposed) throw new Error(`${this.rule.family}: externalStep() after dispose()`);
+    const e = this.entries.find((x) => x.param === param);
+    if (!e) throw new Error(`${this.rule.family}: ${param.describe()} is not one of this optimizer's parameters`);
+    e.step++;
+    return { state: this.arenas[e.arena]!, offset: e.offset };
+  }
+
   /** Update every parameter that has a gradient (records GPU work; no readback). */
   step(): void {
     if (this.disposed) throw new Error(`${this.rule.family}: step() after dispose()`);

@@ -30,6 +30,7 @@ export const NOT_OPS: Readonly<Record<string, string>> = {};
 /** Families whose ops update tensors in place (no output for checkOp): their tests compare with expectClose. */
 export const IN_PLACE: Readonly<Record<string, string>> = {
   optim: 'optimizer steps update the parameters and their state in place',
+  attrec_step: 'the fused AttRec training step updates the parameters and the Adagrad state in place',
 };
 
 export interface Library {
