@@ -63,7 +63,8 @@ const TRAIN_OPTS: OptSpec[] = [
   { name: 'clip', type: 'flag', help: 'paper: clip rows of P, X, Q to the unit ball after every step' },
   { name: 'negatives', type: 'choice', choices: ['authors', 'paper'], default: D.negatives, help: 'authors: all items minus the window\'s targets; paper: items the user never interacted with' },
   { name: 'attention', type: 'choice', choices: ['composed', 'fused'], default: 'composed', help: 'attention implementation (same math; fused: kernels/attention_masked.ts)' },
-  { name: 'project-table', type: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'project the item table instead of batch rows (same math; auto: when items < batch*L)' },
+  { name: 'project-table', type: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: 'autograd path: project the item table instead of batch rows (same math; auto: when items < batch*L)' },
+  { name: 'fused-step', type: 'choice', choices: ['auto', 'on', 'off'], default: 'auto', help: "the fused training step (kernels/attrec_step.ts: the same math in 13 dispatches instead of ~100): auto = wherever it applies (the authors' model), on = an error where it does not, off = the autograd path" },
   { name: 'seed', type: 'int', min: 0, default: D.seed, help: 'seed of every random stream (init, shuffles, negatives, dropout)' },
   { name: 'check-finite', type: 'int', min: 0, default: 0, metavar: 'N', help: 'check every parameter (and the loss) for NaN/Inf after each step, stop with the first one named (reported every N steps; 0: off)' },
   { name: 'out', type: 'string', help: 'run folder: log.jsonl, last.safetensors, best.safetensors', metavar: 'DIR' },
@@ -131,7 +132,7 @@ export async function runAttRecTrain(argv: string[]): Promise<number> {
     initialAccumulator: o.initAcc as number, alpha: o.alpha as number, margin: o.margin as number, regW: o.regW as number, regEmb: o.regEmb as number,
     initStd: o.initStd as number, sharedQK: !o.separateQk, diagonal: o.diagonal as 'zero', timeSignal: o.timeSignal as 'concat', projDropout: o.dropout as number,
     clip: o.clip as boolean, negatives: o.negatives as 'authors', attention: o.attention as 'composed', seed: o.seed as number, checkFinite: o.checkFinite as number,
-    projectTable: o.projectTable === 'auto' ? 'auto' : o.projectTable === 'on',
+    projectTable: o.projectTable === 'auto' ? 'auto' : o.projectTable === 'on', fusedStep: o.fusedStep === 'auto' ? 'auto' : o.fusedStep === 'on',
     ...(o.out ? { out: o.out as string } : {}), resume: o.resume as boolean,
     hooks: {
       onLog: log,

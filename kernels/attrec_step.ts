@@ -552,11 +552,15 @@ export class AttRecStepWorkspace {
     for (const [k, R] of [['P', U], ['V', U], ['Q', N], ['X', N], ['W', D]] as const) {
       const t = params[k];
       if (t.dtype !== 'f32' || t.shape.length !== 2 || t.shape[0] !== R || t.shape[1] !== D) throw new Error(`attrecStep: ${k} is ${t.describe()}, expected f32[${R}, ${D}]`);
+      const a = params.acc[k];
+      if (!a || a.arena.dtype !== 'f32' || !Number.isInteger(a.offset) || a.offset < 0 || a.offset % 4 !== 0 || a.arena.byteLength < 4 * (a.offset + R * D)) {
+        throw new Error(`attrecStep: the accumulator of ${k} must be f32 at a 4-aligned offset with ${R * D} floats from it (offset ${a?.offset}, ${a ? a.arena.byteLength / 4 : 0} floats)`);
+      }
     }
+    if (batch.meta.disposed) throw new Error('attrecStep: the batch was disposed');
     const lay = rowLayout(d);
     noGrad(() => {
       packKernel({ w: vecWidth(D) }).run({ Q: params.Q, X: params.X, P: params.P, W: params.W, QT: this.QT, XP: this.XP, Wp: this.Wp }, { total: (2 * N + U + D) * DW, N, U, D, DW });
-      if (batch.meta.disposed) throw new Error('attrecStep: the batch was disposed');
       // The projection of the time signal and of the batch's distinct input items only.
       const M = L + batch.inputs;
       gatherKernel.run({ QT: this.QT, idx: batch.meta, QU: this.QU }, { total: batch.inputs * DW, DW, L, uniq: batch.at.uniq });

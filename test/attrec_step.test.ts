@@ -239,6 +239,29 @@ describeGpu('attrec_step', () => {
     expect(() => attrecStepMeta(Int32Array.of(0), Int32Array.of(1, 2, 0, 4), Int32Array.of(3, 3), Int32Array.of(2, 1), d)).toThrow(/do not hold B=2 windows/);
   });
 
+  it('the workspace refuses a misplaced accumulator, a disposed batch and a batch of other sizes, naming them', async () => {
+    const d: AttRecStepDims = { N: 6, U: 2, D: 5, L: 2, T: 1, B: 2 };
+    const ws = new AttRecStepWorkspace(d, new Float64Array(d.L * d.D));
+    const shapes: Record<Key, number[]> = { P: [2, 5], V: [2, 5], Q: [6, 5], X: [6, 5], W: [5, 5] };
+    const params = Object.fromEntries(KEYS.map((k) => [k, Tensor.from(new Float32Array(shapes[k]![0]! * 5), shapes[k])])) as Record<Key, Tensor>;
+    const arena = Tensor.from(new Float32Array(64).fill(0.05));
+    const acc = (off: Partial<Record<Key, number>>) => Object.fromEntries(KEYS.map((k) => [k, { arena, offset: off[k] ?? 0 }])) as unknown as AttRecStepParams['acc'];
+    const batch = attrecStepBatch(Int32Array.of(0, 1), Int32Array.of(1, 2, 3, 4), Int32Array.of(5, 5), Int32Array.of(1, 2), d);
+    try {
+      expect(() => ws.step({ ...params, acc: acc({ Q: 2 }) }, batch, HYPER)).toThrow(/accumulator of Q must be f32 at a 4-aligned offset/);
+      expect(() => ws.step({ ...params, acc: acc({ X: 40 }) }, batch, HYPER)).toThrow(/accumulator of X .* with 30 floats from it \(offset 40, 64 floats\)/);
+      const other = attrecStepBatch(Int32Array.of(0), Int32Array.of(1, 2), Int32Array.of(5), Int32Array.of(1), { ...d, B: 1 });
+      expect(() => ws.step({ ...params, acc: acc({}) }, other, HYPER)).toThrow(/the batch was built for .*"B":1/);
+      other.dispose();
+      batch.dispose();
+      expect(() => ws.step({ ...params, acc: acc({}) }, batch, HYPER)).toThrow(/the batch was disposed/);
+    } finally {
+      ws.dispose();
+      for (const t of [...Object.values(params), arena]) t.dispose();
+      await sync();
+    }
+  });
+
   it('the trainer takes the fused step by default and the autograd path where it does not apply; fusedStep true names why not', async () => {
     const data = await loadAttRecData(packagePath('data/sample/ml-100k-sample')!);
     const logs: string[] = [];
