@@ -104,7 +104,7 @@ export interface AttRecConfig {
   timeSignal?: TimeSignalLayout;
   /** Dropout on the projection output while training. Default 0. */
   projDropout?: number;
-  /** Project the whole item table instead of the batch positions (math-identical). Default 'auto'. */
+  /** Project the whole item table instead of the batch positions (math-identical; the autograd path: the fused step projects the batch's distinct inputs). Default 'auto'. */
   projectTable?: boolean | 'auto';
   /**
    * Attention implementation (math-identical): 'composed' (default: kernels/small_bmm.ts Z Z^T -> softmax ->
