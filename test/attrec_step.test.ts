@@ -1,5 +1,5 @@
 // attrec_step (kernels/attrec_step.ts): the fused AttRec training step (forward, hinge, backward, L2 and the
-// Adagrad update in eleven dispatches) against
+// Adagrad update in 13 dispatches) against
 //   - its float64 reference refAttRecStep on fresh random inputs: odd sizes (D = 1, 7, 9, 150; L = 1, 3, 5; T = 1,
 //     2, 3; B = 1, 2, 65 = the workgroup size + 1; a single item row besides padding), left-padded and fully padded
 //     windows, repeated ids (rows summed over many windows), large magnitudes, two steps in a row (accumulators,
