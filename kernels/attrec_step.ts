@@ -43,7 +43,10 @@
 // `seqrec train --model attrec --profile` (per kernel); figures in docs/BENCHMARKS.md.
 // Reference: refAttRecStep (float64, below). test/attrec_step.test.ts compares steps with it (odd sizes, padding,
 // large magnitudes, poisoned buffers), with the numpy fixtures of test/fixtures/attrec and with the autograd path.
-import { ceilDiv, defineKernel, loopBudget, loopCost, noGrad, Tensor, untracked, type Bindable } from '../engine/index.js';
+import { ceilDiv, defineKernel, loopBudget, loopCost, noGrad, scope, Tensor, untracked, type Bindable } from '../engine/index.js';
+import { add } from './elementwise.js';
+import { sum } from './reduce.js';
+import { inverseIndexHost } from './scatter.js';
 import { foldedIndex, kernelFamily, main1d, unroll, vecType, vecWidth, type VecWidth } from './common.js';
 import { matmul as mm } from './matmul.js';
 
@@ -182,17 +185,16 @@ export function attrecStepMeta(users: Int32Array, seq: Int32Array, targets: Int3
   for (let b = 0; b < B; b++) for (let k = 0; k < K; k++) (destB[e] = meta[b * S + 1 + 2 * L + k]!), (srcB[e++] = lay.dQc + b * K + k);
   for (let b = 0; b < B; b++) for (let k = 0; k < K; k++) (destB[e] = N + meta[b * S + 1 + 2 * L + k]!), (srcB[e++] = lay.dXc + b * K + k);
   for (let b = 0; b < B; b++) (destB[e] = 2 * N + meta[b * S]!), (srcB[e++] = lay.du + b);
-  countingSort(destA, srcA, VA, meta, at.csrA, at.permA);
-  countingSort(destB, srcB, VB, meta, at.csrB, at.permB);
+  csrInto(destA, srcA, VA, meta, at.csrA, at.permA);
+  csrInto(destB, srcB, VB, meta, at.csrB, at.permB);
   return { meta, at, inputs: Ub };
 }
 
-/** CSR of (dest, src) pairs into out: offsets [V+1] at o, the srcs grouped by dest (stable) at p. */
-function countingSort(dest: Int32Array, src: Int32Array, V: number, out: Int32Array, o: number, p: number): void {
-  for (let k = 0; k < dest.length; k++) out[o + dest[k]! + 1]!++;
-  for (let v = 0; v < V; v++) out[o + v + 1]! += out[o + v]!;
-  const next = out.slice(o, o + V);
-  for (let k = 0; k < dest.length; k++) out[p + next[dest[k]!]!++] = src[k]!;
+/** CSR of (dest, src) pairs into out: offsets [V+1] at o, the srcs grouped by dest (stable: inverseIndexHost) at p. */
+function csrInto(dest: Int32Array, src: Int32Array, V: number, out: Int32Array, o: number, p: number): void {
+  const { offsets, perm } = inverseIndexHost(dest, V);
+  out.set(offsets, o);
+  for (let k = 0; k < perm.length; k++) out[p + k] = src[perm[k]!]!;
 }
 
 /** Upload a batch (ids in range are checked here, on the host). */
@@ -534,13 +536,14 @@ export class AttRecStepWorkspace {
     this.lossAcc.write(new Float32Array(this.lossAcc.size));
   }
 
-  /** The loss summed over the steps since resetLoss() (one readback). */
+  /** The loss summed over the steps since resetLoss(): reduced on the GPU, one float read back. */
   async lossSum(): Promise<number> {
-    const [h, l] = await Promise.all([this.hingeAcc.toArray(), this.lossAcc.toArray()]);
-    let s = 0;
-    for (const v of h) s += v;
-    for (const v of l) s += v;
-    return s;
+    const total = noGrad(() => scope(() => add(sum(this.hingeAcc), sum(this.lossAcc)))); // []
+    try {
+      return await total.item();
+    } finally {
+      total.dispose();
+    }
   }
 
   /** Record one training step (no readback). */
