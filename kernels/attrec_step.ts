@@ -27,7 +27,8 @@
 //                          the table gradients. Writes the gradient rows of the window (dpre [L], dE [L], dQc [K],
 //                          dXc [K], du [1]) into `rows` and adds its hinge loss to hingeAcc[b]. No atomics: a table
 //                          row hit by several windows is summed by the next kernels over a CSR built on the host.
-//   attrec_step_segsum     dZu[r] = the dpre rows of the input slot r (r >= L) or of position r (r < L), summed.
+//   attrec_step_segsum     dZu[r] = the dpre rows of the input slot r (r >= L) or of position r (r < L), summed
+//                          (4 vec4s of a row per thread: one CSR walk feeds them; the update kernels too).
 //   matmul x2 (+ split-K)  dWp = QU^T @ dZu, dQmm = dZu @ Wp^T.
 //   attrec_step_update x5  per table (Q, X, P, V, W): g = (its CSR rows summed) + (dQmm via slot, or dWp) + reg p;
 //                          the Adagrad update of the optimizer's own state (acc += g'^2, p -= lr g' / (sqrt(acc) +
@@ -375,7 +376,7 @@ ${main1d(WG)} {
   };
 });
 
-/** dZu[r] = sum of the rows of CSR A's segment r (one vec4 per thread). */
+/** QU[L + j] = QT[uniq[j]] (one vec4 per thread). */
 const gatherKernel = defineKernel({
   name: 'attrec_step_gather',
   foldable: true,
@@ -396,12 +397,22 @@ ${main1d(WG)} {
   grid: ({ total }) => [ceilDiv(total!, WG)],
 });
 
-/** dZu[r] = sum of the rows of CSR A's segment r (one vec4 per thread). */
-const segsumKernel = defineKernel({
-  name: 'attrec_step_segsum',
+/**
+ * A thread's vec4s of a row of DW: d0 + k for k < VPT, the index clamped into the row (the last chunk of a row
+ * re-reads a valid vec4 and drops it: no branch in the CSR loop).
+ */
+// vec4s per thread in segsum and update. Measured on llvmpipe (the Q-table update alone, ML-100k batch, min of 15
+// runs, 4 rounds): 1 (one vec4 per thread) 3.2-3.9 ms, 2: 2.3-3.0, 4: 2.2-3.0, 6: 2.5, 8: 2.5-2.7, 10: 2.5-4.5.
+const VPT = 4;
+const IN_ROW = 'min(d0 + {k}u, DW - 1u)';
+
+/** dZu[r] = sum of the rows of CSR A's segment r, VPT vec4s of the row per thread (DW baked). */
+const segsumKernel = kernelFamily('attrec_step_segsum', ({ DW }: { DW: number }) => ({
   foldable: true,
   wgsl: /* wgsl */ `
-struct Params { total: u32, DW: u32, csr: u32, perm: u32, maxSeg: u32 } // maxSeg: the longest segment (loop budget)
+const DW = ${DW}u;
+const C = ${Math.ceil(DW / VPT)}u; // threads per row
+struct Params { total: u32, csr: u32, perm: u32, maxSeg: u32 } // total: rows * C; maxSeg: the longest segment (loop budget)
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rows: array<vec4<f32>>;      // window gradient rows
 @group(0) @binding(2) var<storage, read> idx: array<i32>;            // offsets at p.csr, rows at p.perm
@@ -409,36 +420,51 @@ struct Params { total: u32, DW: u32, csr: u32, perm: u32, maxSeg: u32 } // maxSe
 ${main1d(WG)} {
   let t = ${foldedIndex(WG)};
   if (t >= p.total) { return; }
-  let r = t / p.DW;
-  let d = t - r * p.DW;
+  let r = t / C;
+  let d0 = (t - r * C) * ${VPT}u;
   let a = u32(idx[p.csr + r]);
   let e = u32(idx[p.csr + r + 1u]);
-  var acc = vec4<f32>(0.0);
-  for (var k = a; k < e; k = k + 1u) { acc = acc + rows[u32(idx[p.perm + k]) * p.DW + d]; }
-  out[t] = acc;
+  ${unroll(VPT, 'var g{k} = vec4<f32>(0.0);', 'k', ' ')}
+  for (var k = a; k < e; k = k + 1u) {
+    let src = u32(idx[p.perm + k]) * DW;
+    ${unroll(VPT, `g{k} = g{k} + rows[src + ${IN_ROW}];`, 'k', '\n    ')}
+  }
+  ${unroll(VPT, 'if (d0 + {k}u < DW) { out[r * DW + d0 + {k}u] = g{k}; }', 'k', '\n  ')}
 }`,
   grid: ({ total }) => [ceilDiv(total!, WG)],
   loopTrips: ({ maxSeg }) => loopCost(maxSeg!),
-});
+}));
 
 /**
- * One table's gradient (CSR rows + matmul rows + L2) and its Adagrad update, in place: one vec4 of columns per
- * thread, the parameter and its accumulator read and written as vecW (W = 4, 2, 1: the widest dividing D; rows of
- * a [R, D] table start at multiples of D floats).
+ * One table's gradient (CSR rows + matmul rows + L2) and its Adagrad update, in place: VPT vec4s of a row's
+ * columns per thread (one CSR walk feeds all of them), the parameter and its accumulator read and written as vecW
+ * (W = 4, 2, 1: the widest dividing D; rows of a [R, D] table start at multiples of D floats).
  */
-const updateKernel = kernelFamily('attrec_step_update', ({ w }: { w: VecWidth }) => {
+const updateKernel = kernelFamily('attrec_step_update', ({ w, DW }: { w: VecWidth; DW: number }) => {
   const T = vecType(w);
-  const n = 4 / w; // parameter elements of width w per thread
-  const part = (k: number): string => (w === 4 ? 'g' : w === 2 ? (k === 0 ? 'g.xy' : 'g.zw') : `g[${k}]`);
+  const n = 4 / w; // parameter elements of width w per vec4
+  const part = (g: string, k: number): string => (w === 4 ? g : w === 2 ? `${g}.${k === 0 ? 'xy' : 'zw'}` : `${g}[${k}]`);
+  // One vec4 {k} of the thread: its matmul row, then the n parameter elements it covers.
+  const apply = unroll(VPT, `if (d0 + {k}u < DW) {
+    let d = d0 + {k}u;
+    var g = g{k};
+    if (HAS_MM == 1u) { g = g + mmRows[r * DW + d]; }
+    if (HAS_MM == 2u && sl >= 0) { g = g + mmRows[(p.mmBase + u32(sl)) * DW + d]; }
+    let c0 = d * 4u;
+    let i0 = (r * p.D + c0) / ${w}u;
+${Array.from({ length: n }, (_, k) => `    if (c0 + ${k * w}u < p.D) { l2 = l2 + update(i0 + ${k}u, ${part('g', k)}); }`).join('\n')}
+  }`, 'k', '\n  ');
   return {
     foldable: true,
     wgsl: /* wgsl */ `
 // g = sum of CSR B's segment (base + r) + the matmul row (HAS_MM 1: mmRows[r]; 2: mmRows[mmBase + slot[r]], none
-// when slot[r] < 0) + reg p;  g' = g + wd p;  acc += g'^2;
-// p -= lr g' / (sqrt(acc) + eps);  lossAcc[lo + t] += reg/2 |p|^2 (pre-update). Columns 4d..4d+3 of row r, as ${n} x ${T}.
+// when slot[r] < 0) + reg p;  g' = g + wd p;  acc += g'^2;  p -= lr g' / (sqrt(acc) + eps);
+// lossAcc[lo + t] += reg/2 |p|^2 (pre-update). Thread t: row r, vec4s d0 .. d0 + ${VPT - 1} of its DW = ${DW}, each as ${n} x ${T}.
 override HAS_CSR: u32 = 1u;
 override HAS_MM: u32 = 0u;
-struct Params { total: u32, D: u32, DW: u32, csr: u32, perm: u32, base: u32, slot: u32, mmBase: u32, accOff: u32, lo: u32, maxSeg: u32, reg: f32, lr: f32, eps: f32, wd: f32 }
+const DW = ${DW}u;
+const C = ${Math.ceil(DW / VPT)}u; // threads per row
+struct Params { total: u32, D: u32, csr: u32, perm: u32, base: u32, slot: u32, mmBase: u32, accOff: u32, lo: u32, maxSeg: u32, reg: f32, lr: f32, eps: f32, wd: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rows: array<vec4<f32>>;       // window gradient rows
 @group(0) @binding(2) var<storage, read> idx: array<i32>;              // CSR B, the slot map
@@ -457,23 +483,21 @@ fn update(i: u32, gk: ${T}) -> f32 {
 ${main1d(WG)} {
   let t = ${foldedIndex(WG)};
   if (t >= p.total) { return; }
-  let r = t / p.DW;
-  let d = t - r * p.DW;
-  var g = vec4<f32>(0.0);
+  let r = t / C;
+  let d0 = (t - r * C) * ${VPT}u;
+  ${unroll(VPT, 'var g{k} = vec4<f32>(0.0);', 'k', ' ')}
   if (HAS_CSR != 0u) {
     let a = u32(idx[p.csr + p.base + r]);
     let e = u32(idx[p.csr + p.base + r + 1u]);
-    for (var k = a; k < e; k = k + 1u) { g = g + rows[u32(idx[p.perm + k]) * p.DW + d]; }
+    for (var k = a; k < e; k = k + 1u) {
+      let src = u32(idx[p.perm + k]) * DW;
+      ${unroll(VPT, `g{k} = g{k} + rows[src + ${IN_ROW}];`, 'k', '\n      ')}
+    }
   }
-  if (HAS_MM == 1u) { g = g + mmRows[t]; }
-  if (HAS_MM == 2u) {
-    let sl = idx[p.slot + r];
-    if (sl >= 0) { g = g + mmRows[(p.mmBase + u32(sl)) * p.DW + d]; }
-  }
-  let c0 = d * 4u;
-  let i0 = (r * p.D + c0) / ${w}u;
+  var sl = -1;
+  if (HAS_MM == 2u) { sl = idx[p.slot + r]; }
   var l2 = 0.0;
-${Array.from({ length: n }, (_, k) => `  if (c0 + ${k * w}u < p.D) { l2 = l2 + update(i0 + ${k}u, ${part(k)}); }`).join('\n')}
+  ${apply}
   lossAcc[p.lo + t] = lossAcc[p.lo + t] + 0.5 * p.reg * l2;
 }`,
     grid: ({ total }) => [ceilDiv(total!, WG)],
@@ -495,7 +519,7 @@ export class AttRecStepWorkspace {
   private readonly Wp: Tensor; // [Dp, Dp]
   private readonly rows: Tensor; // [rowLayout.rows, Dp]
   private readonly hingeAcc: Tensor; // [B]
-  private readonly lossAcc: Tensor; // [(2N + 2U + D) * DW]
+  private readonly lossAcc: Tensor; // [(2N + 2U + D) * C], C = ceil(DW / VPT): one slot per update thread
   private readonly tables: ReadonlyArray<{ key: 'Q' | 'X' | 'P' | 'V' | 'W'; R: number; base: number; lo: number; csr: boolean }>;
 
   constructor(dims: AttRecStepDims, timeSignal: ArrayLike<number>) {
@@ -510,6 +534,7 @@ export class AttRecStepWorkspace {
     const ts = new Float32Array(L * Dp);
     for (let i = 0; i < L; i++) for (let c = 0; c < D; c++) ts[i * Dp + c] = timeSignal[i * D + c]!;
     const qu = new Float32Array((L + Math.min(N, B * L)) * Dp);
+    const C = Math.ceil(DW / VPT); // update threads per table row
     qu.set(ts);
     ({ QT: this.QT, QU: this.QU, XP: this.XP, Wp: this.Wp, rows: this.rows, hingeAcc: this.hingeAcc, lossAcc: this.lossAcc } = untracked(() => ({
       QT: Tensor.empty([N, Dp]),
@@ -518,15 +543,15 @@ export class AttRecStepWorkspace {
       Wp: Tensor.from(new Float32Array(Dp * Dp), [Dp, Dp]), // [Dp, Dp] zero rows/columns past D stay zero
       rows: Tensor.empty([lay.rows, Dp]),
       hingeAcc: Tensor.from(new Float32Array(B), [B]),
-      lossAcc: Tensor.from(new Float32Array((2 * N + 2 * U + D) * DW), [(2 * N + 2 * U + D) * DW]),
+      lossAcc: Tensor.from(new Float32Array((2 * N + 2 * U + D) * C), [(2 * N + 2 * U + D) * C]),
     })));
     // Update order Q, X, P (CSR B's destination space [Q N | X N | P U]), then V and W (no CSR rows).
     this.tables = [
       { key: 'Q', R: N, base: 0, lo: 0, csr: true },
-      { key: 'X', R: N, base: N, lo: N * DW, csr: true },
-      { key: 'P', R: U, base: 2 * N, lo: 2 * N * DW, csr: true },
-      { key: 'V', R: U, base: 0, lo: (2 * N + U) * DW, csr: false },
-      { key: 'W', R: D, base: 0, lo: (2 * N + 2 * U) * DW, csr: false },
+      { key: 'X', R: N, base: N, lo: N * C, csr: true },
+      { key: 'P', R: U, base: 2 * N, lo: 2 * N * C, csr: true },
+      { key: 'V', R: U, base: 0, lo: (2 * N + U) * C, csr: false },
+      { key: 'W', R: D, base: 0, lo: (2 * N + 2 * U) * C, csr: false },
     ];
   }
 
@@ -575,7 +600,8 @@ export class AttRecStepWorkspace {
       );
       Zu.dispose();
       const dZu = Tensor.empty([M, 4 * DW]); // [L + inputs, Dp]
-      segsumKernel.run({ rows: this.rows, idx: batch.meta, out: dZu }, { total: M * DW, DW, csr: batch.at.csrA, perm: batch.at.permA, maxSeg: maxSegment(d) });
+      const C = Math.ceil(DW / VPT);
+      segsumKernel({ DW }).run({ rows: this.rows, idx: batch.meta, out: dZu }, { total: M * C, csr: batch.at.csrA, perm: batch.at.permA, maxSeg: maxSegment(d) });
       const dWp = mm(QU, dZu, { transA: true }); // [Dp, Dp]
       const dQmm = mm(dZu, this.Wp, { transB: true }); // [L + inputs, Dp]
       dZu.dispose();
@@ -583,9 +609,9 @@ export class AttRecStepWorkspace {
       for (const tb of this.tables) {
         const mmRows = tb.key === 'Q' ? dQmm : tb.key === 'W' ? dWp : this.Wp; // Wp: bound but unread (HAS_MM 0)
         const reg = tb.key === 'W' ? h.regW : h.regEmb;
-        updateKernel({ w: vecWidth(D) }).run(
+        updateKernel({ w: vecWidth(D), DW }).run(
           { rows: this.rows, idx: batch.meta, mmRows, param: params[tb.key], acc: params.acc[tb.key].arena, lossAcc: this.lossAcc },
-          { total: tb.R * DW, D, DW, csr: batch.at.csrB, perm: batch.at.permB, base: tb.base, slot: batch.at.slot, mmBase: L, accOff: params.acc[tb.key].offset, lo: tb.lo, maxSeg: tb.csr ? maxSegment(d) : 0, reg, lr: h.lr, eps: h.eps, wd: h.weightDecay },
+          { total: tb.R * C, D, csr: batch.at.csrB, perm: batch.at.permB, base: tb.base, slot: batch.at.slot, mmBase: L, accOff: params.acc[tb.key].offset, lo: tb.lo, maxSeg: tb.csr ? maxSegment(d) : 0, reg, lr: h.lr, eps: h.eps, wd: h.weightDecay },
           { overrides: { HAS_CSR: tb.csr ? 1 : 0, HAS_MM: tb.key === 'Q' ? 2 : tb.key === 'W' ? 1 : 0 } },
         );
       }

@@ -132,6 +132,8 @@ describeGpu('attrec_step', () => {
     { name: 'D 9, B 65 (workgroup + 1), padded windows, two steps', dims: { N: 13, U: 5, D: 9, L: 5, T: 3, B: 65 }, scale: 0.5, pad: 0.5, steps: 2 },
     { name: 'a fully padded window, one real item row', dims: { N: 2, U: 2, D: 8, L: 5, T: 3, B: 3 }, scale: 0.5, pad: 'full' },
     { name: 'the authors\' sizes D 150 L 5 T 3, B 31, interleaved time signal', dims: { N: 31, U: 7, D: 150, L: 5, T: 3, B: 31 }, scale: 0.1, timeSignal: 'interleaved' },
+    { name: 'D 16: a row of exactly one 4-vec4 update chunk, vec4 tables', dims: { N: 9, U: 4, D: 16, L: 4, T: 2, B: 9 }, scale: 0.5 },
+    { name: 'D 17: a row of one chunk + 1 vec4, scalar tables', dims: { N: 9, U: 4, D: 17, L: 4, T: 2, B: 9 }, scale: 0.5, pad: 0.3 },
     { name: 'large magnitudes (saturated softmax, every hinge active)', dims: { N: 11, U: 3, D: 12, L: 5, T: 3, B: 17 }, scale: 30, wScale: 0.05 },
   ];
   for (const c of cases) it(`matches the float64 reference: ${c.name}`, () => randomCase(c));
