@@ -23,6 +23,7 @@ import {
   S3RecModel, trainStep, uploadAttRecBatch, type Module, type PretrainHostBatch,
 } from '../models/index.js';
 import { beautyLength, skewedItem } from './common.js';
+import { storageB } from './matmul.bench.js';
 import type { BenchEntry, BenchSize, Instance, Outputs, Reference } from './types.js';
 
 const SEED = 42;
@@ -233,6 +234,24 @@ function pretrainEntry(cfg: S3Cfg): BenchEntry<S3In & { batch: PretrainHostBatch
           return {
             run: () => pretrainStep(model, opt, h.batch, h.attributes, PRE_OPTS),
             outputs: () => pretrainRun(h),
+            dispose() {
+              opt.dispose();
+              model.dispose();
+            },
+          };
+        },
+      },
+      {
+        // The same step with every weight read from a storage binding (MATMUL_TUNING.uniformB off).
+        name: 'pretrain_step_storage_b',
+        kind: 'step',
+        setup(h): Instance {
+          const model = newS3Model(h);
+          model.train();
+          const opt = new Adam(model, { lr: 1e-3 });
+          return {
+            run: () => storageB(() => pretrainStep(model, opt, h.batch, h.attributes, PRE_OPTS)),
+            outputs: () => storageB(() => pretrainRun(h)),
             dispose() {
               opt.dispose();
               model.dispose();

@@ -1,8 +1,10 @@
 // matmul (kernels/matmul.ts): every variant and tfjs-backend-webgpu's matMul on the same device, at cubes and at
 // the models' shapes (S3-Rec fine-tuning B·L = 12800, pretraining 5000, V = 12103 items, H = 64, attention
 // B·H = 512, L = 50, D = 32). Rows: matmul.<variant> (kind 'fused' for the one pickVariant chooses, 'alt' for
-// the others), matmul.tfjs. Validated on 256 sampled outputs against a float64 dot product.
-import { MATMUL_VARIANTS, matmul, pickVariant, type MatmulVariant } from '../kernels/index.js';
+// the others), matmul.<variant>_storage_b where b is a weight read as a uniform array by default on this adapter
+// (MATMUL_TUNING.uniformB; the row forces the storage binding), matmul.tfjs. Validated on 256 sampled outputs
+// against a float64 dot product.
+import { MATMUL_TUNING, MATMUL_VARIANTS, matmul, pickVariant, type MatmulVariant } from '../kernels/index.js';
 import { dotTol, engineVariant, matmulBytes, matmulFlops, rand, tfjsVariant, type HostTensor } from './common.js';
 import type { BenchEntry, BenchSize } from './types.js';
 
@@ -80,6 +82,17 @@ function refAt(s: Shape, a: ArrayLike<number>, b: ArrayLike<number>): (idx: numb
   };
 }
 
+/** fn() with MATMUL_TUNING.uniformB off (kernels are chosen when recorded, so the flag is restored at once). */
+export function storageB<T>(fn: () => T): T {
+  const prev = MATMUL_TUNING.uniformB;
+  MATMUL_TUNING.uniformB = false;
+  try {
+    return fn();
+  } finally {
+    MATMUL_TUNING.uniformB = prev;
+  }
+}
+
 function entry(s: Shape): BenchEntry<In> {
   const batch = Math.max(1, s.batch);
   const opts = { transA: s.transA ?? false, transB: s.transB ?? false };
@@ -100,6 +113,10 @@ function entry(s: Shape): BenchEntry<In> {
       ...MATMUL_VARIANTS.filter((v) => !s.skip?.includes(v)).map((v) =>
         engineVariant<In>(v, v === chosen ? 'fused' : 'alt', { forward: ({ a, b }) => matmul(a!, b!, { ...opts, variant: v }) }),
       ),
+      // A weight b within a uniform binding (2-D, vec4 rows, <= 64 KiB): the same kernel reading it from storage.
+      ...(!s.batch && (opts.transB ? s.K : s.N) % 4 === 0 && s.K * s.N * 4 <= 65536
+        ? [engineVariant<In>(`${chosen}_storage_b`, 'alt', { forward: ({ a, b }) => storageB(() => matmul(a!, b!, opts)) })]
+        : []),
       ...(s.noTfjs ? [] : [tfjsVariant<In>({ forward: (tf, { a, b }) => tf.matMul(a!, b!, opts.transA, opts.transB) })]),
     ],
   };

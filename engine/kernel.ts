@@ -239,7 +239,8 @@ export class Kernel {
     const entries: GPUBindGroupLayoutEntry[] = [];
     if (layout.uniform) entries.push({ binding: layout.uniform.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
     for (const s of layout.storage) {
-      entries.push({ binding: s.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type: s.kind === 'read' ? 'read-only-storage' : 'storage' } });
+      const type = s.kind === 'read' ? 'read-only-storage' : s.kind === 'uniform' ? 'uniform' : 'storage';
+      entries.push({ binding: s.binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
     }
     const workgroupSize = resolveWorkgroupSize(this.name, layout, overrides);
     device.pushErrorScope('validation');
@@ -328,6 +329,12 @@ export class Kernel {
         throw new Error(`${this.name}: binding '${s.name}' is ${t.byteLength} bytes, over this device's maxStorageBufferBindingSize (${maxBinding}); split the work into smaller tensors`);
       }
       if (t.byteLength === 0) throw new Error(`${this.name}: binding '${s.name}' is empty`);
+      if (s.kind === 'uniform') {
+        const lim = r.device.limits;
+        if (t.byteLength > lim.maxUniformBufferBindingSize) throw new Error(`${this.name}: uniform binding '${s.name}' is ${t.byteLength} bytes, over this device's maxUniformBufferBindingSize (${lim.maxUniformBufferBindingSize})`);
+        if (t.byteOffset % lim.minUniformBufferOffsetAlignment !== 0) throw new Error(`${this.name}: uniform binding '${s.name}' starts at byte ${t.byteOffset}, not a multiple of minUniformBufferOffsetAlignment (${lim.minUniformBufferOffsetAlignment})`);
+        if (!(t.buffer.usage & GPUBufferUsage.UNIFORM)) throw new Error(`${this.name}: uniform binding '${s.name}' is a buffer without UNIFORM usage`);
+      }
       entries.push({ binding: s.binding, resource: { buffer: t.buffer, offset: t.byteOffset, size: Math.ceil(t.byteLength / 4) * 4 } });
     }
     // Uniforms

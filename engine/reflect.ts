@@ -1,12 +1,15 @@
 // The only importer of wgsl_reflect. Turns a complete WGSL module into a KernelLayout: the bind-group layout
 // (read -> read-only-storage, read_write -> storage, uniform -> uniform), the uniform struct's members with
-// offsets, and the workgroup-size expression (literals or override names, resolved per pipeline).
+// offsets, and the workgroup-size expression (literals or override names, resolved per pipeline). A kernel has at
+// most one uniform struct (its params, written from the host per dispatch); a uniform binding whose type is a
+// sized array (`var<uniform> w: array<vec4<f32>, N>`) is a tensor binding like a storage one, kind 'uniform'.
 import { WgslReflect } from 'wgsl_reflect/wgsl_reflect.module.js';
 
 export type Scalar = 'f32' | 'i32' | 'u32';
 
 export interface StorageBinding {
-  kind: 'read' | 'read_write';
+  /** 'uniform': a `var<uniform>` sized array bound from a tensor (read-only; at most maxUniformBufferBindingSize). */
+  kind: 'read' | 'read_write' | 'uniform';
   name: string;
   binding: number;
   /** Scalar type of the elements (vec4<f32> -> f32; atomic<u32> -> u32). */
@@ -87,7 +90,12 @@ export function reflectKernel(name: string, wgsl: string, entryPoint = 'main'): 
       if (g !== 0) throw new Error(`${name}: binding '${v.name}' is in @group(${g}); kernels use @group(0) only`);
       const t = v.type as unknown as TypeLike;
       // resourceType: 0 uniform, 1 storage (wgsl_reflect's ResourceType enum).
-      if (v.resourceType === 0) {
+      if (v.resourceType === 0 && t.name === 'array') {
+        const el = scalarOf(typeName(t.format!), name, `uniform array '${v.name}'`);
+        if (el.lanes !== 4) throw new Error(`${name}: uniform array '${v.name}' must be array<vec4<T>, N> (uniform arrays have a 16-byte stride)`);
+        if (!t.count) throw new Error(`${name}: uniform array '${v.name}' needs a fixed size (array<vec4<T>, N>)`);
+        storage.push({ kind: 'uniform', name: v.name, binding: v.binding, scalar: el.scalar, lanes: 4, count: t.count });
+      } else if (v.resourceType === 0) {
         if (uniform) throw new Error(`${name}: more than one uniform binding ('${uniform.name}', '${v.name}')`);
         const members: UniformMember[] = [];
         for (const m of t.members ?? []) {

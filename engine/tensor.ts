@@ -9,9 +9,10 @@ export type DType = 'f32' | 'i32' | 'u32';
 export type TypedArray = Float32Array | Int32Array | Uint32Array;
 export type Shape = readonly number[];
 
-// GPUBufferUsage is a global only once the webgpu module is loaded (Node), so it is read lazily.
+// GPUBufferUsage is a global only once the webgpu module is loaded (Node), so it is read lazily. UNIFORM: a small
+// tensor (a weight) can also be bound as a `var<uniform>` array (reflect.ts), which llvmpipe reads faster.
 export function tensorUsage(): number {
-  return GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+  return GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 }
 
 export function numel(shape: Shape): number {

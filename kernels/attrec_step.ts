@@ -401,8 +401,8 @@ ${main1d(WG)} {
  * A thread's vec4s of a row of DW: d0 + k for k < VPT, the index clamped into the row (the last chunk of a row
  * re-reads a valid vec4 and drops it: no branch in the CSR loop).
  */
-// vec4s per thread in segsum and update. Measured on llvmpipe (the Q-table update alone, ML-100k batch, min of 15
-// runs, 4 rounds): 1 (one vec4 per thread) 3.2-3.9 ms, 2: 2.3-3.0, 4: 2.2-3.0, 6: 2.5, 8: 2.5-2.7, 10: 2.5-4.5.
+// vec4s per thread in segsum and update: 1, 2, 4, 6, 8 and 10 were measured on llvmpipe, 4 fastest (one CSR walk
+// feeds them; more spill). Figures in docs/BENCHMARKS.md.
 const VPT = 4;
 const IN_ROW = 'min(d0 + {k}u, DW - 1u)';
 

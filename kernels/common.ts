@@ -283,18 +283,27 @@ export function concatFlat(parts: Tensor[]): Tensor {
   return out;
 }
 
-let cpuCache: { device: unknown; cpu: boolean } | null = null;
+let cpuCache: { device: unknown; cpu: boolean; mesa: boolean } | null = null;
 /**
  * Whether the adapter is a CPU rasteriser (Mesa llvmpipe / lavapipe / softpipe, SwiftShader, anything naming a
  * CPU): it runs a workgroup as SIMD fibers on one core, so barriers are expensive and a few hundred threads fill it.
  */
 export function isCpuAdapter(): boolean {
+  return adapterKind().cpu;
+}
+
+/** Whether the adapter is one of Mesa's CPU rasterisers (llvmpipe / lavapipe / softpipe): choices measured there only. */
+export function isMesaAdapter(): boolean {
+  return adapterKind().mesa;
+}
+
+function adapterKind(): { cpu: boolean; mesa: boolean } {
   const g = rt().gpu;
   if (cpuCache?.device !== g.device) {
     const s = `${g.info.vendor} ${g.info.architecture} ${g.info.device} ${g.info.description}`.toLowerCase();
-    cpuCache = { device: g.device, cpu: /llvmpipe|lavapipe|softpipe|swiftshader|cpu/.test(s) };
+    cpuCache = { device: g.device, cpu: /llvmpipe|lavapipe|softpipe|swiftshader|cpu/.test(s), mesa: /llvmpipe|lavapipe|softpipe/.test(s) };
   }
-  return cpuCache.cpu;
+  return cpuCache!;
 }
 
 /** Float64 sigmoid (no overflow) for the references. */

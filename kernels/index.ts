@@ -1,7 +1,7 @@
 // The functional API of the op library: `import * as F from 'seqrec-webgpu/kernels'`.
 export * from './elementwise.js';
 export * from './reduce.js';
-export { matmul, linear, refMatmul, refMatmulGrad, pickVariant, MATMUL_VARIANTS, type MatmulVariant, type MatmulOptions } from './matmul.js';
+export { matmul, linear, refMatmul, refMatmulGrad, pickVariant, MATMUL_VARIANTS, MATMUL_TUNING, type MatmulVariant, type MatmulOptions } from './matmul.js';
 export * from './shape.js';
 export * from './scatter.js';
 export * from './embedding.js';

@@ -35,6 +35,11 @@
 // fills. On a real GPU the reg kernels are ordinary register-blocked GEMMs with vec4 loads (tfjs's packed vec4
 // shape without the shared-memory staging); smem4x4 is the conventional GPU choice and stays available.
 //
+// A weight b (2-D, vec4 rows, at most 64 KiB: the Linear forward x·Wᵀ and its input gradient dY·W) is bound as a
+// uniform array on Mesa's software adapters (MATMUL_TUNING.uniformB; same kernel, `var<uniform> b`): llvmpipe
+// gathers uniform loads without the per-lane branch of its storage loads (faster on every Linear shape measured:
+// `npm run bench -- matmul`, the reg8x16_storage_b rows).
+//
 // Memory traffic: a thread reads (TM + TN)·K floats, so A is read ceil(N / TN) times and B ceil(M / TM) times in
 // all (mostly from cache); C is written once (split-K: splits·M·N written and read back by the reduction).
 // FLOPs: 2·batch·M·N·K.
@@ -54,7 +59,7 @@
 // A shared 2-D operand's gradient is summed over the batch: folded into the product's K when b is shared and a
 // untransposed (one [K, batch·M] x [batch·M, N] product), else a batched product then sum over the batch axis.
 import { ceilDiv, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
-import { bufferRegion, fill, kernelFamily, vecType } from './common.js';
+import { bufferRegion, fill, isMesaAdapter, kernelFamily, vecType } from './common.js';
 import { add } from './elementwise.js';
 import { sum } from './reduce.js';
 
@@ -81,6 +86,8 @@ interface Spec {
   vC: boolean;
   /** Epilogue: c = acc + bias[col] (reg kernels; the fused Linear). */
   bias?: boolean;
+  /** b bound as a uniform array of this many vec4s (reg kernels, vB, one 2-D b: a weight up to 64 KiB; see MATMUL_TUNING.uniformB). */
+  uB?: number;
 }
 
 const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number]> = {
@@ -90,7 +97,7 @@ const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number
 };
 
 function specTag(s: Spec): string {
-  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? 'b4' : 'b1'}${s.vC ? 'c4' : 'c1'}${s.bias ? '.bias' : ''}`;
+  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? (s.uB ? 'bu' : 'b4') : 'b1'}${s.vC ? 'c4' : 'c1'}${s.bias ? '.bias' : ''}`;
 }
 
 const PARAMS = /* wgsl */ `
@@ -102,10 +109,10 @@ const PARAMS = /* wgsl */ `
 struct Params { M: u32, N: u32, K: u32, batch: u32, splits: u32, kChunk: u32, wx: u32, strideA: u32, strideB: u32, strideC: u32 }
 @group(0) @binding(0) var<uniform> p: Params;`;
 
-/** The operand bindings of every variant: {A_T} / {B_T} / {C_T} are f32 or vec4<f32> (Spec.vA / vB / vC). */
+/** The operand bindings of every variant: {A_T} / {C_T} are f32 or vec4<f32> (Spec.vA / vC); {B_DECL} binds b as storage (f32 / vec4, Spec.vB) or as a uniform array (Spec.uB). */
 const BINDINGS = /* wgsl */ `
 @group(0) @binding(1) var<storage, read> a: array<{A_T}>;        // {A_SHAPE}
-@group(0) @binding(2) var<storage, read> b: array<{B_T}>;        // {B_SHAPE}
+{B_DECL}
 @group(0) @binding(3) var<storage, read_write> c: array<{C_T}>;  // [batch, M, N]{BIAS_BINDING}`;
 
 const BIAS_BINDING = /* wgsl */ `
@@ -114,10 +121,11 @@ const BIAS_BINDING = /* wgsl */ `
 function bindings(s: Spec): string {
   return fill(BINDINGS, {
     A_T: vecType(s.vA ? 4 : 1),
-    B_T: vecType(s.vB ? 4 : 1),
+    B_DECL: s.uB
+      ? `@group(0) @binding(2) var<uniform> b: array<vec4<f32>, ${s.uB}>; // ${s.tB ? '[N, K]' : '[K, N]'} (one weight, read as a uniform array)`
+      : `@group(0) @binding(2) var<storage, read> b: array<${vecType(s.vB ? 4 : 1)}>;        // ${s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]'}`,
     C_T: vecType(s.vC ? 4 : 1),
     A_SHAPE: s.tA ? '[batch | 1, K, M]' : '[batch | 1, M, K]',
-    B_SHAPE: s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]',
     BIAS_BINDING: s.bias ? BIAS_BINDING : '',
   });
 }
@@ -498,7 +506,21 @@ function dims(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Dims {
 // [12800, 64]ᵀ x [12800, 256]: 64 threads = one workgroup = one of llvmpipe's cores) is cut along K into
 // slices of at least splitMinK, computed side by side and added up by a reduction (fixed order: deterministic).
 // Mutable for benchmarks.
-export const MATMUL_TUNING = { splitThreads: 2048, splitMinK: 256 };
+//
+// uniformB: a 2-D b that fits a uniform binding (a weight: the Linear forward x·Wᵀ and input gradient dY·W) is
+// bound as `var<uniform> b: array<vec4<f32>, K·N/4>` instead of a storage array (same kernel otherwise). On
+// llvmpipe (Mesa 22.3) uniform loads are gathered without the per-lane branch of its storage loads, and measured
+// faster (docs/BENCHMARKS.md). On a real GPU indexed uniform reads can serialise (different addresses per lane),
+// and SwiftShader was not timed, so 'auto' takes it on Mesa's software adapters only.
+export const MATMUL_TUNING: { splitThreads: number; splitMinK: number; uniformB: 'auto' | boolean } = { splitThreads: 2048, splitMinK: 256, uniformB: 'auto' };
+
+/** Whether b can be read as a uniform array here (MATMUL_TUNING.uniformB, the binding limits, its buffer's usage). */
+function uniformB(b: Tensor): boolean {
+  const want = MATMUL_TUNING.uniformB === 'auto' ? isMesaAdapter() : MATMUL_TUNING.uniformB;
+  if (!want) return false;
+  const lim = rt().device.limits;
+  return b.byteLength % 16 === 0 && b.byteLength <= lim.maxUniformBufferBindingSize && b.byteOffset % lim.minUniformBufferOffsetAlignment === 0 && (b.buffer.usage & GPUBufferUsage.UNIFORM) !== 0;
+}
 
 /** C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). */
 function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant, bias: Tensor | null = null): Tensor {
@@ -531,6 +553,8 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
     vC: reg && N % 4 === 0,
     ...(bias ? { bias: true } : {}),
   };
+  // One 2-D b (shared by the batch, or a batch of 1) read as a uniform array: the whole of it is the binding.
+  if (reg && s.vB && (sharedB || batch === 1) && b.size === K * N && uniformB(b)) s.uB = (K * N) / 4;
   if (bias && !reg) throw new Error(`matmul: the bias epilogue needs a register-tiled variant, not ${variant}`);
   const k = kernelFor(variant, s);
   const [TM, TN] = isReg(variant) ? TILES[variant] : [1, 1];

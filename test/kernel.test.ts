@@ -167,6 +167,48 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, 
     y.dispose();
   });
 
+  it('a uniform array bound from a tensor: read like storage; size, alignment and usage checked with clear errors', async () => {
+    const dot = defineKernel({
+      name: 'test_uniform_rows',
+      wgsl: /* wgsl */ `
+struct Params { n: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<uniform> w: array<vec4<f32>, 3>;       // [3 x 4] read as a uniform array
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;    // [n, 4]
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>; // [n] y[i] = (w_0 . x_i, w_1 . x_i, w_2 . x_i, 0)
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3u) {
+  if (gid.x < p.n) { let v = x[gid.x]; y[gid.x] = vec4<f32>(dot(w[0], v), dot(w[1], v), dot(w[2], v), 0.0); }
+}`,
+      grid: ({ n }) => [ceilDiv(n!, 64)],
+    });
+    const n = 67;
+    const wv = Float32Array.from({ length: 12 }, (_, i) => i - 5.5);
+    const xv = Float32Array.from({ length: 4 * n }, (_, i) => ((i * 7) % 11) - 5);
+    const w = Tensor.from(wv, [3, 4]);
+    const x = Tensor.from(xv, [n, 4]);
+    const y = Tensor.from(new Float32Array(4 * n).fill(NaN), [n, 4]);
+    dot.run({ w, x, y }, { n });
+    const got = await y.toArray();
+    for (let i = 0; i < n; i++) for (let r = 0; r < 4; r++) {
+      let e = 0;
+      for (let c = 0; c < 4 && r < 3; c++) e += wv[r * 4 + c]! * xv[i * 4 + c]!;
+      expect(got[i * 4 + r]).toBe(e);
+    }
+    const lim = getGpu().device.limits;
+    const big = Tensor.empty([lim.maxUniformBufferBindingSize / 4 + 4]);
+    expect(() => dot.run({ w: big, x, y }, { n })).toThrow(/test_uniform_rows: uniform binding 'w' is \d+ bytes, over this device's maxUniformBufferBindingSize/);
+    const arena = Tensor.empty([64]);
+    const misaligned = { buffer: arena.buffer, byteOffset: 16, byteLength: 48, dtype: 'f32' as const };
+    expect(() => dot.run({ w: misaligned, x, y }, { n })).toThrow(/test_uniform_rows: uniform binding 'w' starts at byte 16, not a multiple of minUniformBufferOffsetAlignment/);
+    const plain = { buffer: rt().pool.acquire(48, GPUBufferUsage.STORAGE), byteOffset: 0, byteLength: 48, dtype: 'f32' as const };
+    expect(() => dot.run({ w: plain, x, y }, { n })).toThrow(/test_uniform_rows: uniform binding 'w' is a buffer without UNIFORM usage/);
+    const short = Tensor.from(new Float32Array(8));
+    expect(() => dot.run({ w: short, x, y }, { n })).toThrow(/test_uniform_rows: binding 'w' has 2 elements, needs at least 3/);
+    rt().pool.release(plain.buffer);
+    for (const t of [w, x, y, big, arena, short]) t.dispose();
+    await sync();
+  });
+
   it('SYNC mode names the failing kernel', async () => {
     const prev = flags.sync;
     flags.sync = true;

@@ -3,7 +3,7 @@
 // variant (not only the default), the row-chunked path over the storage-binding cap, and the error messages.
 import { expect, it } from 'vitest';
 import { ref, rt, sync, Tensor } from '../engine/index.js';
-import { linear, MATMUL_VARIANTS, matmul, pickVariant, refMatmul, refMatmulGrad, type MatmulVariant } from '../kernels/matmul.js';
+import { linear, MATMUL_TUNING, MATMUL_VARIANTS, matmul, pickVariant, refMatmul, refMatmulGrad, type MatmulVariant } from '../kernels/matmul.js';
 import { checkOp, describeGpu, expectClose, ODD_SIZES, type F64, type Tol } from './harness.js';
 
 /** y = x Wᵀ + b in float64: x [..., K], w [N, K], b [N]. */
@@ -163,6 +163,46 @@ describeGpu('matmul', () => {
     expect(count([13, 1031], [1031, 11])).toBe(2);
     expect(count([64, 64], [64, 64])).toBe(1);
     await sync();
+  });
+
+  it('a 2-D b read as a uniform array (MATMUL_TUNING.uniformB) and from storage: both match the reference', async () => {
+    const names: string[] = [];
+    const prev = { tuning: MATMUL_TUNING.uniformB, hook: rt().queue.onDispatch };
+    rt().queue.onDispatch = (name) => names.push(name);
+    // The forward product's kernel (the first dispatch; the backward's products have other b operands).
+    const forward = async (c: Case): Promise<string> => {
+      names.length = 0;
+      await run(c);
+      return names.find((n) => n.startsWith('matmul_')) ?? '';
+    };
+    try {
+      for (const on of [true, false]) {
+        MATMUL_TUNING.uniformB = on;
+        // vec4 b (N % 4 == 0 untransposed, K % 4 == 0 transposed): a weight b, a 2-D or batched a, odd M
+        for (const [tA, tB] of TRANS) {
+          const N = tB ? 65 : 64, K = tB ? 64 : 63;
+          const used = await forward({ ...shapesFor(67, N, K, tA, tB, [2], []), tA, tB });
+          expect(used.includes('uB='), `${tag(tA, tB)} uniformB ${on}: ${used}`).toBe(on);
+          await run({ ...shapesFor(1, N, K, tA, tB), tA, tB, range: [-100, 100] });
+        }
+        // 64 KiB exactly (the binding limit) is read as a uniform array; past it, from storage
+        expect((await forward({ a: [5, 128], b: [128, 128] })).includes('uB=4096')).toBe(on);
+        expect(await forward({ a: [5, 132], b: [132, 128] })).not.toContain('uB=');
+        // the fused Linear (bias epilogue) with a uniform weight
+        await checkOp({
+          name: `linear uniformB ${on}`,
+          inputs: [{ shape: [3, 31, 64], range: [-2, 2] }, { shape: [36, 64], range: [-1, 1] }, { shape: [36], range: [-1, 1] }],
+          run: ([x, w, b]) => linear(x!, w!, b!),
+          ref: ([x, w, b]) => refLinear(x!, w!, b!),
+          refGrad: ([x, w], gy) => refLinearGrad(x!, w!, gy),
+          tol: tolFor(64, 2, 1),
+          gradTol: tolFor(93, 2, 2),
+        });
+      }
+    } finally {
+      MATMUL_TUNING.uniformB = prev.tuning;
+      rt().queue.onDispatch = prev.hook;
+    }
   });
 
   it('K = 0 gives zeros, M = 0 / N = 0 give empty outputs', async () => {

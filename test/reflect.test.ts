@@ -42,6 +42,20 @@ it('resolves the workgroup size from override defaults and pipeline overrides', 
   expect(resolveWorkgroupSize('t', l, { WG: 32 })).toEqual([32, 2, 1]);
 });
 
+it('a uniform sized array is a tensor binding of kind uniform; the params struct stays the uniform', () => {
+  const l = reflectKernel('t', `struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<uniform> w: array<vec4<f32>, 12>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(1) fn main() { out[0] = w[p.n].x; }`);
+  expect(l.uniform!.name).toBe('p');
+  expect(l.storage.map((s) => [s.name, s.binding, s.kind, s.scalar, s.lanes, s.count])).toEqual([
+    ['w', 1, 'uniform', 'f32', 4, 12],
+    ['out', 2, 'read_write', 'f32', 1, 0],
+  ]);
+  expect(() => reflectKernel('k4', '@group(0) @binding(0) var<uniform> w: array<vec2<f32>, 4>;\n@compute @workgroup_size(1) fn main() { _ = w[0]; }')).toThrow(/k4: uniform array 'w' must be array<vec4<T>, N>/);
+});
+
 it('rejects what the engine cannot bind, naming the kernel', () => {
   expect(() => reflectKernel('k1', '@group(0) @binding(0) var<storage, read> x: array<mat4x4<f32>>;\n@compute @workgroup_size(1) fn main() { _ = x[0]; }')).toThrow(/k1: binding 'x' has type/);
   expect(() => reflectKernel('k2', '@group(1) @binding(0) var<storage, read> x: array<f32>;\n@compute @workgroup_size(1) fn main() { _ = x[0]; }')).toThrow(/k2: binding 'x' is in @group\(1\)/);
