@@ -19,8 +19,9 @@
 //   dpre_i = dz_i [z_i > 0] -> dZu[L + slot(s_i)] and dZu[i]; dW = [TS; Q[u]]^T dZu; dQ[u] += dZu[L:] W^T.
 //
 // Dispatches (one step):
-//   attrec_step_pack       the parameters at the compute width: Q -> QT, X and P -> XP, W -> Wp [Dp, Dp] (zero
-//                          rows/columns past D), one vec4 per thread, the tables read as vecW.
+//   attrec_step_pack       the parameters at the compute width: Q -> QT, X and P -> XP, W -> Wp [Dp, Dp] and its
+//                          transpose WpT (zero rows/columns past D), one vec4 per thread, the tables read as vecW.
+//                          (matmul reads Wp and WpT as uniform arrays on llvmpipe: MATMUL_TUNING.uniformB.)
 //   attrec_step_gather     QU[L + j] = QT[u_j] after the L time-signal rows (written once).
 //   matmul                 Zu = QU @ Wp.
 //   attrec_step_window     one thread per window: the forward and backward of everything above between Zu and
@@ -29,7 +30,7 @@
 //                          row hit by several windows is summed by the next kernels over a CSR built on the host.
 //   attrec_step_segsum     dZu[r] = the dpre rows of the input slot r (r >= L) or of position r (r < L), summed
 //                          (4 vec4s of a row per thread: one CSR walk feeds them; the update kernels too).
-//   matmul x2 (+ split-K)  dWp = QU^T @ dZu, dQmm = dZu @ Wp^T.
+//   matmul x2 (+ split-K)  dWp = QU^T @ dZu, dQmm = dZu @ WpT.
 //   attrec_step_update x5  per table (Q, X, P, V, W): g = (its CSR rows summed) + (dQmm via slot, or dWp) + reg p;
 //                          the Adagrad update of the optimizer's own state (acc += g'^2, p -= lr g' / (sqrt(acc) +
 //                          eps), g' = g + wd p), the parameter and accumulator as vecW; and reg/2 p^2 of the
@@ -216,7 +217,8 @@ const packKernel = kernelFamily('attrec_step_pack', ({ w }: { w: VecWidth }) => 
     foldable: true,
     wgsl: /* wgsl */ `
 // The parameters at the compute width Dp = 4 DW (zero columns past D), one vec4 per thread over the rows
-// [Q N | X N | P U | W D]: Q -> QT[r], X -> XP[r], P -> XP[N + r], W -> Wp[r]; the tables read as ${T}.
+// [Q N | X N | P U | W D]: Q -> QT[r], X -> XP[r], P -> XP[N + r], W -> Wp[r] and its column r of WpT; the tables
+// read as ${T}.
 struct Params { total: u32, N: u32, U: u32, D: u32, DW: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> Q: array<${T}>;            // [N, D]
@@ -226,6 +228,7 @@ struct Params { total: u32, N: u32, U: u32, D: u32, DW: u32 }
 @group(0) @binding(5) var<storage, read_write> QT: array<vec4<f32>>; // [N, DW]
 @group(0) @binding(6) var<storage, read_write> XP: array<vec4<f32>>; // [N + U, DW]
 @group(0) @binding(7) var<storage, read_write> Wp: array<vec4<f32>>; // [Dp, DW] (rows >= D: zero)
+@group(0) @binding(8) var<storage, read_write> WpT: array<f32>;      // [Dp, Dp] Wp transposed (columns >= D: zero)
 ${main1d(WG)} {
   let t = ${foldedIndex(WG)};
   if (t >= p.total) { return; }
@@ -249,6 +252,8 @@ ${main1d(WG)} {
     let o = (wr * p.D + c) / ${w}u;
     ${read('W')}
     Wp[wr * p.DW + (t - r * p.DW)] = v;
+    let Dp = 4u * p.DW;
+    WpT[c * Dp + wr] = v.x; WpT[(c + 1u) * Dp + wr] = v.y; WpT[(c + 2u) * Dp + wr] = v.z; WpT[(c + 3u) * Dp + wr] = v.w;
   }
 }`,
     grid: ({ total }) => [ceilDiv(total!, WG)],
@@ -517,6 +522,7 @@ export class AttRecStepWorkspace {
   private readonly QU: Tensor; // [L + min(N, B L), Dp] the time signal, then the batch's distinct input items
   private readonly XP: Tensor; // [N + U, Dp]
   private readonly Wp: Tensor; // [Dp, Dp]
+  private readonly WpT: Tensor; // [Dp, Dp] Wp transposed: dQmm = dZu @ WpT reads an untransposed weight (uniform arrays on llvmpipe)
   private readonly rows: Tensor; // [rowLayout.rows, Dp]
   private readonly hingeAcc: Tensor; // [B]
   private readonly lossAcc: Tensor; // [(2N + 2U + D) * C], C = ceil(DW / VPT): one slot per update thread
@@ -536,11 +542,12 @@ export class AttRecStepWorkspace {
     const qu = new Float32Array((L + Math.min(N, B * L)) * Dp);
     const C = Math.ceil(DW / VPT); // update threads per table row
     qu.set(ts);
-    ({ QT: this.QT, QU: this.QU, XP: this.XP, Wp: this.Wp, rows: this.rows, hingeAcc: this.hingeAcc, lossAcc: this.lossAcc } = untracked(() => ({
+    ({ QT: this.QT, QU: this.QU, XP: this.XP, Wp: this.Wp, WpT: this.WpT, rows: this.rows, hingeAcc: this.hingeAcc, lossAcc: this.lossAcc } = untracked(() => ({
       QT: Tensor.empty([N, Dp]),
       QU: Tensor.from(qu, [L + Math.min(N, B * L), Dp]), // time-signal rows written once here
       XP: Tensor.empty([N + U, Dp]),
       Wp: Tensor.from(new Float32Array(Dp * Dp), [Dp, Dp]), // [Dp, Dp] zero rows/columns past D stay zero
+      WpT: Tensor.from(new Float32Array(Dp * Dp), [Dp, Dp]),
       rows: Tensor.empty([lay.rows, Dp]),
       hingeAcc: Tensor.from(new Float32Array(B), [B]),
       lossAcc: Tensor.from(new Float32Array((2 * N + 2 * U + D) * C), [(2 * N + 2 * U + D) * C]),
@@ -588,7 +595,7 @@ export class AttRecStepWorkspace {
     if (batch.meta.disposed) throw new Error('attrecStep: the batch was disposed');
     const lay = rowLayout(d);
     noGrad(() => {
-      packKernel({ w: vecWidth(D) }).run({ Q: params.Q, X: params.X, P: params.P, W: params.W, QT: this.QT, XP: this.XP, Wp: this.Wp }, { total: (2 * N + U + D) * DW, N, U, D, DW });
+      packKernel({ w: vecWidth(D) }).run({ Q: params.Q, X: params.X, P: params.P, W: params.W, QT: this.QT, XP: this.XP, Wp: this.Wp, WpT: this.WpT }, { total: (2 * N + U + D) * DW, N, U, D, DW });
       // The projection of the time signal and of the batch's distinct input items only.
       const M = L + batch.inputs;
       gatherKernel.run({ QT: this.QT, idx: batch.meta, QU: this.QU }, { total: batch.inputs * DW, DW, L, uniq: batch.at.uniq });
@@ -603,7 +610,7 @@ export class AttRecStepWorkspace {
       const C = Math.ceil(DW / VPT);
       segsumKernel({ DW }).run({ rows: this.rows, idx: batch.meta, out: dZu }, { total: M * C, csr: batch.at.csrA, perm: batch.at.permA, maxSeg: maxSegment(d) });
       const dWp = mm(QU, dZu, { transA: true }); // [Dp, Dp]
-      const dQmm = mm(dZu, this.Wp, { transB: true }); // [L + inputs, Dp]
+      const dQmm = mm(dZu, this.WpT); // [L + inputs, Dp] = dZu @ Wpᵀ
       dZu.dispose();
       QU.dispose();
       for (const tb of this.tables) {
@@ -621,7 +628,7 @@ export class AttRecStepWorkspace {
   }
 
   dispose(): void {
-    for (const t of [this.QT, this.QU, this.XP, this.Wp, this.rows, this.hingeAcc, this.lossAcc]) t.dispose();
+    for (const t of [this.QT, this.QU, this.XP, this.Wp, this.WpT, this.rows, this.hingeAcc, this.lossAcc]) t.dispose();
   }
 }
 

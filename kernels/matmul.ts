@@ -36,7 +36,8 @@
 // shape without the shared-memory staging); smem4x4 is the conventional GPU choice and stays available.
 //
 // A weight b (2-D, vec4 rows, at most 64 KiB: the Linear forward x·Wᵀ and its input gradient dY·W) is bound as a
-// uniform array on Mesa's software adapters (MATMUL_TUNING.uniformB; same kernel, `var<uniform> b`): llvmpipe
+// uniform array on Mesa's software adapters (MATMUL_TUNING.uniformB; same kernel, `var<uniform> b`); an
+// untransposed one of up to 128 KiB as two (rows [0, K0) in b, [K0, K) in b2, one K loop each): llvmpipe
 // gathers uniform loads without the per-lane branch of its storage loads (faster on every Linear shape measured:
 // `npm run bench -- matmul`, the reg8x16_storage_b rows).
 //
@@ -88,6 +89,9 @@ interface Spec {
   bias?: boolean;
   /** b bound as a uniform array of this many vec4s (reg kernels, vB, one 2-D b: a weight up to 64 KiB; see MATMUL_TUNING.uniformB). */
   uB?: number;
+  /** An untransposed b over one uniform binding: rows k < uK0 in b (uB vec4s), the rest in b2 (uB2 vec4s). */
+  uK0?: number;
+  uB2?: number;
 }
 
 const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number]> = {
@@ -121,7 +125,11 @@ const BIAS_BINDING = /* wgsl */ `
 function bindings(s: Spec): string {
   return fill(BINDINGS, {
     A_T: vecType(s.vA ? 4 : 1),
-    B_DECL: s.uB
+    B_DECL: s.uB2
+      ? `@group(0) @binding(2) var<uniform> b: array<vec4<f32>, ${s.uB}>;  // [K, N] rows k < K0 (one weight over two uniform arrays)
+@group(0) @binding(5) var<uniform> b2: array<vec4<f32>, ${s.uB2}>; // [K, N] rows k >= K0
+const K0 = ${s.uK0}u;`
+      : s.uB
       ? `@group(0) @binding(2) var<uniform> b: array<vec4<f32>, ${s.uB}>; // ${s.tB ? '[N, K]' : '[K, N]'} (one weight, read as a uniform array)`
       : `@group(0) @binding(2) var<storage, read> b: array<${vecType(s.vB ? 4 : 1)}>;        // ${s.tB ? '[batch | 1, N, K]' : '[batch | 1, K, N]'}`,
     C_T: vecType(s.vC ? 4 : 1),
@@ -184,15 +192,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
   {A_OFFSETS}
   {B_OFFSETS}
   {ACC_ZERO}
-  for (var ks = kBeg / 4u; ks < kEnd4 / 4u; ks = ks + 1u) {
+  {K_LOOPS}{TAIL}
+  let cBase = wid.z * p.strideC;{BIAS}
+  {STORES}
+}`;
+
+/** The main loop of REG_WGSL over 4-k steps [FROM, TO) (two of them when b is split over two bindings: uK0). */
+const REG_LOOP = /* wgsl */ `for (var ks = {FROM}; ks < {TO}; ks = ks + 1u) {
     let k = ks * 4u;
     {A_LOADS}
     {B_LOADS}
     {FMAS}
-  }{TAIL}
-  let cBase = wid.z * p.strideC;{BIAS}
-  {STORES}
-}`;
+  }`;
 
 /** The K % 4 tail of REG_WGSL: one k per trip, the same loads and FMAs for a single k. */
 const REG_TAIL = /* wgsl */ `
@@ -315,10 +326,17 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
   const lines = (o: Layout, line: string, sep: string): string => tile(line.includes('{kk}') ? 4 : 1, tile(n(o), line, o.key, sep, o.step), 'kk', sep);
   // The TM x TN products of one k (each row i one line), for elements {A} / {B}.
   const products = (elA: string, elB: string, sep: string): string => tile(TM, tile(TN, fill(FMA, { A: elA, B: elB }), 'j', ' '), 'i', sep);
+  // b split over two uniform bindings (uK0, untransposed b only): rows k >= K0 are read from b2 at row k - K0.
+  const second = (line: string): string => line.replace('b[', 'b2[').replace('(k + ', '(k - K0 + ').replace(' + k * ', ' + (k - K0) * ');
+  const loop = (from: string, to: string, bLoads: string): string =>
+    fill(REG_LOOP, { FROM: from, TO: to, A_LOADS: lines(A, A.loads, '\n    '), B_LOADS: lines(B, bLoads, '\n    '), FMAS: tile(4, products(A.el, B.el, '\n    '), 'kk', '\n    ') });
+  const kLoops = s.uK0
+    ? `${loop('kBeg / 4u', 'min(kEnd4, K0) / 4u', B.loads)}\n  ${loop('max(kBeg, K0) / 4u', 'kEnd4 / 4u', second(B.loads))}`
+    : loop('kBeg / 4u', 'kEnd4 / 4u', B.loads);
   const tail =
     A.tail === null || B.tail === null
       ? ''
-      : fill(REG_TAIL, { A_LOADS: lines(A, A.tail, '\n    '), B_LOADS: lines(B, B.tail, '\n    '), FMAS: products(A.el1, B.el1, '\n    ') });
+      : fill(REG_TAIL, { A_LOADS: lines(A, A.tail, '\n    '), B_LOADS: lines(B, s.uK0 ? second(B.tail) : B.tail, '\n    '), FMAS: products(A.el1, B.el1, '\n    ') });
   const bias = s.bias ? fill(REG_BIAS, { BIAS_LOADS: tile(TN, BIAS_LOAD, 'j', ' '), BIAS_ADDS: tile(TM, tile(TN, BIAS_ADD, 'j', ' '), 'i', '\n  ') }) : '';
   const storeCols = s.vC ? tile(TN, STORE_VEC4, 'j', '\n    ', 4) : tile(TN, STORE_F32, 'j', '\n    ');
   return fill(REG_WGSL, {
@@ -331,9 +349,7 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
     A_OFFSETS: lines(A, A.offset, '\n  '),
     B_OFFSETS: lines(B, B.offset, '\n  '),
     ACC_ZERO: tile(TM, tile(TN, ACC_ZERO, 'j', ' '), 'i', '\n  '),
-    A_LOADS: lines(A, A.loads, '\n    '),
-    B_LOADS: lines(B, B.loads, '\n    '),
-    FMAS: tile(4, products(A.el, B.el, '\n    '), 'kk', '\n    '),
+    K_LOOPS: kLoops,
     TAIL: tail,
     BIAS: bias,
     STORES: tile(TM, fill(STORE_ROW, { STORE_COLS: storeCols }), 'i', '\n  '),
@@ -440,11 +456,11 @@ const families = Object.fromEntries(
         },
         minSizes: ({ M, N, K, batch, splits, strideA, strideB }) => ({
           a: ((strideA ? batch! : 1) * M! * K!) / (s.vA ? 4 : 1),
-          b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1),
+          ...(s.uB2 ? { b: s.uB!, b2: s.uB2 } : { b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1) }),
           c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
           ...(s.bias ? { bias: N! } : {}),
         }),
-        loopTrips: ({ K, kChunk }) => (isReg(variant) ? regTrips(kChunk!) : nonRegTrips(variant, K!)),
+        loopTrips: ({ K, kChunk }) => (isReg(variant) ? regTrips(kChunk!) + (s.uK0 ? loopCost(0) : 0) : nonRegTrips(variant, K!)),
       };
     }),
   ]),
@@ -508,18 +524,32 @@ function dims(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Dims {
 // Mutable for benchmarks.
 //
 // uniformB: a 2-D b that fits a uniform binding (a weight: the Linear forward x·Wᵀ and input gradient dY·W) is
-// bound as `var<uniform> b: array<vec4<f32>, K·N/4>` instead of a storage array (same kernel otherwise). On
+// bound as `var<uniform> b: array<vec4<f32>, K·N/4>` instead of a storage array (same kernel otherwise; an
+// untransposed b of up to twice the binding limit as two arrays split at a row K0 whose byte offset is aligned). On
 // llvmpipe (Mesa 22.3) uniform loads are gathered without the per-lane branch of its storage loads, and measured
 // faster (docs/BENCHMARKS.md). On a real GPU indexed uniform reads can serialise (different addresses per lane),
 // and SwiftShader was not timed, so 'auto' takes it on Mesa's software adapters only.
 export const MATMUL_TUNING: { splitThreads: number; splitMinK: number; uniformB: 'auto' | boolean } = { splitThreads: 2048, splitMinK: 256, uniformB: 'auto' };
 
-/** Whether b can be read as a uniform array here (MATMUL_TUNING.uniformB, the binding limits, its buffer's usage). */
-function uniformB(b: Tensor): boolean {
+/**
+ * How b is read as uniform arrays here, or null (MATMUL_TUNING.uniformB, the binding limits, its buffer's usage):
+ * 'whole' (one binding), or, for an untransposed b of N columns (N > 0), its rows [0, K0) and [K0, K) in two
+ * bindings, the second at an aligned offset.
+ */
+function uniformB(b: Tensor, N: number): 'whole' | { K0: number } | null {
   const want = MATMUL_TUNING.uniformB === 'auto' ? isMesaAdapter() : MATMUL_TUNING.uniformB;
-  if (!want) return false;
+  if (!want) return null;
   const lim = rt().device.limits;
-  return b.byteLength % 16 === 0 && b.byteLength <= lim.maxUniformBufferBindingSize && b.byteOffset % lim.minUniformBufferOffsetAlignment === 0 && (b.buffer.usage & GPUBufferUsage.UNIFORM) !== 0;
+  const max = lim.maxUniformBufferBindingSize;
+  const align = lim.minUniformBufferOffsetAlignment;
+  if (b.byteLength % 16 !== 0 || b.byteOffset % align !== 0 || (b.buffer.usage & GPUBufferUsage.UNIFORM) === 0) return null;
+  if (b.byteLength <= max) return 'whole';
+  if (!N || b.byteLength > 2 * max) return null;
+  const K = b.size / N;
+  for (let K0 = Math.floor(max / (16 * N)) * 4; K0 >= 4; K0 -= 4) {
+    if ((K0 * N * 4) % align === 0 && (K - K0) * N * 4 <= max) return { K0 };
+  }
+  return null;
 }
 
 /** C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). */
@@ -553,8 +583,11 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
     vC: reg && N % 4 === 0,
     ...(bias ? { bias: true } : {}),
   };
-  // One 2-D b (shared by the batch, or a batch of 1) read as a uniform array: the whole of it is the binding.
-  if (reg && s.vB && (sharedB || batch === 1) && b.size === K * N && uniformB(b)) s.uB = (K * N) / 4;
+  // One 2-D b (shared by the batch, or a batch of 1) read as a uniform array: the whole of it is the binding, or
+  // (untransposed, up to twice the limit) rows [0, K0) and [K0, K) as two bindings.
+  const split = reg && s.vB && (sharedB || batch === 1) && b.size === K * N ? uniformB(b, tB ? 0 : N) : null;
+  if (split === 'whole') s.uB = (K * N) / 4;
+  else if (split) Object.assign(s, { uB: (split.K0 * N) / 4, uK0: split.K0, uB2: ((K - split.K0) * N) / 4 });
   if (bias && !reg) throw new Error(`matmul: the bias epilogue needs a register-tiled variant, not ${variant}`);
   const k = kernelFor(variant, s);
   const [TM, TN] = isReg(variant) ? TILES[variant] : [1, 1];
@@ -570,9 +603,11 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   const kChunk = splits > 1 ? Math.min(ceilDiv(ceilDiv(K, splits), 4) * 4, 4 * Math.max(1, maxK4)) : K; // a multiple of 4 (vec4 loads along K)
   splits = kChunk ? ceilDiv(K, kChunk) : 1;
   const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
+  // b over two uniform bindings: rows [0, K0) and [K0, K) as regions of its buffer.
+  const bB: Record<string, Bindable> = s.uK0 ? { b: bufferRegion(b, 0, s.uK0 * N * 4), b2: bufferRegion(b, s.uK0 * N * 4, (K - s.uK0) * N * 4) } : { b };
   const call = (aB: Bindable, cB: Bindable, m: number): void => {
     k.run(
-      bias ? { a: aB, b, c: cB, bias } : { a: aB, b, c: cB },
+      bias ? { a: aB, ...bB, c: cB, bias } : { a: aB, ...bB, c: cB },
       {
         M: m,
         N,

@@ -165,7 +165,7 @@ describeGpu('matmul', () => {
     await sync();
   });
 
-  it('a 2-D b read as a uniform array (MATMUL_TUNING.uniformB) and from storage: both match the reference', async () => {
+  it('a 2-D b read as one or two uniform arrays (MATMUL_TUNING.uniformB) and from storage: all match the reference', async () => {
     const names: string[] = [];
     const prev = { tuning: MATMUL_TUNING.uniformB, hook: rt().queue.onDispatch };
     rt().queue.onDispatch = (name) => names.push(name);
@@ -187,7 +187,14 @@ describeGpu('matmul', () => {
         }
         // 64 KiB exactly (the binding limit) is read as a uniform array; past it, from storage
         expect((await forward({ a: [5, 128], b: [128, 128] })).includes('uB=4096')).toBe(on);
-        expect(await forward({ a: [5, 132], b: [132, 128] })).not.toContain('uB=');
+        // up to twice the limit, an untransposed b is read as two uniform arrays (rows [0, K0) and [K0, K)):
+        // AttRec's 152 x 152 projection; K % 4 != 0 (the scalar A path's K tail reads the second array); split-K
+        // slices that straddle K0; transposed, it stays in storage
+        expect((await forward({ a: [67, 152], b: [152, 152] })).includes('uK0=104')).toBe(on);
+        expect((await forward({ a: [2, 31, 153], b: [153, 152] })).includes('uK0=')).toBe(on);
+        expect((await forward({ a: [13, 3001], b: [3001, 8] })).includes('uK0=2048')).toBe(on);
+        expect(await forward({ a: [67, 152], b: [152, 152], tB: true })).not.toContain('uB=');
+        expect(await forward({ a: [5, 260], b: [260, 128] })).not.toContain('uB=');
         // the fused Linear (bias epilogue) with a uniform weight
         await checkOp({
           name: `linear uniformB ${on}`,
