@@ -23,6 +23,7 @@ export {
   type RunOptions,
 } from './kernel.js';
 export { rt, flush, sync, type Runtime } from './runtime.js';
+export { markWritten, writeVersion } from './versions.js';
 export { BufferPool, sizeClass, type PoolStats } from './pool.js';
 export { Queue, GpuError, DeviceLostError, type FlagSource } from './queue.js';
 export { Tensor, Storage, scope, keep, untracked, numel, shapeStr, sameShape, resolveShape, makeTyped, type DType, type Shape, type TypedArray } from './tensor.js';

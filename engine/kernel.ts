@@ -8,6 +8,7 @@
 import { debugKernel, flags, log } from './env.js';
 import { reflectKernel, resolveWorkgroupSize, type KernelLayout, type Scalar } from './reflect.js';
 import { rt } from './runtime.js';
+import { markWritten } from './versions.js';
 
 /** Anything that can be bound to a storage binding: a Tensor, or a raw buffer region. */
 export interface Bindable {
@@ -385,6 +386,7 @@ export class Kernel {
     r.queue.openScope(); // a bind-group validation error belongs to this batch
     const bindGroup = r.device.createBindGroup({ layout: c.bgl, entries, label: this.name });
     r.queue.dispatch(this.name, c.pipeline, bindGroup, grid);
+    for (const s of layout.storage) if (s.kind === 'read_write') markWritten(bindings[s.name]!.buffer);
   }
 
   private fold(g: Grid, max: number): [number, number, number] {

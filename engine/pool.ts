@@ -2,6 +2,7 @@
 // A released buffer is "pending" until the work that may still use it has been submitted; flush() returns it.
 // Size classes are 2^k * {1, 1.25, 1.5, 1.75} (at most 25% slack), so varying batch sizes still hit the pool.
 import { flags } from './env.js';
+import { markWritten } from './versions.js';
 
 export interface PoolStats {
   /** Bytes of all live GPU buffers created by the pool (free, pending and in use). */
@@ -54,6 +55,7 @@ export class BufferPool {
       this.s.peakBytes = Math.max(this.s.peakBytes, this.s.allocatedBytes);
     }
     this.s.inUseBytes += size;
+    markWritten(buf); // a new owner: whatever was derived from the buffer's old contents is stale
     return buf;
   }
 

@@ -12,6 +12,7 @@
 // mapped buffer, and takeGpuTime() returns the summed pass durations since the last call.
 import { flags, log, debugKernel, debugKernels } from './env.js';
 import type { BufferPool } from './pool.js';
+import { markWritten } from './versions.js';
 
 const UNIFORM_CHUNK = 1 << 16;
 const UNIFORM_ALIGN = 256;
@@ -282,6 +283,7 @@ export class Queue {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.endPass();
     this.ensureEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+    markWritten(dst);
   }
 
   /** Track an async check (a pipeline's compile result); its error is thrown at the next sync point. */
@@ -378,6 +380,7 @@ export class Queue {
     this.flush();
     for (const f of fl) {
       this.device.queue.writeBuffer(f.buffer, 0, f.init); // after the copy above (queue order)
+      markWritten(f.buffer);
       f.onRead?.();
     }
     this.stats.readbacks++;

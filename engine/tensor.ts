@@ -4,6 +4,7 @@
 import type { GraphNode } from './autograd.js';
 import { flags } from './env.js';
 import { rt } from './runtime.js';
+import { markWritten, writeVersion } from './versions.js';
 
 export type DType = 'f32' | 'i32' | 'u32';
 export type TypedArray = Float32Array | Int32Array | Uint32Array;
@@ -179,6 +180,7 @@ export class Tensor {
     if (numel(shp) !== arr.length) throw new Error(`Tensor.from: ${arr.length} values do not fill shape ${shapeStr(shp)}`);
     const t = Tensor.empty(shp, dt);
     if (arr.length) rt().device.queue.writeBuffer(t.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
+    markWritten(t.buffer);
     return t;
   }
 
@@ -188,6 +190,15 @@ export class Tensor {
     if (arr.length !== this.size) throw new Error(`write: ${arr.length} values for tensor ${this.describe()}`);
     rt().queue.flush();
     rt().device.queue.writeBuffer(this.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
+    markWritten(this.buffer);
+  }
+
+  /**
+   * The write version of this tensor's buffer (engine/versions.ts): it changes whenever the engine writes the
+   * buffer (a kernel binding it read_write, write(), a copy into it). Views share their buffer's version.
+   */
+  get version(): number {
+    return writeVersion(this.buffer);
   }
 
   /** A tensor sharing this storage with another shape (no copy, no autograd; see reshape() for the op). */

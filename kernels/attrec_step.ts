@@ -449,7 +449,8 @@ const updateKernel = kernelFamily('attrec_step_update', ({ w, DW }: { w: VecWidt
   const T = vecType(w);
   const n = 4 / w; // parameter elements of width w per vec4
   const part = (g: string, k: number): string => (w === 4 ? g : w === 2 ? `${g}.${k === 0 ? 'xy' : 'zw'}` : `${g}[${k}]`);
-  // One vec4 {k} of the thread: its matmul row, then the n parameter elements it covers.
+  // One vec4 {k} of the thread: its matmul row, then the n parameter elements it covers, then (HAS_PACK) the new
+  // values as the vec4 of the compute-width copy (zero past D) and, for W, its column of the transpose.
   const apply = unroll(VPT, `if (d0 + {k}u < DW) {
     let d = d0 + {k}u;
     var g = g{k};
@@ -457,7 +458,10 @@ const updateKernel = kernelFamily('attrec_step_update', ({ w, DW }: { w: VecWidt
     if (HAS_MM == 2u && sl >= 0) { g = g + mmRows[(p.mmBase + u32(sl)) * DW + d]; }
     let c0 = d * 4u;
     let i0 = (r * p.D + c0) / ${w}u;
-${Array.from({ length: n }, (_, k) => `    if (c0 + ${k * w}u < p.D) { l2 = l2 + update(i0 + ${k}u, ${part('g', k)}); }`).join('\n')}
+    var nv = vec4<f32>(0.0);
+${Array.from({ length: n }, (_, k) => `    if (c0 + ${k * w}u < p.D) { let u = update(i0 + ${k}u, ${part('g', k)}); l2 = l2 + u.l2; ${part('nv', k)} = u.y; }`).join('\n')}
+    if (HAS_PACK != 0u) { pk[(p.pkRow + r) * DW + d] = nv; }
+    if (HAS_PACK == 2u) { pkT[c0 * 4u * DW + r] = nv.x; pkT[(c0 + 1u) * 4u * DW + r] = nv.y; pkT[(c0 + 2u) * 4u * DW + r] = nv.z; pkT[(c0 + 3u) * 4u * DW + r] = nv.w; }
   }`, 'k', '\n  ');
   return {
     foldable: true,
@@ -465,11 +469,14 @@ ${Array.from({ length: n }, (_, k) => `    if (c0 + ${k * w}u < p.D) { l2 = l2 +
 // g = sum of CSR B's segment (base + r) + the matmul row (HAS_MM 1: mmRows[r]; 2: mmRows[mmBase + slot[r]], none
 // when slot[r] < 0) + reg p;  g' = g + wd p;  acc += g'^2;  p -= lr g' / (sqrt(acc) + eps);
 // lossAcc[lo + t] += reg/2 |p|^2 (pre-update). Thread t: row r, vec4s d0 .. d0 + ${VPT - 1} of its DW = ${DW}, each as ${n} x ${T}.
+// HAS_PACK 1: the new row also into pk[pkRow + r] at the compute width (QT, XP: the next step's pack), 2: and its
+// transpose into pkT (W: Wp and WpT).
 override HAS_CSR: u32 = 1u;
 override HAS_MM: u32 = 0u;
+override HAS_PACK: u32 = 0u;
 const DW = ${DW}u;
 const C = ${Math.ceil(DW / VPT)}u; // threads per row
-struct Params { total: u32, D: u32, csr: u32, perm: u32, base: u32, slot: u32, mmBase: u32, accOff: u32, lo: u32, maxSeg: u32, reg: f32, lr: f32, eps: f32, wd: f32 }
+struct Params { total: u32, D: u32, csr: u32, perm: u32, base: u32, slot: u32, mmBase: u32, accOff: u32, lo: u32, pkRow: u32, maxSeg: u32, reg: f32, lr: f32, eps: f32, wd: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rows: array<vec4<f32>>;       // window gradient rows
 @group(0) @binding(2) var<storage, read> idx: array<i32>;              // CSR B, the slot map
@@ -477,13 +484,17 @@ struct Params { total: u32, D: u32, csr: u32, perm: u32, base: u32, slot: u32, m
 @group(0) @binding(4) var<storage, read_write> param: array<${T}>;     // [R, D]
 @group(0) @binding(5) var<storage, read_write> acc: array<${T}>;       // the optimizer's accumulator arena
 @group(0) @binding(6) var<storage, read_write> lossAcc: array<f32>;    // running L2 partial sums
-fn update(i: u32, gk: ${T}) -> f32 {
+@group(0) @binding(7) var<storage, read_write> pk: array<vec4<f32>>;   // HAS_PACK: the compute-width copy [rows, DW]
+@group(0) @binding(8) var<storage, read_write> pkT: array<f32>;        // HAS_PACK 2: its transpose [4 DW, 4 DW]
+struct Upd { y: ${T}, l2: f32 } // the new value, |x|^2 of the old one
+fn update(i: u32, gk: ${T}) -> Upd {
   let x = param[i];
   let g = gk + p.reg * x + p.wd * x;
   let s = acc[p.accOff / ${w}u + i] + g * g;
   acc[p.accOff / ${w}u + i] = s;
-  param[i] = x - p.lr * g / (sqrt(s) + p.eps);
-  return ${w === 1 ? 'x * x' : 'dot(x, x)'};
+  let y = x - p.lr * g / (sqrt(s) + p.eps);
+  param[i] = y;
+  return Upd(y, ${w === 1 ? 'x * x' : 'dot(x, x)'});
 }
 ${main1d(WG)} {
   let t = ${foldedIndex(WG)};
@@ -526,6 +537,9 @@ export class AttRecStepWorkspace {
   private readonly rows: Tensor; // [rowLayout.rows, Dp]
   private readonly hingeAcc: Tensor; // [B]
   private readonly lossAcc: Tensor; // [(2N + 2U + D) * C], C = ceil(DW / VPT): one slot per update thread
+  private readonly none: [Tensor, Tensor, Tensor]; // [4] each: bound where an optional input / output is off (no aliasing)
+  /** The parameters QT, XP, Wp, WpT were last written from (by the updates) and their write versions then. */
+  private packedFrom: { src: Tensor[]; versions: number[] } | null = null;
   private readonly tables: ReadonlyArray<{ key: 'Q' | 'X' | 'P' | 'V' | 'W'; R: number; base: number; lo: number; csr: boolean }>;
 
   constructor(dims: AttRecStepDims, timeSignal: ArrayLike<number>) {
@@ -542,7 +556,7 @@ export class AttRecStepWorkspace {
     const qu = new Float32Array((L + Math.min(N, B * L)) * Dp);
     const C = Math.ceil(DW / VPT); // update threads per table row
     qu.set(ts);
-    ({ QT: this.QT, QU: this.QU, XP: this.XP, Wp: this.Wp, WpT: this.WpT, rows: this.rows, hingeAcc: this.hingeAcc, lossAcc: this.lossAcc } = untracked(() => ({
+    ({ QT: this.QT, QU: this.QU, XP: this.XP, Wp: this.Wp, WpT: this.WpT, rows: this.rows, hingeAcc: this.hingeAcc, lossAcc: this.lossAcc, none: this.none } = untracked(() => ({
       QT: Tensor.empty([N, Dp]),
       QU: Tensor.from(qu, [L + Math.min(N, B * L), Dp]), // time-signal rows written once here
       XP: Tensor.empty([N + U, Dp]),
@@ -551,6 +565,7 @@ export class AttRecStepWorkspace {
       rows: Tensor.empty([lay.rows, Dp]),
       hingeAcc: Tensor.from(new Float32Array(B), [B]),
       lossAcc: Tensor.from(new Float32Array((2 * N + 2 * U + D) * C), [(2 * N + 2 * U + D) * C]),
+      none: [0, 1, 2].map(() => Tensor.from(new Float32Array(4), [4])) as [Tensor, Tensor, Tensor],
     })));
     // Update order Q, X, P (CSR B's destination space [Q N | X N | P U]), then V and W (no CSR rows).
     this.tables = [
@@ -594,8 +609,14 @@ export class AttRecStepWorkspace {
     }
     if (batch.meta.disposed) throw new Error('attrecStep: the batch was disposed');
     const lay = rowLayout(d);
+    // The compute-width copies are current when the updates of the previous step wrote them and nothing has
+    // written the parameters since (their write versions, engine/versions.ts); else pack them first.
+    const src = [params.P, params.Q, params.X, params.W];
+    const last = this.packedFrom;
+    const current = last !== null && src.every((t, i) => t === last.src[i] && t.version === last.versions[i]);
+    this.packedFrom = null; // until this step's updates are recorded
     noGrad(() => {
-      packKernel({ w: vecWidth(D) }).run({ Q: params.Q, X: params.X, P: params.P, W: params.W, QT: this.QT, XP: this.XP, Wp: this.Wp, WpT: this.WpT }, { total: (2 * N + U + D) * DW, N, U, D, DW });
+      if (!current) packKernel({ w: vecWidth(D) }).run({ Q: params.Q, X: params.X, P: params.P, W: params.W, QT: this.QT, XP: this.XP, Wp: this.Wp, WpT: this.WpT }, { total: (2 * N + U + D) * DW, N, U, D, DW });
       // The projection of the time signal and of the batch's distinct input items only.
       const M = L + batch.inputs;
       gatherKernel.run({ QT: this.QT, idx: batch.meta, QU: this.QU }, { total: batch.inputs * DW, DW, L, uniq: batch.at.uniq });
@@ -614,21 +635,29 @@ export class AttRecStepWorkspace {
       dZu.dispose();
       QU.dispose();
       for (const tb of this.tables) {
-        const mmRows = tb.key === 'Q' ? dQmm : tb.key === 'W' ? dWp : this.Wp; // Wp: bound but unread (HAS_MM 0)
+        const mmRows = tb.key === 'Q' ? dQmm : tb.key === 'W' ? dWp : this.none[0]; // bound but unread (HAS_MM 0)
         const reg = tb.key === 'W' ? h.regW : h.regEmb;
+        // The new rows also into the compute-width copies: Q -> QT, X -> XP, P -> XP after the N item rows, W -> Wp and WpT.
+        const pk = tb.key === 'Q' ? this.QT : tb.key === 'X' || tb.key === 'P' ? this.XP : tb.key === 'W' ? this.Wp : this.none[1];
         updateKernel({ w: vecWidth(D), DW }).run(
-          { rows: this.rows, idx: batch.meta, mmRows, param: params[tb.key], acc: params.acc[tb.key].arena, lossAcc: this.lossAcc },
-          { total: tb.R * C, D, csr: batch.at.csrB, perm: batch.at.permB, base: tb.base, slot: batch.at.slot, mmBase: L, accOff: params.acc[tb.key].offset, lo: tb.lo, maxSeg: tb.csr ? maxSegment(d) : 0, reg, lr: h.lr, eps: h.eps, wd: h.weightDecay },
-          { overrides: { HAS_CSR: tb.csr ? 1 : 0, HAS_MM: tb.key === 'Q' ? 2 : tb.key === 'W' ? 1 : 0 } },
+          { rows: this.rows, idx: batch.meta, mmRows, param: params[tb.key], acc: params.acc[tb.key].arena, lossAcc: this.lossAcc, pk, pkT: tb.key === 'W' ? this.WpT : this.none[2] },
+          { total: tb.R * C, D, csr: batch.at.csrB, perm: batch.at.permB, base: tb.base, slot: batch.at.slot, mmBase: L, accOff: params.acc[tb.key].offset, lo: tb.lo, pkRow: tb.key === 'P' ? N : 0, maxSeg: tb.csr ? maxSegment(d) : 0, reg, lr: h.lr, eps: h.eps, wd: h.weightDecay },
+          { overrides: { HAS_CSR: tb.csr ? 1 : 0, HAS_MM: tb.key === 'Q' ? 2 : tb.key === 'W' ? 1 : 0, HAS_PACK: tb.key === 'V' ? 0 : tb.key === 'W' ? 2 : 1 } },
         );
       }
       dWp.dispose();
       dQmm.dispose();
     });
+    this.packedFrom = { src, versions: src.map((t) => t.version) };
+  }
+
+  /** Forget the compute-width copies: the next step packs the parameters again (automatic after any engine write to them). */
+  invalidate(): void {
+    this.packedFrom = null;
   }
 
   dispose(): void {
-    for (const t of [this.QT, this.QU, this.XP, this.Wp, this.WpT, this.rows, this.hingeAcc, this.lossAcc]) t.dispose();
+    for (const t of [this.QT, this.QU, this.XP, this.Wp, this.WpT, this.rows, this.hingeAcc, this.lossAcc, ...this.none]) t.dispose();
   }
 }
 

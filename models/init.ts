@@ -10,7 +10,7 @@
 //   uniform_           U[lo, hi)
 //   xavierUniform_     U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)) (Glorot; TF xavier_initializer)
 //   zeros_, ones_, constant_, fillRow_ (e.g. an embedding's padding row)
-import { fillInPlace, randomFill, rngU32, rngUniform, rt, type RandOptions, type Tensor } from '../engine/index.js';
+import { fillInPlace, markWritten, randomFill, rngU32, rngUniform, rt, type RandOptions, type Tensor } from '../engine/index.js';
 
 export interface InitOptions {
   /** Pin the random stream: (seed, offset ?? 0) instead of the global generator's next offset. */
@@ -67,6 +67,7 @@ export function fillRow_(t: Tensor, row: number, value = 0): Tensor {
   const data = t.dtype === 'f32' ? new Float32Array(D).fill(value) : t.dtype === 'i32' ? new Int32Array(D).fill(value) : new Uint32Array(D).fill(value);
   rt().queue.flush();
   rt().device.queue.writeBuffer(t.buffer, row * D * 4, data.buffer, 0, data.byteLength);
+  markWritten(t.buffer);
   return t;
 }
 

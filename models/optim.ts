@@ -21,7 +21,7 @@
 //   step_scalar  one float per thread instead of one vec4: the slowest of the kernels.
 //   composed     Adam from unfused elementwise ops (~16 dispatches per parameter): far slower than any of them.
 // Timings: `npm run bench -- optim.adam optim.adagrad` / docs/BENCHMARKS.md.
-import { fillInPlace, rt, Tensor, untracked, type Bindable } from '../engine/index.js';
+import { fillInPlace, markWritten, rt, Tensor, untracked, type Bindable } from '../engine/index.js';
 import {
   adagradUniforms,
   adamCoef,
@@ -328,6 +328,7 @@ export abstract class Optimizer {
   private writeArena(arena: Tensor, offset: number, data: Float32Array): void {
     rt().queue.flush(); // recorded work that reads the arena runs first
     rt().device.queue.writeBuffer(arena.buffer, offset * 4, data.buffer, data.byteOffset, data.byteLength);
+    markWritten(arena.buffer);
   }
 
   /** Free the state (the parameters stay). */

@@ -8,7 +8,7 @@
 //   - the autograd path of models/attrec.ts on a larger batch over three steps (parameters and optimizer state);
 // and the trainer's choice of path and its errors.
 import { expect, it } from 'vitest';
-import { flags, manualSeed, ref, scope, backward, sync, Tensor } from '../engine/index.js';
+import { fillInPlace, flags, manualSeed, ref, rt, scope, backward, sync, Tensor } from '../engine/index.js';
 import { attrecStepBatch, attrecStepMeta, attrecStepSupported, AttRecStepWorkspace, refAttRecStep, type AttRecStepDims, type AttRecStepHyper, type AttRecStepParams } from '../kernels/attrec_step.js';
 import { AttRec, AttRecFusedStep, timeSignal, uploadAttRecBatch, disposeAttRecBatch, type AttRecConfig } from '../models/attrec.js';
 import { Adagrad } from '../models/optim.js';
@@ -32,6 +32,9 @@ interface RandCase {
   pad?: number | 'full';
   steps?: number;
   timeSignal?: 'concat' | 'interleaved' | 'none';
+  /** Between steps, write parameters behind the step's back (Tensor.write to Q, a kernel to W, a copy into P):
+   * the next step must pack them again (the write versions of engine/versions.ts), not reuse its copies. */
+  writeBetween?: boolean;
 }
 
 const HYPER: AttRecStepHyper = { alpha: 0.2, margin: 0.5, regW: 0.01, regEmb: 0.001, lr: 0.05, eps: 0, weightDecay: 0 };
@@ -103,6 +106,15 @@ async function randomCase(c: RandCase): Promise<void> {
       ws.step({ ...params, acc: Object.fromEntries(KEYS.map((k) => [k, { arena: arenas[k], offset: 8 }])) as unknown as AttRecStepParams['acc'] }, batch, HYPER);
       batch.dispose();
       refLoss += refAttRecStep({ dims: d, ...vals, acc, timeSignal: ts, users, seq, targets, negatives }, HYPER).loss;
+      if (c.writeBetween && step + 1 < (c.steps ?? 1)) {
+        vals.Q = f32(rnd, N * D, c.scale);
+        params.Q.write(Float32Array.from(vals.Q));
+        fillInPlace(params.W, 0.03);
+        vals.W.fill(Math.fround(0.03));
+        const n = Math.min(U, N) * D; // the first rows of X into P
+        rt().queue.copy(params.X.buffer, 0, params.P.buffer, 0, 4 * n);
+        for (let i = 0; i < n; i++) vals.P[i] = vals.X[i]!;
+      }
     }
     for (const k of KEYS) {
       const maxP = vals[k].reduce((m, v) => Math.max(m, Math.abs(v)), 0);
@@ -134,6 +146,7 @@ describeGpu('attrec_step', () => {
     { name: 'the authors\' sizes D 150 L 5 T 3, B 31, interleaved time signal', dims: { N: 31, U: 7, D: 150, L: 5, T: 3, B: 31 }, scale: 0.1, timeSignal: 'interleaved' },
     { name: 'D 16: a row of exactly one 4-vec4 update chunk, vec4 tables', dims: { N: 9, U: 4, D: 16, L: 4, T: 2, B: 9 }, scale: 0.5 },
     { name: 'D 17: a row of one chunk + 1 vec4, scalar tables', dims: { N: 9, U: 4, D: 17, L: 4, T: 2, B: 9 }, scale: 0.5, pad: 0.3 },
+    { name: 'parameters written between steps (host write, kernel, copy): packed again', dims: { N: 13, U: 5, D: 10, L: 3, T: 2, B: 9 }, scale: 0.5, steps: 3, writeBetween: true },
     { name: 'large magnitudes (saturated softmax, every hinge active)', dims: { N: 11, U: 3, D: 12, L: 5, T: 3, B: 17 }, scale: 30, wScale: 0.05 },
   ];
   for (const c of cases) it(`matches the float64 reference: ${c.name}`, () => randomCase(c));

@@ -209,6 +209,28 @@ struct Params { n: u32 }
     await sync();
   });
 
+  it('write versions: a read_write binding, write() and a copy give the buffer a new version; reads do not', async () => {
+    const x = Tensor.from(new Float32Array(8).fill(1));
+    const y = Tensor.from(new Float32Array(8));
+    const yView = y.view([2, 4]);
+    const [vx, vy] = [x.version, y.version];
+    expect(vx).toBeGreaterThan(0);
+    expect(vy).not.toBe(vx);
+    axpy.run({ x, y }, { n: 8, alpha: 2 });
+    expect(x.version).toBe(vx); // bound read-only
+    expect(y.version).toBeGreaterThan(vy);
+    expect(yView.version).toBe(y.version); // a view shares its buffer's version
+    const v2 = y.version;
+    y.write(new Float32Array(8));
+    expect(y.version).toBeGreaterThan(v2);
+    const v3 = y.version;
+    rt().queue.copy(x.buffer, 0, y.buffer, 0, 32);
+    expect(y.version).toBeGreaterThan(v3);
+    expect(x.version).toBe(vx);
+    await sync();
+    for (const t of [x, y, yView]) t.dispose();
+  });
+
   it('SYNC mode names the failing kernel', async () => {
     const prev = flags.sync;
     flags.sync = true;
