@@ -1,5 +1,5 @@
 // kernels/attrec_step.ts — attrec_step: one whole AttRec training step (forward, hinge loss, backward, the L2
-// terms and the Adagrad update of every table) in 13 dispatches and no tape, for the authors' default model
+// terms and the Adagrad update of every table) in 12 dispatches (13 when it packs the parameters) and no tape, for the authors' default model
 // (models/attrec.ts: shared ReLU projection, diagonal zeroed after the softmax, no projection dropout). The
 // autograd path runs ~100 dispatches for the same step; this is the trainer's default wherever it applies
 // (models/attrec.ts AttRecFusedStep, models/attrec_train.ts `fusedStep`).
@@ -18,10 +18,13 @@
 //   dS~_ij = [i != j] w_i dc_j; dlogit = S~ (dS~ - rowsum(S~ dS~)); dz_i = sum_j (dl_ij + dl_ji) z_j / sqrt(D);
 //   dpre_i = dz_i [z_i > 0] -> dZu[L + slot(s_i)] and dZu[i]; dW = [TS; Q[u]]^T dZu; dQ[u] += dZu[L:] W^T.
 //
-// Dispatches (one step):
+// Dispatches (one step; 12, or 13 with the pack):
 //   attrec_step_pack       the parameters at the compute width: Q -> QT, X and P -> XP, W -> Wp [Dp, Dp] and its
 //                          transpose WpT (zero rows/columns past D), one vec4 per thread, the tables read as vecW.
 //                          (matmul reads Wp and WpT as uniform arrays on llvmpipe: MATMUL_TUNING.uniformB.)
+//                          Only when the copies are not current: the updates below write them too, so the pack
+//                          runs at the first step and after anything else wrote P, Q, X or W (their write
+//                          versions, engine/versions.ts: a host write, a kernel, a copy; invalidate() forces it).
 //   attrec_step_gather     QU[L + j] = QT[u_j] after the L time-signal rows (written once).
 //   matmul                 Zu = QU @ Wp.
 //   attrec_step_window     one thread per window: the forward and backward of everything above between Zu and
@@ -33,8 +36,8 @@
 //   matmul x2 (+ split-K)  dWp = QU^T @ dZu, dQmm = dZu @ WpT.
 //   attrec_step_update x5  per table (Q, X, P, V, W): g = (its CSR rows summed) + (dQmm via slot, or dWp) + reg p;
 //                          the Adagrad update of the optimizer's own state (acc += g'^2, p -= lr g' / (sqrt(acc) +
-//                          eps), g' = g + wd p), the parameter and accumulator as vecW; and reg/2 p^2 of the
-//                          pre-update p added to lossAcc (the L2 loss terms).
+//                          eps), g' = g + wd p), the parameter and accumulator as vecW; reg/2 p^2 of the
+//                          pre-update p added to lossAcc (the L2 loss terms); the new rows into QT / XP / Wp + WpT.
 // The loss is never formed per step: hingeAcc [B] and lossAcc (one slot per update thread) accumulate across steps
 // and are summed when the trainer reads the epoch's loss (lossSum), so a step reads nothing back.
 // Sums run in a fixed order (CSR segments ascending by row), so a step is bit-reproducible.

@@ -58,7 +58,7 @@
 //                              authors built these ops but never ran them)
 //   alpha, margin, regW, regEmb, initStd: the constants above
 // Training step: the trainer (models/attrec_train.ts) runs AttRecFusedStep (kernels/attrec_step.ts: forward,
-// backward, L2 and the Adagrad update in 13 dispatches, no tape; the batch's distinct input items are the only rows
+// backward, L2 and the Adagrad update in 12 dispatches, no tape; the batch's distinct input items are the only rows
 // projected) wherever it applies (fusedStepBlocker: the authors' model, any timeSignal / padDim / projectTable);
 // the paper variants and `fusedStep: false` run the autograd path below (model.loss, backward, Adagrad.step).
 // Short sequences (datasets other than ML-100k): inputs are left-padded with id 0 (`padded` batches); pad keys
@@ -479,7 +479,7 @@ function additiveMask(hostSeq: ArrayLike<number> | undefined, B: number, L: numb
 
 
 /**
- * The fused training step of an AttRec model and its Adagrad optimizer (kernels/attrec_step.ts): 13 dispatches per
+ * The fused training step of an AttRec model and its Adagrad optimizer (kernels/attrec_step.ts): 12 dispatches per
  * step instead of the tape's ~100, the same math (checked against the float64 reference, the numpy fixtures
  * and the autograd path). The optimizer's state is updated in place (its checkpoints and step counts stay valid);
  * the loss accumulates on the GPU across steps (resetLoss / lossSum).

@@ -281,7 +281,7 @@ export interface AttRecTrainOptions extends Omit<AttRecConfig, 'numUsers' | 'num
   /** Read the running loss back every this many steps (progress, and a bound on how far the host runs ahead). Default 10. */
   readEvery?: number;
   /**
-   * The fused training step (kernels/attrec_step.ts, the same math in 13 dispatches instead of ~100): 'auto'
+   * The fused training step (kernels/attrec_step.ts, the same math in 12 dispatches instead of ~100): 'auto'
    * (default) wherever it applies (the authors' model: AttRec.fusedStepBlocker), true (an error where it does not),
    * false (always the autograd path).
    */
