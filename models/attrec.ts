@@ -523,6 +523,15 @@ export class AttRecFusedStep {
     this.ws.resetLoss();
   }
 
+  /**
+   * Make the next step pack the parameters again. Only needed after writing a parameter's buffer behind the
+   * engine's back (its own device.queue.writeBuffer): every engine write (kernels, Tensor.write, copies,
+   * loadStateDict) is seen through the tensors' write versions.
+   */
+  invalidate(): void {
+    this.ws.invalidate();
+  }
+
   /** The training loss summed over the steps since resetLoss() (reads back). */
   lossSum(): Promise<number> {
     return this.ws.lossSum();
