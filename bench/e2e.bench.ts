@@ -211,7 +211,9 @@ function pretrainRun(h: S3In & { batch: PretrainHostBatch }): Promise<Outputs> {
   );
 }
 
-function pretrainEntry(cfg: S3Cfg): BenchEntry<S3In & { batch: PretrainHostBatch }> {
+type PreIn = S3In & { batch: PretrainHostBatch };
+
+function pretrainEntry(cfg: S3Cfg): BenchEntry<PreIn> {
   return {
     op: 'e2e',
     name: 'e2e.s3rec',
@@ -223,43 +225,29 @@ function pretrainEntry(cfg: S3Cfg): BenchEntry<S3In & { batch: PretrainHostBatch
     },
     reference: (h) => pretrainRun(h),
     check: stepCheck(),
-    variants: [
-      {
-        name: 'pretrain_step',
-        kind: 'step',
-        setup(h): Instance {
-          const model = newS3Model(h);
-          model.train();
-          const opt = new Adam(model, { lr: 1e-3 });
-          return {
-            run: () => pretrainStep(model, opt, h.batch, h.attributes, PRE_OPTS),
-            outputs: () => pretrainRun(h),
-            dispose() {
-              opt.dispose();
-              model.dispose();
-            },
-          };
+    // The step as the library runs it, and with every weight read from a storage binding (MATMUL_TUNING.uniformB off).
+    variants: [pretrainVariant('pretrain_step', (f) => f()), pretrainVariant('pretrain_step_storage_b', storageB)],
+  };
+}
+
+/** A pretraining-step variant whose work (the step and its validation run) is recorded inside `wrap`. */
+function pretrainVariant(name: string, wrap: <T>(f: () => T) => T): BenchEntry<PreIn>['variants'][number] {
+  return {
+    name,
+    kind: 'step',
+    setup(h): Instance {
+      const model = newS3Model(h);
+      model.train();
+      const opt = new Adam(model, { lr: 1e-3 });
+      return {
+        run: () => wrap(() => pretrainStep(model, opt, h.batch, h.attributes, PRE_OPTS)),
+        outputs: () => wrap(() => pretrainRun(h)),
+        dispose() {
+          opt.dispose();
+          model.dispose();
         },
-      },
-      {
-        // The same step with every weight read from a storage binding (MATMUL_TUNING.uniformB off).
-        name: 'pretrain_step_storage_b',
-        kind: 'step',
-        setup(h): Instance {
-          const model = newS3Model(h);
-          model.train();
-          const opt = new Adam(model, { lr: 1e-3 });
-          return {
-            run: () => storageB(() => pretrainStep(model, opt, h.batch, h.attributes, PRE_OPTS)),
-            outputs: () => storageB(() => pretrainRun(h)),
-            dispose() {
-              opt.dispose();
-              model.dispose();
-            },
-          };
-        },
-      },
-    ],
+      };
+    },
   };
 }
 
