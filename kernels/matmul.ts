@@ -528,26 +528,37 @@ function dims(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Dims {
 // untransposed b of up to twice the binding limit as two arrays split at a row K0 whose byte offset is aligned). On
 // llvmpipe (Mesa 22.3) uniform loads are gathered without the per-lane branch of its storage loads, and measured
 // faster (docs/BENCHMARKS.md). On a real GPU indexed uniform reads can serialise (different addresses per lane),
-// and SwiftShader was not timed, so 'auto' takes it on Mesa's software adapters only.
-export const MATMUL_TUNING: { splitThreads: number; splitMinK: number; uniformB: 'auto' | boolean } = { splitThreads: 2048, splitMinK: 256, uniformB: 'auto' };
+// and SwiftShader was not timed, so 'auto' takes it on Mesa's software adapters only. Only for M >= uniformMinRows
+// (b is re-read once per TM rows of C: a weight under many rows gains, a weight gradient's activation operand
+// hardly), and a uniform array's size is part of the pipeline, so it is declared as the buffer's whole pool size
+// class (capped at the binding limit), not the operand's size: operands whose sizes change from call to call (the
+// tokens of varlen batches) share a handful of pipelines instead of compiling one each.
+export const MATMUL_TUNING: { splitThreads: number; splitMinK: number; uniformB: 'auto' | boolean; uniformMinRows: number } = {
+  splitThreads: 2048,
+  splitMinK: 256,
+  uniformB: 'auto',
+  uniformMinRows: 128,
+};
 
 /**
- * How b is read as uniform arrays here, or null (MATMUL_TUNING.uniformB, the binding limits, its buffer's usage):
- * 'whole' (one binding), or, for an untransposed b of N columns (N > 0), its rows [0, K0) and [K0, K) in two
- * bindings, the second at an aligned offset.
+ * How b is read as uniform arrays here, or null (MATMUL_TUNING, the binding limits, its buffer's usage): the vec4
+ * counts of the bindings, `b` from byte 0 and (an untransposed b of N columns, N > 0, over the limit) `b2` from row
+ * K0 at an aligned offset. Each binding runs to the end of the buffer or the limit (see MATMUL_TUNING).
  */
-function uniformB(b: Tensor, N: number): 'whole' | { K0: number } | null {
+function uniformB(b: Tensor, M: number, N: number): { uB: number; uK0?: number; uB2?: number } | null {
   const want = MATMUL_TUNING.uniformB === 'auto' ? isMesaAdapter() : MATMUL_TUNING.uniformB;
-  if (!want) return null;
+  if (!want || M < MATMUL_TUNING.uniformMinRows) return null;
   const lim = rt().device.limits;
   const max = lim.maxUniformBufferBindingSize;
   const align = lim.minUniformBufferOffsetAlignment;
-  if (b.byteLength % 16 !== 0 || b.byteOffset % align !== 0 || (b.buffer.usage & GPUBufferUsage.UNIFORM) === 0) return null;
-  if (b.byteLength <= max) return 'whole';
+  const size = b.buffer.size;
+  if (b.byteLength % 16 !== 0 || b.byteOffset !== 0 || (b.buffer.usage & GPUBufferUsage.UNIFORM) === 0) return null;
+  if (b.byteLength <= max) return { uB: Math.floor(Math.min(size, max) / 16) };
   if (!N || b.byteLength > 2 * max) return null;
   const K = b.size / N;
   for (let K0 = Math.floor(max / (16 * N)) * 4; K0 >= 4; K0 -= 4) {
-    if ((K0 * N * 4) % align === 0 && (K - K0) * N * 4 <= max) return { K0 };
+    const at = K0 * N * 4;
+    if (at % align === 0 && (K - K0) * N * 4 <= max) return { uB: at / 16, uK0: K0, uB2: Math.floor(Math.min(size - at, max) / 16) };
   }
   return null;
 }
@@ -585,9 +596,8 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   };
   // One 2-D b (shared by the batch, or a batch of 1) read as a uniform array: the whole of it is the binding, or
   // (untransposed, up to twice the limit) rows [0, K0) and [K0, K) as two bindings.
-  const split = reg && s.vB && (sharedB || batch === 1) && b.size === K * N ? uniformB(b, tB ? 0 : N) : null;
-  if (split === 'whole') s.uB = (K * N) / 4;
-  else if (split) Object.assign(s, { uB: (split.K0 * N) / 4, uK0: split.K0, uB2: ((K - split.K0) * N) / 4 });
+  const u = reg && s.vB && (sharedB || batch === 1) && b.size === K * N ? uniformB(b, M, tB ? 0 : N) : null;
+  if (u) Object.assign(s, u);
   if (bias && !reg) throw new Error(`matmul: the bias epilogue needs a register-tiled variant, not ${variant}`);
   const k = kernelFor(variant, s);
   const [TM, TN] = isReg(variant) ? TILES[variant] : [1, 1];
@@ -603,8 +613,12 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   const kChunk = splits > 1 ? Math.min(ceilDiv(ceilDiv(K, splits), 4) * 4, 4 * Math.max(1, maxK4)) : K; // a multiple of 4 (vec4 loads along K)
   splits = kChunk ? ceilDiv(K, kChunk) : 1;
   const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
-  // b over two uniform bindings: rows [0, K0) and [K0, K) as regions of its buffer.
-  const bB: Record<string, Bindable> = s.uK0 ? { b: bufferRegion(b, 0, s.uK0 * N * 4), b2: bufferRegion(b, s.uK0 * N * 4, (K - s.uK0) * N * 4) } : { b };
+  // b as uniform arrays: the declared sizes of the buffer (from byte 0 / from row K0), as regions of it.
+  const bB: Record<string, Bindable> = s.uB2
+    ? { b: bufferRegion(b, 0, s.uB! * 16), b2: bufferRegion(b, s.uK0! * N * 4, s.uB2 * 16) }
+    : s.uB
+      ? { b: bufferRegion(b, 0, s.uB * 16) }
+      : { b };
   const call = (aB: Bindable, cB: Bindable, m: number): void => {
     k.run(
       bias ? { a: aB, ...bB, c: cB, bias } : { a: aB, ...bB, c: cB },
