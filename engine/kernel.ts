@@ -231,9 +231,10 @@ export class Kernel {
     // Dawn would only report this as a validation error at the next sync, without the kernel's name; WebGPU
     // guarantees 8 (Chromium's adapters give 10, llvmpipe 16), so a kernel over 8 works here and fails elsewhere.
     const maxStorage = device.limits.maxStorageBuffersPerShaderStage;
-    if (layout.storage.length > maxStorage) {
+    const storage = layout.storage.filter((s) => s.kind !== 'uniform'); // uniform arrays count against the uniform limit (12 guaranteed)
+    if (storage.length > maxStorage) {
       throw new Error(
-        `${this.name}: binds ${layout.storage.length} storage buffers (${layout.storage.map((s) => s.name).join(', ')}), over this device's ` +
+        `${this.name}: binds ${storage.length} storage buffers (${storage.map((s) => s.name).join(', ')}), over this device's ` +
           `maxStorageBuffersPerShaderStage of ${maxStorage} (WebGPU guarantees 8): the kernel must bind fewer (pack arrays into one buffer)`,
       );
     }

@@ -24,7 +24,7 @@ const GUARANTEED = 8;
 /** Kernels sized to the device's limit by their caller, with the state slots S they bind besides K (param, grad) pairs. */
 const DEVICE_SIZED: Readonly<Record<string, number>> = { adam: 2, adagrad: 1, sgd_momentum: 1, sgd: 0 };
 
-const storageCount = (k: Kernel): number => k.layout().storage.length;
+const storageCount = (k: Kernel): number => k.layout().storage.filter((s) => s.kind !== 'uniform').length;
 const family = (name: string): string => name.replace(/\{.*$/, '');
 
 /** A kernel with n read-only storage bindings (WGSL generated), summing them into out (binding n + 1). */
