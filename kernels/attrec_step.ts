@@ -1,7 +1,8 @@
 // kernels/attrec_step.ts — attrec_step: one whole AttRec training step (forward, hinge loss, backward, the L2
-// terms and the Adagrad update of every table) in 12 dispatches (13 when it packs the parameters) and no tape, for the authors' default model
-// (models/attrec.ts: shared ReLU projection, diagonal zeroed after the softmax, no projection dropout). The
-// autograd path runs ~100 dispatches for the same step; this is the trainer's default wherever it applies
+// terms and the Adagrad update of every table) in 12 dispatches (13 when it packs the parameters) and no tape, for
+// the authors' default model (models/attrec.ts: shared ReLU projection, diagonal zeroed after the softmax, no
+// projection dropout). The autograd path runs ~100 dispatches for the same step; this is the trainer's default
+// wherever it applies
 // (models/attrec.ts AttRecFusedStep, models/attrec_train.ts `fusedStep`).
 //
 // Math (B windows, L inputs, K = 2T candidates: T targets then T negatives; D, computed at Dp = 4*DW >= D with
@@ -405,13 +406,13 @@ ${main1d(WG)} {
   grid: ({ total }) => [ceilDiv(total!, WG)],
 });
 
+// vec4s per thread in segsum and update: 1, 2, 4, 6, 8 and 10 were measured on llvmpipe, 4 fastest (one CSR walk
+// feeds them; more spill). Figures in docs/BENCHMARKS.md.
+const VPT = 4;
 /**
  * A thread's vec4s of a row of DW: d0 + k for k < VPT, the index clamped into the row (the last chunk of a row
  * re-reads a valid vec4 and drops it: no branch in the CSR loop).
  */
-// vec4s per thread in segsum and update: 1, 2, 4, 6, 8 and 10 were measured on llvmpipe, 4 fastest (one CSR walk
-// feeds them; more spill). Figures in docs/BENCHMARKS.md.
-const VPT = 4;
 const IN_ROW = 'min(d0 + {k}u, DW - 1u)';
 
 /** dZu[r] = sum of the rows of CSR A's segment r, VPT vec4s of the row per thread (DW baked). */
