@@ -2,8 +2,7 @@
 // terms and the Adagrad update of every table) in 12 dispatches (13 when it packs the parameters) and no tape, for
 // the authors' default model (models/attrec.ts: shared ReLU projection, diagonal zeroed after the softmax, no
 // projection dropout). The autograd path runs ~100 dispatches for the same step; this is the trainer's default
-// wherever it applies
-// (models/attrec.ts AttRecFusedStep, models/attrec_train.ts `fusedStep`).
+// wherever it applies (models/attrec.ts AttRecFusedStep, models/attrec_train.ts `fusedStep`).
 //
 // Math (B windows, L inputs, K = 2T candidates: T targets then T negatives; D, computed at Dp = 4*DW >= D with
 // zero columns, exact): the notation of models/attrec.ts. The projection runs on the batch's distinct input
