@@ -6,6 +6,7 @@
 //   on tfjs-backend-webgpu, tf.valueAndGrads for gradients), so that an entry is its math plus a few lines;
 // - throughput arithmetic.
 import { backward, noGrad, ref, scope, Tensor, type Shape } from '../engine/index.js';
+import { MATMUL_TUNING } from '../kernels/index.js';
 import { getTfjs, tfjsSubmit, type Tfjs } from './tfjs.js';
 import type { Instance, Outputs, Reference, Tol, Variant, VariantKind } from './types.js';
 
@@ -330,3 +331,14 @@ export const matmulFlops = (M: number, N: number, K: number, batch = 1): number 
 /** Bytes of one read of A and B and one write of C (the minimum traffic). */
 export const matmulBytes = (M: number, N: number, K: number, batch = 1, sharedB = false): number =>
   4 * (batch * M * K + (sharedB ? 1 : batch) * K * N + batch * M * N);
+
+/** fn() with MATMUL_TUNING.uniformB off (kernels are chosen when recorded, so the flag is restored at once). */
+export function storageB<T>(fn: () => T): T {
+  const prev = MATMUL_TUNING.uniformB;
+  MATMUL_TUNING.uniformB = false;
+  try {
+    return fn();
+  } finally {
+    MATMUL_TUNING.uniformB = prev;
+  }
+}

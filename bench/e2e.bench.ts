@@ -22,8 +22,7 @@ import {
   Adagrad, Adam, AttRec, AttRecFusedStep, buildWindows, data, disposeAttRecBatch, encoderBatch, PRETRAIN_WEIGHTS, PretrainBatcher, pretrainStep,
   S3RecModel, trainStep, uploadAttRecBatch, type Module, type PretrainHostBatch,
 } from '../models/index.js';
-import { beautyLength, skewedItem } from './common.js';
-import { storageB } from './matmul.bench.js';
+import { beautyLength, skewedItem, storageB } from './common.js';
 import type { BenchEntry, BenchSize, Instance, Outputs, Reference } from './types.js';
 
 const SEED = 42;

@@ -4,8 +4,8 @@
 // the others), matmul.<variant>_storage_b where b is a weight read as a uniform array by default on this adapter
 // (MATMUL_TUNING.uniformB; the row forces the storage binding), matmul.tfjs. Validated on 256 sampled outputs
 // against a float64 dot product.
-import { MATMUL_TUNING, MATMUL_VARIANTS, matmul, pickVariant, type MatmulVariant } from '../kernels/index.js';
-import { dotTol, engineVariant, matmulBytes, matmulFlops, rand, tfjsVariant, type HostTensor } from './common.js';
+import { MATMUL_VARIANTS, matmul, pickVariant, type MatmulVariant } from '../kernels/index.js';
+import { dotTol, engineVariant, matmulBytes, matmulFlops, rand, storageB, tfjsVariant, type HostTensor } from './common.js';
 import type { BenchEntry, BenchSize } from './types.js';
 
 interface Shape {
@@ -80,17 +80,6 @@ function refAt(s: Shape, a: ArrayLike<number>, b: ArrayLike<number>): (idx: numb
     }
     return acc;
   };
-}
-
-/** fn() with MATMUL_TUNING.uniformB off (kernels are chosen when recorded, so the flag is restored at once). */
-export function storageB<T>(fn: () => T): T {
-  const prev = MATMUL_TUNING.uniformB;
-  MATMUL_TUNING.uniformB = false;
-  try {
-    return fn();
-  } finally {
-    MATMUL_TUNING.uniformB = prev;
-  }
 }
 
 function entry(s: Shape): BenchEntry<In> {

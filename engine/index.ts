@@ -11,6 +11,7 @@ export {
   chunkRanges,
   loopBudget,
   adapterLoopBudget,
+  mesaSoftwareAdapter,
   MESA_LOOP_BUDGET,
   definedKernels,
   wgslHasLoop,

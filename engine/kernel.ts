@@ -131,10 +131,17 @@ export function chunkRanges(n: number, per: number): Array<[number, number]> {
 /** Mesa's software rasterisers (llvmpipe; lavapipe and softpipe share gallivm's LP_MAX_TGSI_LOOP_ITERATIONS). */
 export const MESA_LOOP_BUDGET = 65535;
 
-/** The loop budget of an adapter described by these strings: 65,535 on Mesa llvmpipe/lavapipe/softpipe, else Infinity. */
-export function adapterLoopBudget(info: { vendor?: string; architecture?: string; device?: string; description?: string }): number {
+type AdapterStrings = { vendor?: string; architecture?: string; device?: string; description?: string };
+
+/** Whether an adapter described by these strings is one of Mesa's CPU rasterisers (llvmpipe / lavapipe / softpipe). */
+export function mesaSoftwareAdapter(info: AdapterStrings): boolean {
   const s = `${info.vendor ?? ''} ${info.architecture ?? ''} ${info.device ?? ''} ${info.description ?? ''}`.toLowerCase();
-  return /llvmpipe|lavapipe|softpipe/.test(s) ? MESA_LOOP_BUDGET : Infinity;
+  return /llvmpipe|lavapipe|softpipe/.test(s);
+}
+
+/** The loop budget of an adapter described by these strings: 65,535 on Mesa llvmpipe/lavapipe/softpipe, else Infinity. */
+export function adapterLoopBudget(info: AdapterStrings): number {
+  return mesaSoftwareAdapter(info) ? MESA_LOOP_BUDGET : Infinity;
 }
 
 let budgetCache: { device: unknown; budget: number } | null = null;

@@ -13,7 +13,7 @@
 //                     the CPU-adapter test, float64 sigmoid / softplus for the references.
 //   loss_reduce       the final fixed-order reduction of the fused losses (infonce, pairwise_sigmoid,
 //                     bce_neg_sampling, multilabel_bce): loss = sum(part) / den.
-import { ceilDiv, chunkRanges, defineKernel, loopBudget, loopCost, maxLoopIterations, rt, Tensor, type Bindable, type Kernel, type KernelSpec, type Shape } from '../engine/index.js';
+import { ceilDiv, chunkRanges, defineKernel, loopBudget, loopCost, maxLoopIterations, mesaSoftwareAdapter, rt, Tensor, type Bindable, type Kernel, type KernelSpec, type Shape } from '../engine/index.js';
 
 // ================================================================== WGSL snippets
 /**
@@ -301,7 +301,7 @@ function adapterKind(): { cpu: boolean; mesa: boolean } {
   const g = rt().gpu;
   if (cpuCache?.device !== g.device) {
     const s = `${g.info.vendor} ${g.info.architecture} ${g.info.device} ${g.info.description}`.toLowerCase();
-    cpuCache = { device: g.device, cpu: /llvmpipe|lavapipe|softpipe|swiftshader|cpu/.test(s), mesa: /llvmpipe|lavapipe|softpipe/.test(s) };
+    cpuCache = { device: g.device, cpu: /llvmpipe|lavapipe|softpipe|swiftshader|cpu/.test(s), mesa: mesaSoftwareAdapter(g.info) };
   }
   return cpuCache!;
 }
