@@ -32,6 +32,7 @@ async function info(argv: string[]): Promise<number> {
     console.log(`adapter        ${adapter}`);
     console.log(`backend        ${i.backend}`);
     console.log(`feature level  ${i.featureLevel}`);
+    if (i.softwareThreads) console.log(`threads        ${i.softwareThreads} (LP_NUM_THREADS: Mesa's software adapter)`);
     console.log(`features       ${i.features.join(', ') || '(none)'}`);
     console.log('limits');
     for (const [k, v] of Object.entries(i.limits).sort()) console.log(`  ${k.padEnd(44)} ${v}`);

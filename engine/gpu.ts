@@ -15,6 +15,8 @@ export interface GpuInfo {
   description: string;
   limits: Record<string, number>;
   features: string[];
+  /** Mesa's software adapters under Node: the LP_NUM_THREADS the driver started with (the engine's default: 4 per core). */
+  softwareThreads?: number;
 }
 
 export interface Gpu {
@@ -173,6 +175,20 @@ async function vulkanProbeSkipReason(): Promise<string | null> {
   return null;
 }
 
+/**
+ * Worker threads for Mesa's software adapters (llvmpipe, lavapipe), read once when the driver loads: LP_NUM_THREADS
+ * when set, else 4 per core here. llvmpipe cuts each dispatch's workgroups into one equal contiguous chunk per
+ * worker thread, and the dispatch ends when the last chunk does: with one thread per core (Mesa's default) a
+ * dispatch waits for the slower core's half whenever the other core is busy or stolen by the host; with smaller
+ * chunks the less loaded core takes more of them (docs/BENCHMARKS.md: an AttRec training step 1.1-1.4x faster in
+ * the median on 2 cores, and steadier). Real GPUs ignore it.
+ */
+async function softwareThreads(): Promise<number> {
+  const os = await import('node:os');
+  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+  return Math.min(32, 4 * Math.max(1, cores));
+}
+
 async function defaultAttempts(): Promise<Attempt[]> {
   const skip = await vulkanProbeSkipReason();
   if (skip && flags.debug >= 1) log(`adapter attempt backend=default level=core: skipped (${skip})`);
@@ -185,6 +201,7 @@ async function acquireNode(forced: string): Promise<{ adapter: GPUAdapter; backe
   if (env) {
     env.EGL_PLATFORM ??= 'surfaceless';
     env.NODEVICE_SELECT ??= '1';
+    env.LP_NUM_THREADS ??= String(await softwareThreads());
   }
   let mod: { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
   try {
@@ -256,7 +273,10 @@ export async function initGpu(opts: InitOptions = {}): Promise<Gpu> {
     ({ adapter, backend, level } = await acquireNode(opts.backend ?? flags.backend));
   }
   const device = await requestDevice(adapter);
-  current = { device, adapter, info: makeInfo(device, adapter, backend, level) };
+  const info = makeInfo(device, adapter, backend, level);
+  const lp = Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.LP_NUM_THREADS);
+  if (isNode && /llvmpipe|lavapipe|softpipe/i.test(`${info.device} ${info.description}`) && Number.isInteger(lp) && lp > 0) info.softwareThreads = lp;
+  current = { device, adapter, info };
   ownsDevice = true;
   return finishInit(current);
 }

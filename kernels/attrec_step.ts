@@ -28,13 +28,19 @@
 //   attrec_step_gather     QU[L + j] = QT[u_j] after the L time-signal rows (written once).
 //   matmul                 Zu = QU @ Wp.
 //   attrec_step_window     one thread per window: the forward and backward of everything above between Zu and
-//                          the table gradients. Writes the gradient rows of the window (dpre [L], dE [L], dQc [K],
-//                          dXc [K], du [1]) into `rows` and adds its hinge loss to hingeAcc[b]. No atomics: a table
-//                          row hit by several windows is summed by the next kernels over a CSR built on the host.
+//                          the table gradients (the time-signal rows of Zu read as a uniform array). Writes the
+//                          window's rows into `rows`: dpre [L], m, dm, du, and the coefficients of its rank-one
+//                          table gradients (dQ[s_j] += c_j dm, dQ[c_k] = -cm_k (m - Q[c_k]), dX[c_k] = -cu_k
+//                          (P[u] - X[c_k])), not 2K + L gradient rows: 8 row stores per window instead of 23, and the
+//                          updates read rows the window wrote once (m, dm) or the tables' own rows (P[u]); adds
+//                          its hinge loss to hingeAcc[b]. No atomics: a table row hit by several windows is summed
+//                          by the next kernels over a CSR built on the host.
 //   attrec_step_segsum     dZu[r] = the dpre rows of the input slot r (r >= L) or of position r (r < L), summed
 //                          (4 vec4s of a row per thread: one CSR walk feeds them; the update kernels too).
 //   matmul x2 (+ split-K)  dWp = QU^T @ dZu, dQmm = dZu @ WpT.
-//   attrec_step_update x5  per table (Q, X, P, V, W): g = (its CSR rows summed) + (dQmm via slot, or dWp) + reg p;
+//   attrec_step_update x5  per table (Q, X, P, V, W): g = (its CSR terms summed: Q and X form each rank-one term
+//                          from a coefficient and the m / dm / P[u] row, exactly the value the window would have
+//                          stored; P sums du rows) + (dQmm via slot, or dWp) + reg p;
 //                          the Adagrad update of the optimizer's own state (acc += g'^2, p -= lr g' / (sqrt(acc) +
 //                          eps), g' = g + wd p), the parameter and accumulator as vecW; reg/2 p^2 of the
 //                          pre-update p added to lossAcc (the L2 loss terms); the new rows into QT / XP / Wp + WpT.
@@ -51,7 +57,6 @@
 import { ceilDiv, defineKernel, loopBudget, loopCost, noGrad, scope, Tensor, untracked, type Bindable } from '../engine/index.js';
 import { add } from './elementwise.js';
 import { sum } from './reduce.js';
-import { inverseIndexHost } from './scatter.js';
 import { foldedIndex, kernelFamily, main1d, unroll, vecType, vecWidth, type VecWidth } from './common.js';
 import { matmul as mm } from './matmul.js';
 
@@ -88,16 +93,24 @@ export interface AttRecStepParams {
   acc: Record<'P' | 'V' | 'Q' | 'X' | 'W', { arena: Bindable; offset: number }>;
 }
 
-// Row offsets of the window kernel's gradient rows (in rows of Dp): dpre [B*L] | dE [B*L] | dQc [B*K] | dXc [B*K] | du [B].
-function rowLayout(d: AttRecStepDims): { dpre: number; dE: number; dQc: number; dXc: number; du: number; rows: number } {
+/**
+ * What the window kernel writes into `rows` (offsets in rows of Dp): dpre [B*L] | m [B] | dm [B] | du [B], then
+ * from vec4 `cf` the coefficients, CQ vec4s per window: c_j (j < L), -cm_k, -cu_k (k < K), zero-padded. The table
+ * gradients of the inputs and candidates are rank one per window (c_j dm, -cm_k (m - Q_k), -cu_k (u - X_k)): the
+ * updates form them from these rows and coefficients (codes b * SL + slot in CSR B) instead of the window kernel
+ * writing 2K + L rows per window.
+ */
+function rowLayout(d: AttRecStepDims): { dpre: number; m: number; dm: number; du: number; cf: number; CQ: number; SL: number; rows: number } {
   const { B, L } = d;
-  const K = 2 * d.T;
+  const SL = L + 4 * d.T; // coefficient slots per window
+  const CQ = Math.ceil(SL / 4);
+  const DW = Math.ceil(d.D / 4);
   const dpre = 0;
-  const dE = B * L;
-  const dQc = 2 * B * L;
-  const dXc = dQc + B * K;
-  const du = dXc + B * K;
-  return { dpre, dE, dQc, dXc, du, rows: du + B };
+  const m = B * L;
+  const dm = m + B;
+  const du = dm + B;
+  const cf = (du + B) * DW; // vec4 offset
+  return { dpre, m, dm, du, cf, CQ, SL, rows: du + B + Math.ceil((B * CQ) / DW) };
 }
 
 /** Longest CSR segment a batch can produce (a row hit by every input and candidate slot). */
@@ -143,7 +156,7 @@ export function attrecStepMeta(users: Int32Array, seq: Int32Array, targets: Int3
     throw new Error(`${where}: users [${users.length}], seq [${seq.length}], targets [${targets.length}], negatives [${negatives.length}] do not hold B=${B} windows of L=${L}, T=${T}`);
   }
   const check = (v: number, n: number, what: string, b: number): number => {
-    if (!Number.isInteger(v) || v < 0 || v >= n) throw new Error(`${where}: ${what} id ${v} of window ${b} is outside [0, ${n})`);
+    if (!(v >= 0 && v < n)) throw new Error(`${where}: ${what} id ${v} of window ${b} is outside [0, ${n})`); // Int32Array: integers
     return v;
   };
   // The distinct input items, ascending, and each item's slot among them.
@@ -186,20 +199,25 @@ export function attrecStepMeta(users: Int32Array, seq: Int32Array, targets: Int3
     }
     for (let k = 0; k < K; k++) meta[b * S + 1 + 2 * L + k] = check(k < T ? targets[b * T + k]! : negatives[b * T + k - T]!, N, k < T ? 'target' : 'negative', b);
   }
-  for (let b = 0; b < B; b++) for (let j = 0; j < L; j++) (destB[e] = meta[b * S + 1 + j]!), (srcB[e++] = lay.dE + b * L + j);
-  for (let b = 0; b < B; b++) for (let k = 0; k < K; k++) (destB[e] = meta[b * S + 1 + 2 * L + k]!), (srcB[e++] = lay.dQc + b * K + k);
-  for (let b = 0; b < B; b++) for (let k = 0; k < K; k++) (destB[e] = N + meta[b * S + 1 + 2 * L + k]!), (srcB[e++] = lay.dXc + b * K + k);
+  // CSR B: Q rows get the codes b * SL + j (c_j dm) and b * SL + L + k (-cm_k (m - Q)), X rows b * SL + L + K + k
+  // (-cu_k (u - X)), P rows the du row of the window.
+  const SL = lay.SL;
+  for (let b = 0; b < B; b++) for (let j = 0; j < L; j++) (destB[e] = meta[b * S + 1 + j]!), (srcB[e++] = b * SL + j);
+  for (let b = 0; b < B; b++) for (let k = 0; k < K; k++) (destB[e] = meta[b * S + 1 + 2 * L + k]!), (srcB[e++] = b * SL + L + k);
+  for (let b = 0; b < B; b++) for (let k = 0; k < K; k++) (destB[e] = N + meta[b * S + 1 + 2 * L + k]!), (srcB[e++] = b * SL + L + K + k);
   for (let b = 0; b < B; b++) (destB[e] = 2 * N + meta[b * S]!), (srcB[e++] = lay.du + b);
   csrInto(destA, srcA, VA, meta, at.csrA, at.permA);
   csrInto(destB, srcB, VB, meta, at.csrB, at.permB);
   return { meta, at, inputs: Ub };
 }
 
-/** CSR of (dest, src) pairs into out: offsets [V+1] at o, the srcs grouped by dest (stable: inverseIndexHost) at p. */
+/** CSR of (dest, src) pairs (every dest in [0, V)) into out: offsets [V+1] at o, the srcs grouped by dest at p (a stable counting sort). */
 function csrInto(dest: Int32Array, src: Int32Array, V: number, out: Int32Array, o: number, p: number): void {
-  const { offsets, perm } = inverseIndexHost(dest, V);
-  out.set(offsets, o);
-  for (let k = 0; k < perm.length; k++) out[p + k] = src[perm[k]!]!;
+  const next = new Int32Array(V + 1);
+  for (let m = 0; m < dest.length; m++) next[dest[m]! + 1]!++;
+  for (let v = 0; v < V; v++) next[v + 1]! += next[v]!;
+  out.set(next, o);
+  for (let m = 0; m < dest.length; m++) out[p + next[dest[m]!]!++] = src[m]!;
 }
 
 /** Upload a batch (ids in range are checked here, on the host). */
@@ -279,9 +297,8 @@ const sumOf = (n: number, term: (k: number) => string, zero = '0.0'): string => 
  * indexed in a loop would live in llvmpipe's slow scratch memory), and the four loops over the row's DW vec4s
  * recompute z and m from the tables instead of keeping [L, Dp] rows per thread:
  *   pass 1  Gram z_i . z_j (z recomputed from Zu)       -> logits, softmax, c (scalars)
- *   pass 2  m (from c and the E rows), the K distances  -> hinge, gy
- *   pass 3  m again, du, dm; the dX/dQ candidate rows, du row, dE rows; dc_j = dm . E_j
- *           -> the attention backward (scalars)
+ *   pass 2  m (from c and the E rows; its row), the K distances  -> hinge, gy; the coefficients c_j, -cm_k, -cu_k
+ *   pass 3  m again, du, dm (their rows); dc_j = dm . E_j  -> the attention backward (scalars)
  *   pass 4  z again: dpre rows.
  */
 const windowKernel = kernelFamily('attrec_step_window', ({ L, T, DW }: { L: number; T: number; DW: number }) => {
@@ -300,6 +317,10 @@ const windowKernel = kernelFamily('attrec_step_window', ({ L, T, DW }: { L: numb
   ].join('\n  ')).join('\n  ');
   const cOf = (j: number): string => sumOf(L - 1, (t) => { const i = t < j ? t : t + 1; return `w${i} * a${i}_${j}`; });
   const mOf = sumOf(L, (j) => `c${j} * E${j}`, 'vec4<f32>(0.0)');
+  // The window's coefficient slots c_j, -cm_k, -cu_k as vec4s (zero past L + 2K).
+  const slots = [...Array.from({ length: L }, (_, j) => `c${j}`), ...Array.from({ length: K }, (_, k) => `-cm${k}`), ...Array.from({ length: K }, (_, k) => `-cu${k}`)];
+  while (slots.length % 4) slots.push('0.0');
+  const coefStores = Array.from({ length: slots.length / 4 }, (_, q) => `rows[oc + ${q}u] = vec4<f32>(${slots.slice(4 * q, 4 * q + 4).join(', ')});`).join('\n  ');
   return {
     foldable: true,
     wgsl: /* wgsl */ `
@@ -309,7 +330,7 @@ const L = ${L}u;
 const K = ${K}u;
 const DW = ${DW}u;
 const S = ${1 + 2 * L + K}u; // ids per window: user, L inputs, their L slots, K candidates
-struct Params { B: u32, N: u32, alpha: f32, margin: f32, scale: f32, dpre: u32, dE: u32, dQc: u32, dXc: u32, du: u32 }
+struct Params { B: u32, N: u32, alpha: f32, margin: f32, scale: f32, dpre: u32, m: u32, dm: u32, du: u32, cf: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> QT: array<vec4<f32>>;         // [N, DW] Q
 @group(0) @binding(2) var<storage, read> XP: array<vec4<f32>>;         // [N + U, DW] X, then P
@@ -317,6 +338,7 @@ struct Params { B: u32, N: u32, alpha: f32, margin: f32, scale: f32, dpre: u32, 
 @group(0) @binding(4) var<storage, read> idx: array<i32>;              // ids [B, S] first
 @group(0) @binding(5) var<storage, read_write> rows: array<vec4<f32>>; // gradient rows (see rowLayout)
 @group(0) @binding(6) var<storage, read_write> hingeAcc: array<f32>;   // [B] running hinge sums
+@group(0) @binding(7) var<uniform> ZT: array<vec4<f32>, ${L * DW}>;    // Zu's first L rows (the time signal's): the same for every window
 ${main1d(WG)} {
   let b = ${foldedIndex(WG)};
   if (b >= p.B) { return; }
@@ -332,17 +354,19 @@ ${main1d(WG)} {
   // pass 1: Gram matrix of z_i = relu(Zu[L + slot_i] + Zu[i])
   ${pairs(L, 'var g{i}_{j} = 0.0;').replace(/\n/g, '\n  ')}
   for (var d = 0u; d < DW; d = d + 1u) {
-    ${forI('let z{i} = max(Zu[zr{i} + d] + Zu[t{i} + d], vec4<f32>(0.0));').replace(/\n  /g, '\n    ')}
+    ${forI('let z{i} = max(Zu[zr{i} + d] + ZT[t{i} + d], vec4<f32>(0.0));').replace(/\n  /g, '\n    ')}
     ${pairs(L, 'g{i}_{j} = g{i}_{j} + dot(z{i}, z{j});').replace(/\n/g, '\n    ')}
   }
   // logits (pad keys -1e4), softmax rows a_ij, column weights c_j = sum_{i != j} w_i a_ij
   ${softmaxRows}
   ${Array.from({ length: L }, (_, j) => `let c${j} = ${cOf(j)};`).join('\n  ')}
-  // pass 2: m = sum_j c_j E_j, the K distances
+  // pass 2: m = sum_j c_j E_j (its row for the Q updates), the K distances
   ${forK('var sl{k} = 0.0;\n  var ss{k} = 0.0;')}
+  let om = (p.m + b) * DW;
   for (var d = 0u; d < DW; d = d + 1u) {
     ${forJ('let E{j} = QT[e{j} + d];').replace(/\n  /g, '\n    ')}
     let m = ${mOf};
+    rows[om + d] = m;
     let u = XP[ur + d];
     ${forK('let dl{k} = u - XP[x{k} + d];\n    let ds{k} = m - QT[x{k} + d];\n    sl{k} = sl{k} + dot(dl{k}, dl{k});\n    ss{k} = ss{k} + dot(ds{k}, ds{k});').replace(/\n  (?! )/g, '\n    ')}
   }
@@ -352,10 +376,12 @@ ${main1d(WG)} {
   hingeAcc[b] = hingeAcc[b] + ${sumOf(T, (k) => `select(0.0, v${k}, on${k})`)};
   ${Array.from({ length: K }, (_, k) => `let gy${k} = select(0.0, ${k < T ? '1.0' : '-1.0'}, on${k < T ? k : k - T});`).join('\n  ')}
   ${forK('let cu{k} = 2.0 * p.alpha * gy{k};\n  let cm{k} = 2.0 * (1.0 - p.alpha) * gy{k};')}
-  // pass 3: du, dm; the candidate rows dX = -cu (u - X), dQ = -cm (m - Q); the du row; dE_j = c_j dm; dc_j = dm . E_j
-  ${forK('let ox{k} = (p.dXc + b * K + {k}u) * DW;\n  let oq{k} = (p.dQc + b * K + {k}u) * DW;')}
-  ${forJ('let oe{j} = (p.dE + b * L + {j}u) * DW;')}
+  // the coefficients of the rank-one table gradients: dE_j = c_j dm, dQ_k = -cm_k (m - Q_k), dX_k = -cu_k (u - X_k)
+  let oc = p.cf + b * ${Math.ceil((L + 2 * K) / 4)}u;
+  ${coefStores}
+  // pass 3: du, dm (their rows); dc_j = dm . E_j
   let ou = (p.du + b) * DW;
+  let odm = (p.dm + b) * DW;
   ${forJ('var dc{j} = 0.0;')}
   for (var d = 0u; d < DW; d = d + 1u) {
     ${forJ('let E{j} = QT[e{j} + d];').replace(/\n  /g, '\n    ')}
@@ -363,9 +389,10 @@ ${main1d(WG)} {
     let u = XP[ur + d];
     var du = vec4<f32>(0.0);
     var dm = vec4<f32>(0.0);
-    ${forK('let dl{k} = u - XP[x{k} + d];\n    let ds{k} = m - QT[x{k} + d];\n    du = du + cu{k} * dl{k};\n    dm = dm + cm{k} * ds{k};\n    rows[ox{k} + d] = -cu{k} * dl{k};\n    rows[oq{k} + d] = -cm{k} * ds{k};').replace(/\n  (?! )/g, '\n    ')}
+    ${forK('du = du + cu{k} * (u - XP[x{k} + d]);\n    dm = dm + cm{k} * (m - QT[x{k} + d]);').replace(/\n  (?! )/g, '\n    ')}
     rows[ou + d] = du;
-    ${forJ('dc{j} = dc{j} + dot(dm, E{j});\n    rows[oe{j} + d] = c{j} * dm;').replace(/\n  (?! )/g, '\n    ')}
+    rows[odm + d] = dm;
+    ${forJ('dc{j} = dc{j} + dot(dm, E{j});').replace(/\n  (?! )/g, '\n    ')}
   }
   // attention backward: dS~_ij = [i != j] w_i dc_j; q_ij = a_ij (dS~_ij - r_i), r_i = sum_j a_ij dS~_ij;
   // dz_i = scale sum_j (q_ij + q_ji) z_j
@@ -375,7 +402,7 @@ ${main1d(WG)} {
   // pass 4: dpre_i = dz_i where z_i > 0
   ${forI('let op{i} = (p.dpre + b * L + {i}u) * DW;')}
   for (var d = 0u; d < DW; d = d + 1u) {
-    ${forI('let z{i} = max(Zu[zr{i} + d] + Zu[t{i} + d], vec4<f32>(0.0));').replace(/\n  /g, '\n    ')}
+    ${forI('let z{i} = max(Zu[zr{i} + d] + ZT[t{i} + d], vec4<f32>(0.0));').replace(/\n  /g, '\n    ')}
     ${Array.from({ length: L }, (_, i) => `rows[op${i} + d] = select(vec4<f32>(0.0), ${sumOf(L, (j) => `h${i}_${j} * z${j}`)}, z${i} > vec4<f32>(0.0));`).join('\n    ')}
   }
 }`,
@@ -448,7 +475,7 @@ ${main1d(WG)} {
  * columns per thread (one CSR walk feeds all of them), the parameter and its accumulator read and written as vecW
  * (W = 4, 2, 1: the widest dividing D; rows of a [R, D] table start at multiples of D floats).
  */
-const updateKernel = kernelFamily('attrec_step_update', ({ w, DW }: { w: VecWidth; DW: number }) => {
+const updateKernel = kernelFamily('attrec_step_update', ({ w, DW, L, K }: { w: VecWidth; DW: number; L: number; K: number }) => {
   const T = vecType(w);
   const n = 4 / w; // parameter elements of width w per vec4
   const part = (g: string, k: number): string => (w === 4 ? g : w === 2 ? `${g}.${k === 0 ? 'xy' : 'zw'}` : `${g}[${k}]`);
@@ -469,17 +496,24 @@ ${Array.from({ length: n }, (_, k) => `    if (c0 + ${k * w}u < p.D) { let u = u
   return {
     foldable: true,
     wgsl: /* wgsl */ `
-// g = sum of CSR B's segment (base + r) + the matmul row (HAS_MM 1: mmRows[r]; 2: mmRows[mmBase + slot[r]], none
+// g = the rows of CSR B's segment (base + r; HAS_CSR 1: window rows summed, 2 / 3: rank-one terms, below) + the matmul row (HAS_MM 1: mmRows[r]; 2: mmRows[mmBase + slot[r]], none
 // when slot[r] < 0) + reg p;  g' = g + wd p;  acc += g'^2;  p -= lr g' / (sqrt(acc) + eps);
 // lossAcc[lo + t] += reg/2 |p|^2 (pre-update). Thread t: row r, vec4s d0 .. d0 + ${VPT - 1} of its DW = ${DW}, each as ${n} x ${T}.
 // HAS_PACK 1: the new row also into pk[pkRow + r] at the compute width (QT, XP: the next step's pack), 2: and its
 // transpose into pkT (W: Wp and WpT).
+// HAS_CSR 2 (Q) / 3 (X): an entry is a code b * SL + s of window b's coefficient slot s (cf at p.cf): with s < L,
+// cf * dm_b (rows at p.dm); else cf * (v - the table's own row, from pk): v = m_b (rows at p.m, Q) or u_b (the
+// window's user row in pk, X), the same values the window would have written as rows.
 override HAS_CSR: u32 = 1u;
 override HAS_MM: u32 = 0u;
 override HAS_PACK: u32 = 0u;
 const DW = ${DW}u;
 const C = ${Math.ceil(DW / VPT)}u; // threads per row
-struct Params { total: u32, D: u32, csr: u32, perm: u32, base: u32, slot: u32, mmBase: u32, accOff: u32, lo: u32, pkRow: u32, maxSeg: u32, reg: f32, lr: f32, eps: f32, wd: f32 }
+const L = ${L}u;
+const SL = ${L + 2 * K}u; // coefficient slots per window
+const CQ = ${Math.ceil((L + 2 * K) / 4)}u; // their vec4s
+const S = ${1 + 2 * L + K}u; // ids per window in idx
+struct Params { total: u32, D: u32, csr: u32, perm: u32, base: u32, slot: u32, mmBase: u32, accOff: u32, lo: u32, pkRow: u32, maxSeg: u32, m: u32, dm: u32, cf: u32, uRow: u32, reg: f32, lr: f32, eps: f32, wd: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rows: array<vec4<f32>>;       // window gradient rows
 @group(0) @binding(2) var<storage, read> idx: array<i32>;              // CSR B, the slot map
@@ -505,12 +539,32 @@ ${main1d(WG)} {
   let r = t / C;
   let d0 = (t - r * C) * ${VPT}u;
   ${unroll(VPT, 'var g{k} = vec4<f32>(0.0);', 'k', ' ')}
-  if (HAS_CSR != 0u) {
+  if (HAS_CSR == 1u) {
     let a = u32(idx[p.csr + p.base + r]);
     let e = u32(idx[p.csr + p.base + r + 1u]);
     for (var k = a; k < e; k = k + 1u) {
       let src = u32(idx[p.perm + k]) * DW;
       ${unroll(VPT, `g{k} = g{k} + rows[src + ${IN_ROW}];`, 'k', '\n      ')}
+    }
+  }
+  if (HAS_CSR >= 2u) {
+    let own = (p.pkRow + r) * DW;
+    ${unroll(VPT, `let own{k} = pk[own + ${IN_ROW}];`, 'k', '\n    ')}
+    let a = u32(idx[p.csr + p.base + r]);
+    let e = u32(idx[p.csr + p.base + r + 1u]);
+    for (var k = a; k < e; k = k + 1u) {
+      let code = u32(idx[p.perm + k]);
+      let b = code / SL;
+      let s = code - b * SL;
+      let cf = rows[p.cf + b * CQ + s / 4u][s % 4u];
+      if (HAS_CSR == 2u) {
+        let rank = s >= L; // -cm (m - Q) else c dm
+        let src = (select(p.dm, p.m, rank) + b) * DW;
+        ${unroll(VPT, `let v{k} = rows[src + ${IN_ROW}];\n        g{k} = g{k} + cf * select(v{k}, v{k} - own{k}, rank);`, 'k', '\n        ')}
+      } else {
+        let src = (p.uRow + u32(idx[b * S])) * DW;
+        ${unroll(VPT, `g{k} = g{k} + cf * (pk[src + ${IN_ROW}] - own{k});`, 'k', '\n        ')}
+      }
     }
   }
   var sl = -1;
@@ -625,10 +679,12 @@ export class AttRecStepWorkspace {
       gatherKernel.run({ QT: this.QT, idx: batch.meta, QU: this.QU }, { total: batch.inputs * DW, DW, L, uniq: batch.at.uniq });
       const QU = this.QU.prefixView([M, 4 * DW]); // [L + inputs, Dp]
       const Zu = mm(QU, this.Wp); // [L + inputs, Dp]
+      const ZT = Zu.prefixView([L, 4 * DW]); // its time-signal rows, read as a uniform array
       windowKernel({ L, T, DW }).run(
-        { QT: this.QT, XP: this.XP, Zu, idx: batch.meta, rows: this.rows, hingeAcc: this.hingeAcc },
-        { B, N, alpha: h.alpha, margin: h.margin, scale: 1 / Math.sqrt(D), dpre: lay.dpre, dE: lay.dE, dQc: lay.dQc, dXc: lay.dXc, du: lay.du },
+        { QT: this.QT, XP: this.XP, Zu, idx: batch.meta, rows: this.rows, hingeAcc: this.hingeAcc, ZT },
+        { B, N, alpha: h.alpha, margin: h.margin, scale: 1 / Math.sqrt(D), dpre: lay.dpre, m: lay.m, dm: lay.dm, du: lay.du, cf: lay.cf },
       );
+      ZT.dispose();
       Zu.dispose();
       const dZu = Tensor.empty([M, 4 * DW]); // [L + inputs, Dp]
       const C = Math.ceil(DW / VPT);
@@ -642,10 +698,10 @@ export class AttRecStepWorkspace {
         const reg = tb.key === 'W' ? h.regW : h.regEmb;
         // The new rows also into the compute-width copies: Q -> QT, X -> XP, P -> XP after the N item rows, W -> Wp and WpT.
         const pk = tb.key === 'Q' ? this.QT : tb.key === 'X' || tb.key === 'P' ? this.XP : tb.key === 'W' ? this.Wp : this.none[1];
-        updateKernel({ w: vecWidth(D), DW }).run(
+        updateKernel({ w: vecWidth(D), DW, L, K: 2 * T }).run(
           { rows: this.rows, idx: batch.meta, mmRows, param: params[tb.key], acc: params.acc[tb.key].arena, lossAcc: this.lossAcc, pk, pkT: tb.key === 'W' ? this.WpT : this.none[2] },
-          { total: tb.R * C, D, csr: batch.at.csrB, perm: batch.at.permB, base: tb.base, slot: batch.at.slot, mmBase: L, accOff: params.acc[tb.key].offset, lo: tb.lo, pkRow: tb.key === 'P' ? N : 0, maxSeg: tb.csr ? maxSegment(d) : 0, reg, lr: h.lr, eps: h.eps, wd: h.weightDecay },
-          { overrides: { HAS_CSR: tb.csr ? 1 : 0, HAS_MM: tb.key === 'Q' ? 2 : tb.key === 'W' ? 1 : 0, HAS_PACK: tb.key === 'V' ? 0 : tb.key === 'W' ? 2 : 1 } },
+          { total: tb.R * C, D, csr: batch.at.csrB, perm: batch.at.permB, base: tb.base, slot: batch.at.slot, mmBase: L, accOff: params.acc[tb.key].offset, lo: tb.lo, pkRow: tb.key === 'P' ? N : 0, maxSeg: tb.csr ? maxSegment(d) : 0, m: lay.m, dm: lay.dm, cf: lay.cf, uRow: N, reg, lr: h.lr, eps: h.eps, wd: h.weightDecay },
+          { overrides: { HAS_CSR: tb.key === 'Q' ? 2 : tb.key === 'X' ? 3 : tb.key === 'P' ? 1 : 0, HAS_MM: tb.key === 'Q' ? 2 : tb.key === 'W' ? 1 : 0, HAS_PACK: tb.key === 'V' ? 0 : tb.key === 'W' ? 2 : 1 } },
         );
       }
       dWp.dispose();

@@ -1,6 +1,9 @@
 // Trust in the engine: GPU errors of a batch are thrown (naming its kernels) at the next sync / readback and the
 // engine works on afterwards; a lost device gives a clear error, not a hang; NaN/Inf checks name the parameter /
 // op and step; disposed tensors are refused by every op with its name.
+import { spawnSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import {
   backward, ceilDiv, checkFinite, defineKernel, DeviceLostError, finiteReport, flags, getGpu, GpuError, initGpu, NonFiniteError, rt,
@@ -210,5 +213,24 @@ describeGpu('device loss', () => {
     await expect(sync()).rejects.toThrow(DeviceLostError);
     await initGpu(); // replaces the lost device
     await stillWorks();
+  });
+});
+
+describeGpu('Mesa software adapters: worker threads (LP_NUM_THREADS)', () => {
+  // `seqrec info --json` in a child: Mesa reads LP_NUM_THREADS once, when the engine's first requestAdapter() loads it.
+  const infoWith = (lp: string | undefined): { description: string; device: string; softwareThreads?: number } => {
+    const env: Record<string, string | undefined> = { ...process.env, EGL_PLATFORM: 'surfaceless' };
+    delete env.LP_NUM_THREADS;
+    if (lp !== undefined) env.LP_NUM_THREADS = lp;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '..', 'cli', 'seqrec.ts'), 'info', '--json'], { encoding: 'utf8', env });
+    expect(r.status, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as { description: string; device: string; softwareThreads?: number };
+  };
+
+  it('4 per core when unset (at most 32), the user\'s value when set; nothing on other adapters', { timeout: 60_000 }, () => {
+    const unset = infoWith(undefined);
+    const mesa = /llvmpipe|lavapipe|softpipe/i.test(`${unset.device} ${unset.description}`);
+    expect(unset.softwareThreads).toBe(mesa ? Math.min(32, 4 * availableParallelism()) : undefined);
+    expect(infoWith('3').softwareThreads).toBe(mesa ? 3 : undefined);
   });
 });

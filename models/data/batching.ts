@@ -13,7 +13,7 @@
 
 import type { PretrainPrefixes, PretrainSampleOptions, AttRecWindows, EvalStage } from './splits.js';
 import { makePretrainSample, prefixItems, s3recEvalExample, s3recTrainExample } from './splits.js';
-import { ItemSet, Rng, attrecNegatives, negSample } from './sampling.js';
+import { ItemSet, Rng, attrecNegativesAt, negSample } from './sampling.js';
 
 /** Common fields of left-padded batches: `size` rows of `maxLen` slots, `lengths[b]` real (right-aligned) slots. */
 export interface PaddedBatch {
@@ -241,13 +241,14 @@ export function buildAttRecBatch(windows: AttRecWindows, idx: ArrayLike<number>,
   const inputs = new Int32Array(B * L);
   const targets = new Int32Array(B * T);
   const negatives = new Int32Array(B * T);
+  const win = windows.inputs;
+  const tgt = windows.targets;
   for (let b = 0; b < B; b++) {
     const k = idx[b]!;
     users[b] = windows.user[k]!;
-    inputs.set(windows.inputs.subarray(k * L, (k + 1) * L), b * L);
-    const tg = windows.targets.subarray(k * T, (k + 1) * T);
-    targets.set(tg, b * T);
-    attrecNegatives(opts.rng, tg, opts.numItems, negatives, b * T, T);
+    for (let i = 0; i < L; i++) inputs[b * L + i] = win[k * L + i]!;
+    for (let j = 0; j < T; j++) targets[b * T + j] = tgt[k * T + j]!;
+    attrecNegativesAt(opts.rng, targets, b * T, T, opts.numItems, negatives, b * T, T);
   }
   return { size: B, L, T, users, inputs, targets, negatives };
 }
@@ -259,7 +260,7 @@ export function buildAttRecBatch(windows: AttRecWindows, idx: ArrayLike<number>,
 export function attrecEpochNegatives(windows: AttRecWindows, numItems: number, rng: Rng): Int32Array {
   const out = new Int32Array(windows.count * windows.T);
   for (let k = 0; k < windows.count; k++) {
-    attrecNegatives(rng, windows.targets.subarray(k * windows.T, (k + 1) * windows.T), numItems, out, k * windows.T, windows.T);
+    attrecNegativesAt(rng, windows.targets, k * windows.T, windows.T, numItems, out, k * windows.T, windows.T);
   }
   return out;
 }

@@ -203,19 +203,24 @@ export function negSample(rng: Rng, exclude: IdSet, itemSize: number): number {
  * replacement) from {1..numItems-1} minus the instance's `targets`. Writes into `out[offset..]`.
  */
 export function attrecNegatives(rng: Rng, targets: ArrayLike<number>, numItems: number, out: Int32Array, offset = 0, count = targets.length): void {
+  attrecNegativesAt(rng, targets, 0, targets.length, numItems, out, offset, count);
+}
+
+/** attrecNegatives against targets[from, from + n) (no subarray per window in the batch builders). */
+export function attrecNegativesAt(rng: Rng, targets: ArrayLike<number>, from: number, n: number, numItems: number, out: Int32Array, offset: number, count: number): void {
   for (let k = 0; k < count; k++) {
     let item: number;
     let tries = 0;
     do {
       item = rng.randint(1, numItems - 1);
       if (++tries > 1e7) throw new Error('attrecNegatives: every candidate is a target');
-    } while (contains(targets, item));
+    } while (containsAt(targets, from, n, item));
     out[offset + k] = item;
   }
 }
 
-function contains(a: ArrayLike<number>, v: number): boolean {
-  for (let i = 0; i < a.length; i++) if (a[i] === v) return true;
+function containsAt(a: ArrayLike<number>, from: number, n: number, v: number): boolean {
+  for (let i = from; i < from + n; i++) if (a[i] === v) return true;
   return false;
 }
 
