@@ -48,13 +48,13 @@
 // and are summed when the trainer reads the epoch's loss (lossSum), so a step reads nothing back.
 // Sums run in a fixed order (CSR segments ascending by row), so a step is bit-reproducible.
 // llvmpipe's loop budget: the window kernel's loops are fixed by DW (four passes); a CSR segment holds at most
-// B*(L+K) rows, so attrecStepSupported() refuses batches whose longest segment could pass the budget (the trainer
-// then runs the autograd path).
+// B*(L+K) rows, so attrecStepUnsupported() refuses batches whose longest segment could pass the budget, and a time
+// signal over the uniform-binding limit (the trainer then runs the autograd path and says why).
 // Speed (one ML-100k step, B 1000, d 150): `npm run bench -- attrec_step` (fused vs the autograd step) and
 // `seqrec train --model attrec --profile` (per kernel); figures in docs/BENCHMARKS.md.
 // Reference: refAttRecStep (float64, below). test/attrec_step.test.ts compares steps with it (odd sizes, padding,
 // large magnitudes, poisoned buffers), with the numpy fixtures of test/fixtures/attrec and with the autograd path.
-import { ceilDiv, defineKernel, loopBudget, loopCost, noGrad, scope, Tensor, untracked, type Bindable } from '../engine/index.js';
+import { ceilDiv, defineKernel, loopBudget, loopCost, noGrad, rt, scope, Tensor, untracked, type Bindable } from '../engine/index.js';
 import { add } from './elementwise.js';
 import { sum } from './reduce.js';
 import { foldedIndex, kernelFamily, main1d, unroll, vecType, vecWidth, type VecWidth } from './common.js';
@@ -116,9 +116,21 @@ function rowLayout(d: AttRecStepDims): { dpre: number; m: number; dm: number; du
 /** Longest CSR segment a batch can produce (a row hit by every input and candidate slot). */
 const maxSegment = (d: AttRecStepDims): number => d.B * (d.L + 2 * d.T);
 
-/** Whether a batch of these sizes fits the kernels (the loop budget bounds a CSR segment). */
+/**
+ * Why a batch of these sizes does not fit the kernels on this device, or null: the loop budget bounds a CSR
+ * segment, and the window kernel reads the L time-signal rows of the projection as one uniform array.
+ */
+export function attrecStepUnsupported(d: AttRecStepDims): string | null {
+  if (loopCost(maxSegment(d)) + 4 > loopBudget()) return `a batch of ${d.B} windows can put ${maxSegment(d)} rows into one table row, past this adapter's loop budget (${loopBudget()})`;
+  const ts = d.L * Math.ceil(d.D / 4) * 16;
+  const lim = rt().device.limits.maxUniformBufferBindingSize;
+  if (ts > lim) return `the time signal at the compute width (L ${d.L} x D ${d.D}: ${ts} bytes) is over this device's maxUniformBufferBindingSize (${lim})`;
+  return null;
+}
+
+/** Whether a batch of these sizes fits the kernels (attrecStepUnsupported gives the reason when not). */
 export function attrecStepSupported(d: AttRecStepDims): boolean {
-  return loopCost(maxSegment(d)) + 4 <= loopBudget();
+  return attrecStepUnsupported(d) === null;
 }
 
 // ------------------------------------------------------------------ host: ids, the batch's input items and the two CSRs
@@ -496,8 +508,8 @@ ${Array.from({ length: n }, (_, k) => `    if (c0 + ${k * w}u < p.D) { let u = u
   return {
     foldable: true,
     wgsl: /* wgsl */ `
-// g = the rows of CSR B's segment (base + r; HAS_CSR 1: window rows summed, 2 / 3: rank-one terms, below) + the matmul row (HAS_MM 1: mmRows[r]; 2: mmRows[mmBase + slot[r]], none
-// when slot[r] < 0) + reg p;  g' = g + wd p;  acc += g'^2;  p -= lr g' / (sqrt(acc) + eps);
+// g = CSR B's segment (base + r; HAS_CSR 1: window rows summed, 2 / 3: rank-one terms, below) + the matmul row
+// (HAS_MM 1: mmRows[r]; 2: mmRows[mmBase + slot[r]], none when slot[r] < 0) + reg p;  g' = g + wd p;  acc += g'^2;  p -= lr g' / (sqrt(acc) + eps);
 // lossAcc[lo + t] += reg/2 |p|^2 (pre-update). Thread t: row r, vec4s d0 .. d0 + ${VPT - 1} of its DW = ${DW}, each as ${n} x ${T}.
 // HAS_PACK 1: the new row also into pk[pkRow + r] at the compute width (QT, XP: the next step's pack), 2: and its
 // transpose into pkT (W: Wp and WpT).
@@ -603,7 +615,8 @@ export class AttRecStepWorkspace {
     const { N, U, D, L, B } = dims;
     for (const [k, v] of Object.entries(dims)) if (!Number.isInteger(v) || v < 1) throw new Error(`AttRecStepWorkspace: ${k} = ${v} must be a positive integer`);
     if (timeSignal.length !== L * D) throw new Error(`AttRecStepWorkspace: the time signal has ${timeSignal.length} values, not L*D = ${L * D}`);
-    if (!attrecStepSupported(dims)) throw new Error(`AttRecStepWorkspace: a batch of ${B} windows can put ${maxSegment(dims)} rows into one table row, past this adapter's loop budget (${loopBudget()})`);
+    const why = attrecStepUnsupported(dims);
+    if (why) throw new Error(`AttRecStepWorkspace: ${why}`);
     this.dims = dims;
     const DW = (this.DW = Math.ceil(D / 4));
     const Dp = 4 * DW;

@@ -25,7 +25,7 @@ export { topkScores, refTopkScores, defaultChunks, type TopkMode, type TopkOptio
 export { smallBmmNT, smallBmmNN } from './small_bmm.js';
 export { gatherDot, refGatherDot } from './gather_dot.js';
 export {
-  AttRecStepWorkspace, attrecStepBatch, attrecStepSupported, refAttRecStep,
+  AttRecStepWorkspace, attrecStepBatch, attrecStepSupported, attrecStepUnsupported, refAttRecStep,
   type AttRecStepBatch, type AttRecStepDims, type AttRecStepHyper, type AttRecStepParams, type AttRecStepSections, type RefAttRecStepInput,
 } from './attrec_step.js';
 export { scaleShiftOp, refScaleShift } from './scale_shift.js';

@@ -70,7 +70,7 @@ import {
   sumSquares, square,
 } from '../kernels/index.js';
 import { smallBmmNN, smallBmmNT } from '../kernels/small_bmm.js';
-import { attrecStepBatch, attrecStepSupported, AttRecStepWorkspace, type AttRecStepBatch, type AttRecStepDims } from '../kernels/attrec_step.js';
+import { attrecStepBatch, attrecStepUnsupported, AttRecStepWorkspace, type AttRecStepBatch, type AttRecStepDims } from '../kernels/attrec_step.js';
 import { Module } from './nn.js';
 import type { Adagrad } from './optim.js';
 import { truncatedNormal_, xavierUniform_ } from './init.js';
@@ -302,8 +302,7 @@ export class AttRec extends Module {
     if (!c.sharedQK) return 'separate W_Q / W_K (sharedQK false)';
     if (c.diagonal !== 'zero') return "the diagonal masked before the softmax (diagonal 'mask')";
     if (c.projDropout > 0) return 'projection dropout';
-    if (!attrecStepSupported(this.stepDims(B, T))) return `a batch of ${B} windows past the adapter's loop budget`;
-    return null;
+    return attrecStepUnsupported(this.stepDims(B, T));
   }
 
   /** The fused step's sizes for B windows of T targets. */

@@ -9,7 +9,7 @@
 // and the trainer's choice of path and its errors.
 import { expect, it } from 'vitest';
 import { fillInPlace, flags, manualSeed, ref, rt, scope, backward, sync, Tensor } from '../engine/index.js';
-import { attrecStepBatch, attrecStepMeta, attrecStepSupported, AttRecStepWorkspace, refAttRecStep, type AttRecStepDims, type AttRecStepHyper, type AttRecStepParams } from '../kernels/attrec_step.js';
+import { attrecStepBatch, attrecStepMeta, attrecStepSupported, attrecStepUnsupported, AttRecStepWorkspace, refAttRecStep, type AttRecStepDims, type AttRecStepHyper, type AttRecStepParams } from '../kernels/attrec_step.js';
 import { AttRec, AttRecFusedStep, timeSignal, uploadAttRecBatch, disposeAttRecBatch, type AttRecConfig } from '../models/attrec.js';
 import { Adagrad } from '../models/optim.js';
 import { loadAttRecData, trainAttRec } from '../models/attrec_train.js';
@@ -291,6 +291,10 @@ describeGpu('attrec_step', () => {
     const h = await run({ sharedQK: false });
     expect(logs.filter((s) => s.startsWith('training step')).at(-1)).toMatch(/autograd \(separate W_Q/);
     await expect(run({ fusedStep: true, diagonal: 'mask' })).rejects.toThrow(/fusedStep true, but the fused step does not cover the diagonal masked before the softmax/);
+    // Sizes the kernels do not take: a time signal over the uniform-binding limit (L x D at the compute width).
+    expect(attrecStepUnsupported({ N: 10, U: 3, D: 150, L: 5, T: 3, B: 1000 })).toBeNull();
+    const D = 4 * (Math.floor(rt().device.limits.maxUniformBufferBindingSize / 80) + 1); // 5 rows of D / 4 vec4s: just over
+    expect(attrecStepUnsupported({ N: 10, U: 3, D, L: 5, T: 1, B: 4 })).toMatch(new RegExp(`time signal at the compute width \\(L 5 x D ${D}: ${5 * D * 4} bytes\\) is over this device's maxUniformBufferBindingSize`));
     for (const r of [f, g, h]) r.optimizer.dispose(), r.model.dispose();
   });
 });
