@@ -1,5 +1,5 @@
 import { expect, it } from 'vitest';
-import { backward, BackwardNotSupported, defineOp, freeGraph, noGrad, reshape, rt, scope, sync, Tensor, keep } from '../engine/index.js';
+import { accumulateInPlace, backward, BackwardNotSupported, defineOp, freeGraph, noGrad, reshape, rt, scope, sync, Tensor, keep } from '../engine/index.js';
 import * as F from '../kernels/index.js';
 import { describeGpu, expectClose } from './harness.js';
 
@@ -21,6 +21,26 @@ describeGpu('autograd', () => {
     expectClose('db', await arr(b.grad!), gb, { atol: 1e-5, rtol: 1e-5 });
     expectClose('loss', [await loss.item()], [av.reduce((s, x, i) => s + (x * bv[i]! + x) ** 2, 0)], { atol: 1e-5, rtol: 1e-5 });
     for (const t of [a, b, loss, a.grad!, b.grad!]) t.dispose();
+  });
+
+  it('accumulation in place, f32 and vec4 kernels (sizes around a multiple of 4 and the workgroup), large magnitudes', async () => {
+    for (const n of [1, 3, 4, 7, 8, 1023, 1024, 1028, 1029]) {
+      const dv = Float32Array.from({ length: n }, (_, i) => Math.sin(i + 1) * 1e4);
+      const sv = Float32Array.from({ length: n }, (_, i) => Math.cos(3 * i) * 1e4);
+      const dst = Tensor.from(dv);
+      const src = Tensor.from(sv);
+      accumulateInPlace(dst, src);
+      expect(Array.from(await dst.toArray()), `n=${n}`).toEqual(Array.from(dv, (x, i) => Math.fround(x + sv[i]!)));
+      expect(Array.from(await src.toArray()), `n=${n}: src unchanged`).toEqual(Array.from(sv));
+      dst.dispose();
+      src.dispose();
+    }
+    // An input used twice with 8 elements: its gradient is summed by the vec4 kernel.
+    const x = Tensor.from([1, 2, 3, 4, 5, 6, 7, 8]).requireGrad();
+    backward(scope(() => F.sum(F.add(F.mul(x, 3), F.mul(x, x)))));
+    expect(await arr(x.grad!)).toEqual([1, 2, 3, 4, 5, 6, 7, 8].map((v) => 3 + 2 * v));
+    x.grad!.dispose();
+    x.dispose();
   });
 
   it('gradients accumulate across backward calls until cleared', async () => {

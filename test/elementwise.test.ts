@@ -17,6 +17,10 @@ const PAIRS: Array<[number[], number[]]> = [
   [[2, 3, 4, 5], [1]],
   [[63], [1, 63]],
   [[1823, 7], [7]],
+  // Equal shapes whose size is a multiple of 4 run the vec4 kernels (one vec4 per thread; 513 vec4s: 2 workgroups + 1).
+  [[4], [4]],
+  [[3, 20], [3, 20]],
+  [[2052], [2052]],
 ];
 
 function spec(shape: number[], op: Bin, second: boolean): InputSpec {
@@ -39,7 +43,7 @@ describeGpu('elementwise', () => {
         });
       }
       it(`${op} with a scalar`, async () => {
-        for (const n of [1, 64, 257]) {
+        for (const n of [1, 64, 257, 1028]) {
           await checkOp({
             name: `${op} scalar n=${n}`,
             inputs: [{ shape: [n] }],
