@@ -4,7 +4,8 @@
 //   unary:  neg, exp, log, sqrt, relu, sigmoid, tanh, gelu (erf form), square, abs.
 // Modes: `same` (equal shapes: one thread per element), `scalar`, `bcast` (up to 8 dims; strides in a uniform, 0
 // on broadcast dims). `same` and `scalar` take 4 elements per thread as vec4 when the size is a multiple of 4
-// (`add{mode=same,vec4}`): llvmpipe loads and stores per instruction, so vec4 runs ~2x faster there. Memory traffic: reads each input element once (broadcast ones from cache),
+// (`add{mode=same,vec4}`), and so do the unary rows (`gelu{vec4}`, `gelu{bwd,vec4}`): llvmpipe loads and stores
+// per instruction, so vec4 runs ~2x faster there. Memory traffic: reads each input element once (broadcast ones from cache),
 // writes n. Backward: binary grads are compositions (mul/div + sumTo over broadcast dims); unary grads are one
 // fused kernel per row, gx = gy * f'(x), recomputing f from the saved input.
 import { ceilDiv, defineOp, loopCost, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
@@ -252,37 +253,50 @@ const UNARY: Record<UnaryName, UnaryRow> = {
   abs: { wgsl: 'abs(x)', grad: 'sign(x)', ref: Math.abs, refGrad: Math.sign },
 };
 
-/** The kernels of a unary row: `exp` (y = f(x)) and `exp{bwd}` (gx = gy * f'(x)). */
+/**
+ * The kernels of a unary row: `exp` (y = f(x)) and `exp{bwd}` (gx = gy * f'(x)); with `vec4` (a size that is a
+ * multiple of 4) one thread loads and stores a vec4 and applies the scalar expression to each component.
+ */
 const unaryKernels = Object.fromEntries(
   (Object.keys(UNARY) as UnaryName[]).map((name) => [
     name,
-    kernelFamily(name, ({ bwd }: { bwd: boolean }) => {
+    kernelFamily(name, ({ bwd, vec4 }: { bwd: boolean; vec4?: boolean }) => {
       const row = UNARY[name];
+      const T = vec4 ? 'vec4<f32>' : 'f32';
+      const value = (x: string, gy: string): string => (bwd ? `${gy} * (${row.grad.replace(/\bx\b/g, x)})` : row.wgsl.replace(/\bx\b/g, x));
+      const body = vec4
+        ? `let x4 = X[i];${bwd ? '\n  let g4 = GY[i];' : ''}
+  out[i] = vec4<f32>(${['x', 'y', 'z', 'w'].map((c) => value(`x4.${c}`, `g4.${c}`)).join(', ')});`
+        : `let x = X[i];
+  out[i] = ${value('x', 'GY[i]')};`;
       return {
         foldable: true,
         wgsl: /* wgsl */ `
-// ${bwd ? `gx = gy * d/dx ${row.wgsl}` : `y = ${row.wgsl}`}. One thread per element.
+// ${bwd ? `gx = gy * d/dx ${row.wgsl}` : `y = ${row.wgsl}`}. One thread per ${vec4 ? 'vec4 (4 elements)' : 'element'}.
 override WG: u32 = ${WG};
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> X: array<f32>;          // [n]
-${bwd ? '@group(0) @binding(2) var<storage, read> GY: array<f32>;         // [n]' : ''}
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [n]
+@group(0) @binding(1) var<storage, read> X: array<${T}>;          // [n]
+${bwd ? `@group(0) @binding(2) var<storage, read> GY: array<${T}>;         // [n]` : ''}
+@group(0) @binding(3) var<storage, read_write> out: array<${T}>;  // [n]
 ${HELPERS}
 ${main1d('WG')} {
   let i = ${foldedIndex('WG')};
   if (i >= p.n) { return; }
-  let x = X[i];
-  out[i] = ${bwd ? `GY[i] * (${row.grad})` : row.wgsl};
+  ${body}
 }`,
         grid: ({ n }, [wg]) => [ceilDiv(n!, wg)],
         minSizes: ({ n }) => ({ X: n!, out: n! }),
       };
     }),
   ]),
-) as Record<UnaryName, (p: { bwd: boolean }) => Kernel>;
+) as Record<UnaryName, (p: { bwd: boolean; vec4?: boolean }) => Kernel>;
 
-const unaryKernel = (name: UnaryName, bwd: boolean): Kernel => unaryKernels[name]({ bwd });
+/** A unary row's kernel for n elements and its element count param (vec4s when n is a multiple of 4). */
+function unaryRun(name: UnaryName, bwd: boolean, n: number): { k: Kernel; n: number } {
+  const v = n % 4 === 0;
+  return { k: unaryKernels[name](v ? { bwd, vec4: true } : { bwd }), n: v ? n / 4 : n };
+}
 
 const unaryOps = Object.fromEntries(
   (Object.keys(UNARY) as UnaryName[]).map((name) => [
@@ -292,14 +306,20 @@ const unaryOps = Object.fromEntries(
       forward(ctx, [x]) {
         if (x!.dtype !== 'f32') throw new Error(`${name}: ${x!.describe()} is not f32`);
         const out = Tensor.empty(x!.shape); // same shape as x
-        if (x!.size) unaryKernel(name, false).run({ X: x!, out }, { n: x!.size });
+        if (x!.size) {
+          const u = unaryRun(name, false, x!.size);
+          u.k.run({ X: x!, out }, { n: u.n });
+        }
         ctx.save(x!);
         return out;
       },
       backward(ctx, gy) {
         const x = ctx.saved[0]!;
         const gx = Tensor.empty(x.shape); // [...x]
-        if (x.size) unaryKernel(name, true).run({ X: x, GY: gy, out: gx }, { n: x.size });
+        if (x.size) {
+          const u = unaryRun(name, true, x.size);
+          u.k.run({ X: x, GY: gy, out: gx }, { n: u.n });
+        }
         return [gx];
       },
     }),

@@ -97,7 +97,7 @@ describeGpu('elementwise', () => {
   describe('unary', () => {
     for (const op of F.UNARY_NAMES) {
       it(op, async () => {
-        for (const n of ODD_SIZES) {
+        for (const n of [...ODD_SIZES, 1028]) { // multiples of 4 run the vec4 kernels (1028: 257 vec4s, a workgroup + 1)
           await checkOp({
             name: `${op} n=${n}`,
             inputs: [{ shape: [n], range: RANGES[op] ?? [-4, 4] }],
