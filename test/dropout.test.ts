@@ -6,7 +6,7 @@ import { dropout, dropoutRaw, refDropout, refDropoutMask } from '../kernels/drop
 import { checkOp, describeGpu, ODD_SIZES } from './harness.js';
 
 describeGpu('dropout', () => {
-  for (const n of ODD_SIZES) {
+  for (const n of [...ODD_SIZES, 1028]) { // multiples of 4 take dropout{vec4} (1028: 257 vec4s, a workgroup + 1)
     it(`exact mask, n=${n}`, async () => {
       for (const p of [0.1, 0.5, 0.9]) {
         const seed = 1234 + n;
