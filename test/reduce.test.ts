@@ -17,6 +17,9 @@ const SHAPES: Array<[number[], number | null]> = [
   [[4, 100003], 1], // long rows
   [[100003], null],
   [[100003, 3], 0], // llvmpipe stops any loop after 65,535 iterations: long serial loops must be chunked
+  [[5, 3, 12], 1], // inner a multiple of 4: column sums as vec4s
+  [[2, 7, 1028], 1], // 257 vec4 columns per outer row
+  [[70001, 8], 0], // vec4 columns, chunked
 ];
 
 describeGpu('reduce', () => {
