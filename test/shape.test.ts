@@ -62,6 +62,10 @@ describeGpu('shape', () => {
     [[2, 3, 4], 1, 2, 2], // empty
     [[5, 12], 1, 4, 10], // vec2 rows
     [[3, 16], 1, 4, 12], // vec4 rows
+    // inner (the dims after the axis) a multiple of 4: the backward's pad_axis{vec4}
+    [[3, 7, 8], 1, 2, 5],
+    [[2, 300, 4], 1, 1, 299],
+    [[6, 5, 12], 0, 1, 4],
   ];
   for (const [shape, axis, start, end] of SLICES) {
     it(`slice [${shape}] axis ${axis} [${start}, ${end})`, () => {
