@@ -16,7 +16,8 @@
 // Forward: a row program (kernels/common_rows.ts): two sum reductions (shifted mean, then centred variance) and a
 // write pass; `row` variant (thread per row, serial over D) or `wg` (workgroup per row); saves mean and rstd
 // per row. Reads x 3x (in cache), w and b once per row, writes y, mean, rstd.
-// Backward, one fused kernel `layernorm_bwd`, one workgroup of WG = 64 threads per block of 64 rows:
+// Backward, one fused kernel `layernorm_bwd` (`layernorm_bwd{vec4}` when D is a multiple of 4: 4 columns per load,
+// the row sums as 4 interleaved partial sums), one workgroup of WG = 64 threads per block of 64 rows:
 //   phase 1 (dx): thread t owns row r0 + t: a = mean_c(g*w), bb = mean_c(g*w*xhat), then
 //                 dx = rstd * (g*w - a - xhat * bb), xhat = (x - u) * rstd  (recomputed from saved u, rstd)
 //   phase 2 (dw, db partials): thread t owns columns c = t, t + 64, ...: serial sums over the block's rows of
@@ -62,76 +63,92 @@ const lnFwd = rowProgram(
   ({ rows, C }) => ({ x: rows! * C!, w: C!, b: C!, y: rows! * C!, mean: rows!, rstd: rows! }),
 );
 
-/** The inputs and dx of the backward kernels (after their `struct Params`). */
-const BWD_DECLS = /* wgsl */ `@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;            // [rows, C]
-@group(0) @binding(2) var<storage, read> w: array<f32>;            // [C]
-@group(0) @binding(3) var<storage, read> gy: array<f32>;           // [rows, C]
+/** The inputs and dx of the backward kernels (after their `struct Params`); T: f32, or vec4<f32> (4 columns). */
+const bwdDecls = (T = 'f32'): string => /* wgsl */ `@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<${T}>;            // [rows, C]
+@group(0) @binding(2) var<storage, read> w: array<${T}>;            // [C]
+@group(0) @binding(3) var<storage, read> gy: array<${T}>;           // [rows, C]
 @group(0) @binding(4) var<storage, read> mean: array<f32>;         // [rows]
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;         // [rows]
-@group(0) @binding(6) var<storage, read_write> dx: array<f32>;     // [rows, C]`;
+@group(0) @binding(6) var<storage, read_write> dx: array<${T}>;     // [rows, C]`;
+const BWD_DECLS = bwdDecls();
 
-const lnBwd = defineKernel({
-  name: 'layernorm_bwd',
-  foldable: true,
-  wgsl: /* wgsl */ `
+/**
+ * The fused backward; `layernorm_bwd{vec4}` (C a multiple of 4) reads and writes 4 columns per load (Cv = C / 4
+ * vec4 columns; the row sums a, bb are kept as 4 interleaved partial sums, added at the end).
+ */
+const lnBwdKernels = [false, true].map((v) => {
+  const T = v ? 'vec4<f32>' : 'f32';
+  const hsum = (e: string): string => (v ? `(${e}.x + ${e}.y + ${e}.z + ${e}.w)` : e);
+  return defineKernel({
+    name: v ? 'layernorm_bwd{vec4}' : 'layernorm_bwd',
+    foldable: true,
+    wgsl: /* wgsl */ `
 // Layer norm backward for a block of WG rows: dx (thread per row) and per-block partial sums of dw, db
-// (thread per column). flags bit 0: write dx; bit 1: write the partials.
+// (thread per column${v ? ' vec4' : ''}). flags bit 0: write dx; bit 1: write the partials.
 const WG = ${WG}u;
 struct Params { rows: u32, C: u32, flags: u32 }
-${BWD_DECLS}
-@group(0) @binding(7) var<storage, read_write> pw: array<f32>;     // [blocks, C] partial dweight
-@group(0) @binding(8) var<storage, read_write> pb: array<f32>;     // [blocks, C] partial dbias
+${bwdDecls(T)}
+@group(0) @binding(7) var<storage, read_write> pw: array<${T}>;     // [blocks, C] partial dweight
+@group(0) @binding(8) var<storage, read_write> pb: array<${T}>;     // [blocks, C] partial dbias
 ${main1d(WG)} {
   let blk = ${FOLDED_GROUP};
   let r0 = blk * WG;
   if (r0 >= p.rows) { return; }
   let row = r0 + lid.x;
+  let Cv = p.C${v ? ' / 4u' : ''}; // columns per load
   if ((p.flags & 1u) != 0u && row < p.rows) {
-    let base = row * p.C;
+    let base = row * Cv;
     let u = mean[row];
     let r = rstd[row];
-    var a = 0.0;
-    var bb = 0.0;
-    for (var c = 0u; c < p.C; c = c + 1u) {
+    var sa = ${T}(0.0);
+    var sbb = ${T}(0.0);
+    for (var c = 0u; c < Cv; c = c + 1u) {
       let g = gy[base + c] * w[c];
-      a = a + g;
-      bb = bb + g * ((x[base + c] - u) * r);
+      sa = sa + g;
+      sbb = sbb + g * ((x[base + c] - u) * r);
     }
-    a = a / f32(p.C);
-    bb = bb / f32(p.C);
-    for (var c = 0u; c < p.C; c = c + 1u) {
+    let a = ${hsum('sa')} / f32(p.C);
+    let bb = ${hsum('sbb')} / f32(p.C);
+    for (var c = 0u; c < Cv; c = c + 1u) {
       let g = gy[base + c] * w[c];
       dx[base + c] = r * (g - a - ((x[base + c] - u) * r) * bb);
     }
   }
   if ((p.flags & 2u) != 0u) {
     let r1 = min(r0 + WG, p.rows);
-    for (var c = lid.x; c < p.C; c = c + WG) {
-      var sw = 0.0;
-      var sb = 0.0;
+    for (var c = lid.x; c < Cv; c = c + WG) {
+      var sw = ${T}(0.0);
+      var sb = ${T}(0.0);
       for (var rr = r0; rr < r1; rr = rr + 1u) {
-        let g = gy[rr * p.C + c];
-        sw = sw + g * ((x[rr * p.C + c] - mean[rr]) * rstd[rr]);
+        let g = gy[rr * Cv + c];
+        sw = sw + g * ((x[rr * Cv + c] - mean[rr]) * rstd[rr]);
         sb = sb + g;
       }
-      pw[blk * p.C + c] = sw;
-      pb[blk * p.C + c] = sb;
+      pw[blk * Cv + c] = sw;
+      pb[blk * Cv + c] = sb;
     }
   }
 }`,
-  grid: ({ rows }) => [ceilDiv(rows!, WG)],
-  // dx: two serial loops over C; partials: ceil(C / WG) columns x up to WG rows
-  loopTrips: ({ C, flags }) => (flags! & 1 ? 2 * loopCost(C!) : 0) + (flags! & 2 ? loopCost(ceilDiv(C!, WG), loopCost(WG)) : 0),
-  minSizes: ({ rows, C, flags }) => ({
-    x: rows! * C!,
-    w: C!,
-    gy: rows! * C!,
-    mean: rows!,
-    rstd: rows!,
-    ...(flags! & 1 ? { dx: rows! * C! } : {}),
-    ...(flags! & 2 ? { pw: ceilDiv(rows!, WG) * C!, pb: ceilDiv(rows!, WG) * C! } : {}),
-  }),
+    grid: ({ rows }) => [ceilDiv(rows!, WG)],
+    // dx: two serial loops over Cv; partials: ceil(Cv / WG) column loads x up to WG rows
+    loopTrips: ({ C, flags }) => {
+      const Cv = v ? C! / 4 : C!;
+      return (flags! & 1 ? 2 * loopCost(Cv) : 0) + (flags! & 2 ? loopCost(ceilDiv(Cv, WG), loopCost(WG)) : 0);
+    },
+    minSizes: ({ rows, C, flags }) => {
+      const Cv = v ? C! / 4 : C!; // binding elements per row
+      return {
+        x: rows! * Cv,
+        w: Cv,
+        gy: rows! * Cv,
+        mean: rows!,
+        rstd: rows!,
+        ...(flags! & 1 ? { dx: rows! * Cv } : {}),
+        ...(flags! & 2 ? { pw: ceilDiv(rows!, WG) * Cv, pb: ceilDiv(rows!, WG) * Cv } : {}),
+      };
+    },
+  });
 });
 
 const lnDwDb = defineKernel({
@@ -268,9 +285,11 @@ export function layerNormBackward(
   // One block: the partials are the result. Unused outputs get a 1-element scratch (bindings must exist and
   // writable bindings may not alias).
   const direct = blocks === 1;
-  const pw = want.dwdb ? (direct ? dw! : Tensor.empty([blocks * D])) : Tensor.empty([1]); // [blocks, D]
-  const pb = want.dwdb ? (direct ? db! : Tensor.empty([blocks * D])) : Tensor.empty([1]); // [blocks, D]
-  const dxOut = dx ?? Tensor.empty([1]);
+  const lnBwd = lnBwdKernels[D % 4 === 0 ? 1 : 0]!; // vec4 columns when D allows
+  const scratch = D % 4 === 0 ? 4 : 1; // an unused output: one binding element
+  const pw = want.dwdb ? (direct ? dw! : Tensor.empty([blocks * D])) : Tensor.empty([scratch]); // [blocks, D]
+  const pb = want.dwdb ? (direct ? db! : Tensor.empty([blocks * D])) : Tensor.empty([scratch]); // [blocks, D]
+  const dxOut = dx ?? Tensor.empty([scratch]);
   const flags = (want.dx ? 1 : 0) | (want.dwdb ? 2 : 0);
   if (lnBwd.fitsLoopBudget({ rows, C: D, flags })) {
     lnBwd.run({ x, w, gy, mean, rstd, dx: dxOut, pw, pb }, { rows, C: D, flags });
