@@ -5,9 +5,9 @@
 // Modes: `same` (equal shapes: one thread per element), `scalar`, `bcast` (up to 8 dims; strides in a uniform, 0
 // on broadcast dims). `same` and `scalar` take 4 elements per thread as vec4 when the size is a multiple of 4
 // (`add{mode=same,vec4}`), and so do the unary rows (`gelu{vec4}`, `gelu{bwd,vec4}`): llvmpipe loads and stores
-// per instruction, so vec4 runs ~2x faster there. Memory traffic: reads each input element once (broadcast ones from cache),
-// writes n. Backward: binary grads are compositions (mul/div + sumTo over broadcast dims); unary grads are one
-// fused kernel per row, gx = gy * f'(x), recomputing f from the saved input.
+// per instruction, so vec4 runs ~2x faster there (kernels/README.md). Memory traffic: reads each input element
+// once (broadcast ones from cache), writes n. Backward: binary grads are compositions (mul/div + sumTo over
+// broadcast dims); unary grads are one fused kernel per row, gx = gy * f'(x), recomputing f from the saved input.
 import { ceilDiv, defineOp, loopCost, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
 import { bcastIndex2Wgsl, broadcastPattern, broadcastStrides, DIMS_T, foldedIndex, GELU_WGSL, kernelFamily, main1d, MAX_BCAST_DIMS, padDims, refSigmoid, SIGMOID_WGSL } from './common.js';
 import { sumTo } from './reduce.js';
@@ -111,8 +111,7 @@ function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
   if (sameShape(a.shape, b.shape)) {
     const v = out.size % 4 === 0; // tensors start at byte 0 of their buffer: whole vec4s
     binaryKernel(row, 'same', v).run({ A: a, B: b, out }, { n: v ? out.size / 4 : out.size });
-  }
-  else {
+  } else {
     // Block form (each side's non-1 dims form one contiguous run: bias adds, per-row masks) avoids the
     // per-dimension div/mod walk, which is what broadcasting costs on llvmpipe.
     const pa = broadcastPattern(a.shape, out.shape);
