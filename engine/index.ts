@@ -27,7 +27,7 @@ export { rt, flush, sync, type Runtime } from './runtime.js';
 export { markWritten, writeVersion } from './versions.js';
 export { BufferPool, sizeClass, type PoolStats } from './pool.js';
 export { Queue, GpuError, DeviceLostError, type FlagSource } from './queue.js';
-export { Tensor, Storage, scope, keep, untracked, numel, shapeStr, sameShape, resolveShape, makeTyped, type DType, type Shape, type TypedArray } from './tensor.js';
+export { Tensor, Storage, scope, keep, untracked, numel, vec4Count, shapeStr, sameShape, resolveShape, makeTyped, type DType, type Shape, type TypedArray } from './tensor.js';
 export { full, zeros, ones, randn, rand, truncatedNormal, randomFill, fillInPlace, clone, copyInto, accumulateInPlace, type RandOptions } from './builtins.js';
 export { defineOp, backward, noGrad, isGradEnabled, freeGraph, reshape, BackwardNotSupported, type Op, type OpDef, type OpContext, type GraphNode } from './autograd.js';
 export { manualSeed, nextRng, rngState, setRngState, rngU32, rngUniform, pcgHash, RNG_WGSL } from './rng.js';

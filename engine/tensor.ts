@@ -16,6 +16,16 @@ export function tensorUsage(): number {
   return GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 }
 
+/**
+ * How many vec4s `n` 4-byte elements are when every binding listed starts on a 16-byte boundary and n is a multiple
+ * of 4; else 0. Kernels with a vec4 variant (llvmpipe loads and stores per instruction, so vec4 runs 2-4x faster
+ * there: kernels/README.md) pick it with this: `const v = vec4Count(n, x, out); k[v ? 1 : 0].run(..., { n: v || n })`.
+ * (Tensors start at byte 0 of their buffer; regions of a buffer may not.)
+ */
+export function vec4Count(n: number, ...bindings: ReadonlyArray<{ readonly byteOffset: number }>): number {
+  return n % 4 === 0 && bindings.every((b) => b.byteOffset % 16 === 0) ? n / 4 : 0;
+}
+
 export function numel(shape: Shape): number {
   let n = 1;
   for (const d of shape) n *= d;

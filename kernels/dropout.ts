@@ -11,7 +11,7 @@
 // Parallel strategy: one thread per element, 1-D foldable grid; `dropout{vec4}` (sizes that are a multiple of 4)
 // one thread per vec4, the same mask per element (llvmpipe loads and stores per instruction: ~2x faster there).
 // Traffic: reads x, writes y (4 B each per element); the hash is ~15 integer ops per element.
-import { ceilDiv, defineKernel, defineOp, nextRng, reshape, ref, RNG_WGSL, rngUniform, Tensor } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, nextRng, reshape, ref, RNG_WGSL, rngUniform, Tensor, vec4Count } from '../engine/index.js';
 import { foldedIndex, main1d } from './common.js';
 
 type F64 = ref.F64;
@@ -64,8 +64,8 @@ const scaleOf = (p: number): number => (p >= 1 ? 0 : 1 / (1 - p));
 export function dropoutRaw(x: Tensor, a: Attrs): Tensor {
   if (x.dtype !== 'f32') throw new Error(`dropout: ${x.describe()} is not f32`);
   const out = Tensor.empty(x.shape); // [...x]
-  const v = x.size % 4 === 0;
-  if (x.size) dropoutKernels[v ? 1 : 0]!.run({ x, out }, { n: v ? x.size / 4 : x.size, seed: a.seed >>> 0, offset: a.offset >>> 0, p: a.p, scale: scaleOf(a.p) });
+  const v = vec4Count(x.size, x, out);
+  if (x.size) dropoutKernels[v ? 1 : 0]!.run({ x, out }, { n: v || x.size, seed: a.seed >>> 0, offset: a.offset >>> 0, p: a.p, scale: scaleOf(a.p) });
   return out;
 }
 

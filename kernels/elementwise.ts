@@ -8,7 +8,7 @@
 // per instruction, so vec4 runs ~2x faster there (kernels/README.md). Memory traffic: reads each input element
 // once (broadcast ones from cache), writes n. Backward: binary grads are compositions (mul/div + sumTo over
 // broadcast dims); unary grads are one fused kernel per row, gx = gy * f'(x), recomputing f from the saved input.
-import { ceilDiv, defineOp, loopCost, ref, sameShape, shapeStr, Tensor, type Kernel, type Shape } from '../engine/index.js';
+import { ceilDiv, defineOp, loopCost, ref, sameShape, shapeStr, Tensor, vec4Count, type Kernel, type Shape } from '../engine/index.js';
 import { bcastIndex2Wgsl, broadcastPattern, broadcastStrides, DIMS_T, foldedIndex, GELU_WGSL, kernelFamily, main1d, MAX_BCAST_DIMS, padDims, refSigmoid, SIGMOID_WGSL } from './common.js';
 import { sumTo } from './reduce.js';
 
@@ -95,7 +95,8 @@ function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
   if (a.dtype !== 'f32') throw new Error(`${row.name}: ${a.describe()} is not f32`);
   if (typeof b === 'number') {
     const out = Tensor.empty(a.shape); // [...a]
-    if (a.size) binaryKernel(row, 'scalar', a.size % 4 === 0).run({ A: a, out }, { n: a.size % 4 === 0 ? a.size / 4 : a.size, scalar: b });
+    const v = vec4Count(a.size, a, out);
+    if (a.size) binaryKernel(row, 'scalar', v > 0).run({ A: a, out }, { n: v || a.size, scalar: b });
     return out;
   }
   if (b.dtype !== 'f32') throw new Error(`${row.name}: ${b.describe()} is not f32`);
@@ -109,8 +110,8 @@ function binaryForward(row: BinaryRow, a: Tensor, b: Tensor | number): Tensor {
   const out = Tensor.empty(shape); // broadcast shape
   if (out.size === 0) return out;
   if (sameShape(a.shape, b.shape)) {
-    const v = out.size % 4 === 0; // tensors start at byte 0 of their buffer: whole vec4s
-    binaryKernel(row, 'same', v).run({ A: a, B: b, out }, { n: v ? out.size / 4 : out.size });
+    const v = vec4Count(out.size, a, b, out);
+    binaryKernel(row, 'same', v > 0).run({ A: a, B: b, out }, { n: v || out.size });
   } else {
     // Block form (each side's non-1 dims form one contiguous run: bias adds, per-row masks) avoids the
     // per-dimension div/mod walk, which is what broadcasting costs on llvmpipe.
@@ -291,10 +292,10 @@ ${main1d('WG')} {
   ]),
 ) as Record<UnaryName, (p: { bwd: boolean; vec4?: boolean }) => Kernel>;
 
-/** A unary row's kernel for n elements and its element count param (vec4s when n is a multiple of 4). */
-function unaryRun(name: UnaryName, bwd: boolean, n: number): { k: Kernel; n: number } {
-  const v = n % 4 === 0;
-  return { k: unaryKernels[name](v ? { bwd, vec4: true } : { bwd }), n: v ? n / 4 : n };
+/** A unary row's kernel over these tensors of n elements, and its element count param (vec4s where vec4Count allows). */
+function unaryRun(name: UnaryName, bwd: boolean, n: number, ...ts: Tensor[]): { k: Kernel; n: number } {
+  const v = vec4Count(n, ...ts);
+  return { k: unaryKernels[name](v ? { bwd, vec4: true } : { bwd }), n: v || n };
 }
 
 const unaryOps = Object.fromEntries(
@@ -306,7 +307,7 @@ const unaryOps = Object.fromEntries(
         if (x!.dtype !== 'f32') throw new Error(`${name}: ${x!.describe()} is not f32`);
         const out = Tensor.empty(x!.shape); // same shape as x
         if (x!.size) {
-          const u = unaryRun(name, false, x!.size);
+          const u = unaryRun(name, false, x!.size, x!, out);
           u.k.run({ X: x!, out }, { n: u.n });
         }
         ctx.save(x!);
@@ -316,7 +317,7 @@ const unaryOps = Object.fromEntries(
         const x = ctx.saved[0]!;
         const gx = Tensor.empty(x.shape); // [...x]
         if (x.size) {
-          const u = unaryRun(name, true, x.size);
+          const u = unaryRun(name, true, x.size, x, gy, gx);
           u.k.run({ X: x, GY: gy, out: gx }, { n: u.n });
         }
         return [gx];

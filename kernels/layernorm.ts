@@ -31,7 +31,7 @@
 // thread) give way past ~21,000 columns to the row program layernorm_bwd_dx (same arithmetic) plus
 // layernorm_bwd_part (one thread per (block, column)), and more than ~65,000 blocks of partials are summed by
 // reduce.ts's chunked sum instead of layernorm_bwd_dwdb's serial loop.
-import { ceilDiv, copyInto, defineKernel, defineOp, fillInPlace, loopCost, ref, Tensor } from '../engine/index.js';
+import { ceilDiv, copyInto, defineKernel, defineOp, fillInPlace, loopCost, ref, Tensor, vec4Count } from '../engine/index.js';
 import { FOLDED_GROUP, foldedIndex, main1d } from './common.js';
 import { rowProgram, runRow, type RowOptions } from './common_rows.js';
 import { sumTo } from './reduce.js';
@@ -285,8 +285,9 @@ export function layerNormBackward(
   // One block: the partials are the result. Unused outputs get a 1-element scratch (bindings must exist and
   // writable bindings may not alias).
   const direct = blocks === 1;
-  const lnBwd = lnBwdKernels[D % 4 === 0 ? 1 : 0]!; // vec4 columns when D allows
-  const scratch = D % 4 === 0 ? 4 : 1; // an unused output: one binding element
+  const v4 = vec4Count(D, x, w, gy) > 0;
+  const lnBwd = lnBwdKernels[v4 ? 1 : 0]!; // vec4 columns when D allows
+  const scratch = v4 ? 4 : 1; // an unused output: one binding element
   const pw = want.dwdb ? (direct ? dw! : Tensor.empty([blocks * D])) : Tensor.empty([scratch]); // [blocks, D]
   const pb = want.dwdb ? (direct ? db! : Tensor.empty([blocks * D])) : Tensor.empty([scratch]); // [blocks, D]
   const dxOut = dx ?? Tensor.empty([scratch]);

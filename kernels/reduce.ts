@@ -9,7 +9,7 @@
 // llvmpipe's loop budget (65,535 iterations per invocation, all loops together): a serial column loop covers at
 // most 32,768 elements and a row workgroup's strided loop 32,768 x 64; longer axes are chunked the same way, for
 // max too (chunk maxima with their local argmax, then the max of those: the first global argmax).
-import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, type Shape } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, loopBudget, loopCost, maxLoopIterations, ref, sameShape, shapeStr, Tensor, vec4Count, type Shape } from '../engine/index.js';
 import { bcastIndexWgsl, broadcastPattern, broadcastStrides, DIMS_T, FOLDED_GROUP, foldedIndex, kernelFamily, main1d, MAX_BCAST_DIMS, padDims } from './common.js';
 
 // The broadcast helpers moved to common.ts; re-exported here for imports written before the move.
@@ -169,8 +169,8 @@ function runSum(x: Tensor, out: Tensor, outer: number, R: number, inner: number)
  * adds in the same order; llvmpipe loads per instruction, so vec4 runs faster there).
  */
 function colSum(x: Tensor, out: Tensor, p: { outer: number; R: number; inner: number; chunk: number; C: number }): void {
-  const v = p.inner % 4 === 0;
-  colKernel(v ? { op: 'sum', vec4: true } : { op: 'sum' }).run({ x, out }, v ? { ...p, inner: p.inner / 4 } : p);
+  const v = vec4Count(p.inner, x, out);
+  colKernel(v ? { op: 'sum', vec4: true } : { op: 'sum' }).run({ x, out }, v ? { ...p, inner: v } : p);
 }
 
 /**

@@ -36,7 +36,7 @@
 // when the caller passes the host copy of idx, `hostIdx`).
 // Memory traffic: each op reads and writes its output size once (4 bytes per element) plus the indices.
 // Timings: `npm run bench -- shape` / docs/BENCHMARKS.md (rows shape.permute.*, shape.gather_rows.*).
-import { ceilDiv, chunkRanges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, rt, shapeStr, Tensor, type Shape } from '../engine/index.js';
+import { ceilDiv, chunkRanges, defineKernel, defineOp, fillInPlace, loopBudget, loopCost, maxLoopIterations, ref, rt, shapeStr, Tensor, vec4Count, type Shape } from '../engine/index.js';
 import { asU32, bcastIndex2Wgsl, DIMS_T, foldedIndex, kernelFamily, main1d, MAX_BCAST_DIMS, vecType, vecWidth, type VecWidth } from './common.js';
 import { buildInverseIndex, scatterAddRows, segmentSumRows } from './scatter.js';
 
@@ -282,8 +282,8 @@ const sliceOp = defineOp<{ axis: number; start: number; end: number }>({
     if (gx.size === 0) return [gx];
     if (end === start) fillInPlace(gx, 0); // an empty slice: nothing flows back
     else {
-      const v = inner % 4 === 0;
-      padAxisKernels[v ? 1 : 0]!.run({ g: asU32(gy), out: asU32(gx) }, { n: v ? gx.size / 4 : gx.size, A, inner: v ? inner / 4 : inner, start, len: end - start });
+      const v = vec4Count(inner, gy, gx); // vec4s per row
+      padAxisKernels[v ? 1 : 0]!.run({ g: asU32(gy), out: asU32(gx) }, { n: v ? gx.size / 4 : gx.size, A, inner: v || inner, start, len: end - start });
     }
     return [gx];
   },

@@ -16,7 +16,7 @@
 // which builds its GPU index (offsets | seq_of | row blocks, one i32 buffer) from the host offsets on first use and
 // caches it on the batch (`cache`), so offsets and seqOf are not uploaded on their own.
 // Parallel strategy: one thread per output element; memory traffic: reads and writes M*C floats + M indices.
-import { ceilDiv, defineKernel, defineOp, ref, Tensor } from '../engine/index.js';
+import { ceilDiv, defineKernel, defineOp, ref, Tensor, vec4Count } from '../engine/index.js';
 import type { VarlenLayout } from './attention_masked.js';
 import { foldedIndex, main1d } from './common.js';
 
@@ -160,8 +160,8 @@ ${main1d(WG)} {
 function gatherRows(x: Tensor, index: Tensor, M: number, outShape: readonly number[]): Tensor {
   const C = x.shape[x.ndim - 1]!;
   const out = Tensor.empty(outShape); // [M, C] (outShape)
-  const v = C % 4 === 0;
-  if (M * C > 0) gatherRowsKernels[v ? 1 : 0]!.run({ x, index, out }, v ? { n: (M * C) / 4, C: C / 4 } : { n: M * C, C });
+  const v = vec4Count(C, x, out); // vec4s per row
+  if (M * C > 0) gatherRowsKernels[v ? 1 : 0]!.run({ x, index, out }, v ? { n: M * v, C: v } : { n: M * C, C });
   return out;
 }
 

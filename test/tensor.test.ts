@@ -1,6 +1,15 @@
 import { expect, it } from 'vitest';
-import { full, manualSeed, ones, rand, randn, rngUniform, Tensor, truncatedNormal, zeros } from '../engine/index.js';
+import { full, manualSeed, ones, rand, randn, rngUniform, Tensor, truncatedNormal, vec4Count, zeros } from '../engine/index.js';
 import { describeGpu } from './harness.js';
+
+it('vec4Count: vec4s only for a multiple of 4 elements whose bindings all start on 16 bytes', () => {
+  expect(vec4Count(8)).toBe(2);
+  expect(vec4Count(1028, { byteOffset: 0 }, { byteOffset: 256 })).toBe(257);
+  expect(vec4Count(6)).toBe(0);
+  expect(vec4Count(0)).toBe(0);
+  expect(vec4Count(8, { byteOffset: 0 }, { byteOffset: 4 })).toBe(0);
+  expect(vec4Count(8, { byteOffset: 8 })).toBe(0);
+});
 
 describeGpu('tensor', () => {
   it('round-trips f32, i32 and u32 data with shapes', async () => {
