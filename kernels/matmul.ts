@@ -59,6 +59,10 @@
 //   tA=T tB=T: dA = Bᵀ·dCᵀ         dB = dCᵀ·Aᵀ
 // A shared 2-D operand's gradient is summed over the batch: folded into the product's K when b is shared and a
 // untransposed (one [K, batch·M] x [batch·M, N] product), else a batched product then sum over the batch axis.
+// Linear's backward (MATMUL_TUNING.fuseBiasGrad): dW = dYᵀ·X reads dY as vec4s of 4 output features per k, so the
+// same kernel also sums them over the rows (Spec.sumA): the bias gradient comes out of the weight-gradient product
+// (after C in its buffer, through the same split-K sum) instead of a column reduction of dY. One S3-Rec pretraining
+// step then runs 190 dispatches instead of 221 (llvmpipe spends ~60-100 µs on each, whatever its size).
 import { ceilDiv, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
 import { bufferRegion, fill, isMesaAdapter, kernelFamily, vecType } from './common.js';
 import { add } from './elementwise.js';
@@ -87,6 +91,9 @@ interface Spec {
   vC: boolean;
   /** Epilogue: c = acc + bias[col] (reg kernels; the fused Linear). */
   bias?: boolean;
+  /** Also the sums over k of op(A)'s rows, sa[m] = sum_k A[k, m] (reg kernels, tA with vA and vC: the Linear's bias
+   *  gradient beside its weight gradient), stored after C in the same buffer (see launch()). */
+  sumA?: boolean;
   /** b bound as a uniform array of this many vec4s (reg kernels, vB, one 2-D b: a weight up to 64 KiB; see MATMUL_TUNING.uniformB). */
   uB?: number;
   /** An untransposed b over one uniform binding: rows k < uK0 in b (uB vec4s), the rest in b2 (uB2 vec4s). */
@@ -101,7 +108,7 @@ const TILES: Record<Exclude<MatmulVariant, 'naive' | 'smem4x4'>, [number, number
 };
 
 function specTag(s: Spec): string {
-  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? (s.uB ? 'bu' : 'b4') : 'b1'}${s.vC ? 'c4' : 'c1'}${s.bias ? '.bias' : ''}`;
+  return `${s.tA ? 't' : 'n'}${s.tB ? 't' : 'n'}.${s.vA ? 'a4' : 'a1'}${s.vB ? (s.uB ? 'bu' : 'b4') : 'b1'}${s.vC ? 'c4' : 'c1'}${s.bias ? '.bias' : ''}${s.sumA ? '.suma' : ''}`;
 }
 
 const PARAMS = /* wgsl */ `
@@ -194,7 +201,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) li: 
   {ACC_ZERO}
   {K_LOOPS}{TAIL}
   let cBase = wid.z * p.strideC;{BIAS}
-  {STORES}
+  {STORES}{SUM_STORES}
 }`;
 
 /** The main loop of REG_WGSL over 4-k steps [FROM, TO) (two of them when b is split over two bindings: uK0). */
@@ -202,7 +209,7 @@ const REG_LOOP = /* wgsl */ `for (var ks = {FROM}; ks < {TO}; ks = ks + 1u) {
     let k = ks * 4u;
     {A_LOADS}
     {B_LOADS}
-    {FMAS}
+    {FMAS}{SUMS}
   }`;
 
 /** The K % 4 tail of REG_WGSL: one k per trip, the same loads and FMAs for a single k. */
@@ -210,7 +217,7 @@ const REG_TAIL = /* wgsl */ `
   for (var k = kEnd4; k < kEnd; k = k + 1u) {
     {A_LOADS}
     {B_LOADS}
-    {FMAS}
+    {FMAS}{SUMS}
   }`;
 
 /** The fused Linear's epilogue of REG_WGSL: the bias added in registers before the store (columns clamped like the loads). */
@@ -228,6 +235,12 @@ const STORE_ROW = /* wgsl */ `if (row0 + {i}u < p.M) {
   }`;
 const STORE_F32 = 'if (col0 + {j}u < p.N) { c[cBase + (row0 + {i}u) * p.N + col0 + {j}u] = acc{i}_{j}; }';
 const STORE_VEC4 = 'if (col0 / 4u + {j/4}u < N4) { c[cBase + (row0 + {i}u) * N4 + col0 / 4u + {j/4}u] = vec4<f32>(acc{i}_{j}, acc{i}_{j+1}, acc{i}_{j+2}, acc{i}_{j+3}); }'; // per 4 columns
+// sumA (aCols4 only: A [K, M] as vec4s of 4 rows of C): sa{i/4} = the thread's sum over its k of those 4 rows,
+// added in k order; the threads of the first column of tiles store them after C's M x N values.
+const SUM_ZERO = 'var sa{i/4} = vec4<f32>(0.0);';
+const SUM_ADD4 = 'sa{i/4} = (((sa{i/4} + at0_{i/4}) + at1_{i/4}) + at2_{i/4}) + at3_{i/4};';
+const SUM_ADD1 = 'sa{i/4} = sa{i/4} + a1_{i/4};';
+const SUM_STORE = 'if (row0 / 4u + {i/4}u < M4) { c[cBase + p.M * N4 + row0 / 4u + {i/4}u] = sa{i/4}; }';
 
 /**
  * How a reg kernel reads one operand, for each storage layout: WGSL lines over the operand's tile index (A: i, the
@@ -328,15 +341,20 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
   const products = (elA: string, elB: string, sep: string): string => tile(TM, tile(TN, fill(FMA, { A: elA, B: elB }), 'j', ' '), 'i', sep);
   // b split over two uniform bindings (uK0, untransposed b only): rows k >= K0 are read from b2 at row k - K0.
   const second = (line: string): string => line.replace('b[', 'b2[').replace('(k + ', '(k - K0 + ').replace(' + k * ', ' + (k - K0) * ');
+  if (s.sumA && A !== L.aCols4) throw new Error('matmul: sumA needs a transposed vec4 a');
+  const sums = (line: string): string => (s.sumA ? '\n    ' + tile(TM, line, 'i', '\n    ', 4) : '');
   const loop = (from: string, to: string, bLoads: string): string =>
-    fill(REG_LOOP, { FROM: from, TO: to, A_LOADS: lines(A, A.loads, '\n    '), B_LOADS: lines(B, bLoads, '\n    '), FMAS: tile(4, products(A.el, B.el, '\n    '), 'kk', '\n    ') });
+    fill(REG_LOOP, {
+      FROM: from, TO: to, A_LOADS: lines(A, A.loads, '\n    '), B_LOADS: lines(B, bLoads, '\n    '),
+      FMAS: tile(4, products(A.el, B.el, '\n    '), 'kk', '\n    '), SUMS: sums(SUM_ADD4),
+    });
   const kLoops = s.uK0
     ? `${loop('kBeg / 4u', 'min(kEnd4, K0) / 4u', B.loads)}\n  ${loop('max(kBeg, K0) / 4u', 'kEnd4 / 4u', second(B.loads))}`
     : loop('kBeg / 4u', 'kEnd4 / 4u', B.loads);
   const tail =
     A.tail === null || B.tail === null
       ? ''
-      : fill(REG_TAIL, { A_LOADS: lines(A, A.tail, '\n    '), B_LOADS: lines(B, s.uK0 ? second(B.tail) : B.tail, '\n    '), FMAS: products(A.el1, B.el1, '\n    ') });
+      : fill(REG_TAIL, { A_LOADS: lines(A, A.tail, '\n    '), B_LOADS: lines(B, s.uK0 ? second(B.tail) : B.tail, '\n    '), FMAS: products(A.el1, B.el1, '\n    '), SUMS: sums(SUM_ADD1) });
   const bias = s.bias ? fill(REG_BIAS, { BIAS_LOADS: tile(TN, BIAS_LOAD, 'j', ' '), BIAS_ADDS: tile(TM, tile(TN, BIAS_ADD, 'j', ' '), 'i', '\n  ') }) : '';
   const storeCols = s.vC ? tile(TN, STORE_VEC4, 'j', '\n    ', 4) : tile(TN, STORE_F32, 'j', '\n    ');
   return fill(REG_WGSL, {
@@ -348,11 +366,12 @@ function regWgsl(TM: number, TN: number, s: Spec): string {
     BINDINGS: bindings(s),
     A_OFFSETS: lines(A, A.offset, '\n  '),
     B_OFFSETS: lines(B, B.offset, '\n  '),
-    ACC_ZERO: tile(TM, tile(TN, ACC_ZERO, 'j', ' '), 'i', '\n  '),
+    ACC_ZERO: tile(TM, tile(TN, ACC_ZERO, 'j', ' '), 'i', '\n  ') + (s.sumA ? '\n  ' + tile(TM, SUM_ZERO, 'i', ' ', 4) : ''),
     K_LOOPS: kLoops,
     TAIL: tail,
     BIAS: bias,
     STORES: tile(TM, fill(STORE_ROW, { STORE_COLS: storeCols }), 'i', '\n  '),
+    SUM_STORES: s.sumA ? `\n  if (col0 == 0u) {\n    ${tile(TM, SUM_STORE, 'i', '\n    ', 4)}\n  }` : '',
   });
 }
 
@@ -457,7 +476,7 @@ const families = Object.fromEntries(
         minSizes: ({ M, N, K, batch, splits, strideA, strideB }) => ({
           a: ((strideA ? batch! : 1) * M! * K!) / (s.vA ? 4 : 1),
           ...(s.uB2 ? { b: s.uB!, b2: s.uB2 } : { b: ((strideB ? batch! : 1) * K! * N!) / (s.vB ? 4 : 1) }),
-          c: (batch! * splits! * M! * N!) / (s.vC ? 4 : 1),
+          c: (batch! * splits! * (M! * N! + (s.sumA ? M! : 0))) / (s.vC ? 4 : 1),
           ...(s.bias ? { bias: N! } : {}),
         }),
         loopTrips: ({ K, kChunk }) => (isReg(variant) ? regTrips(kChunk!) + (s.uK0 ? loopCost(0) : 0) : nonRegTrips(variant, K!)),
@@ -533,11 +552,12 @@ function dims(a: Tensor, b: Tensor, tA: boolean, tB: boolean): Dims {
 // hardly), and a uniform array's size is part of the pipeline, so it is declared as the buffer's whole pool size
 // class (capped at the binding limit), not the operand's size: operands whose sizes change from call to call (the
 // tokens of varlen batches) share a handful of pipelines instead of compiling one each.
-export const MATMUL_TUNING: { splitThreads: number; splitMinK: number; uniformB: 'auto' | boolean; uniformMinRows: number } = {
+export const MATMUL_TUNING: { splitThreads: number; splitMinK: number; uniformB: 'auto' | boolean; uniformMinRows: number; fuseBiasGrad: boolean } = {
   splitThreads: 2048,
   splitMinK: 256,
   uniformB: 'auto',
   uniformMinRows: 128,
+  fuseBiasGrad: true,
 };
 
 /**
@@ -563,8 +583,11 @@ function uniformB(b: Tensor, M: number, N: number): { uB: number; uK0?: number; 
   return null;
 }
 
-/** C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). */
-function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant, bias: Tensor | null = null): Tensor {
+/**
+ * C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). With sumA (see sumAFits): a flat
+ * [M·N + M] tensor, C's M x N values then sa[m] = sum_k A[k, m].
+ */
+function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant, bias: Tensor | null = null, sumA = false): Tensor {
   let { batch, M } = d;
   const { N, K, sharedA, sharedB } = d;
   // llvmpipe's loop budget (65,535 iterations per invocation): a reg thread loops K / 4 times per K slice, so a
@@ -593,7 +616,9 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
     vB: reg && (tB ? K : N) % 4 === 0,
     vC: reg && N % 4 === 0,
     ...(bias ? { bias: true } : {}),
+    ...(sumA ? { sumA: true } : {}),
   };
+  if (sumA && !(reg && tA && s.vA && s.vC && batch === 1 && !bias)) throw new Error('matmul: sumA needs a register-tiled, transposed, vec4 a and c, single product');
   // One 2-D b (shared by the batch, or a batch of 1) read as a uniform array: the whole of it is the binding, or
   // (untransposed, up to twice the limit) rows [0, K0) and [K0, K) as two bindings.
   const u = reg && s.vB && (sharedB || batch === 1) && b.size === K * N ? uniformB(b, M, tB ? 0 : N) : null;
@@ -612,7 +637,8 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
   if (reg && ceilDiv(K, 4) > maxK4) splits = Math.max(splits, ceilDiv(ceilDiv(K, 4), Math.max(1, maxK4)));
   const kChunk = splits > 1 ? Math.min(ceilDiv(ceilDiv(K, splits), 4) * 4, 4 * Math.max(1, maxK4)) : K; // a multiple of 4 (vec4 loads along K)
   splits = kChunk ? ceilDiv(K, kChunk) : 1;
-  const out = Tensor.empty(splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
+  const slice = M * N + (sumA ? M : 0); // one split's C (and sa) values
+  const out = Tensor.empty(sumA ? (splits > 1 ? [splits, slice] : [slice]) : splits > 1 ? [batch, splits, M, N] : d.outShape); // [..., (splits,) M, N]
   // b as uniform arrays: the declared sizes of the buffer (from byte 0 / from row K0), as regions of it.
   const bB: Record<string, Bindable> = s.uB2
     ? { b: bufferRegion(b, 0, s.uB! * 16), b2: bufferRegion(b, s.uK0! * N * 4, s.uB2 * 16) }
@@ -632,23 +658,23 @@ function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant
         wx,
         strideA: sharedA || foldA ? 0 : (M * K) / (s.vA ? 4 : 1),
         strideB: sharedB ? 0 : (K * N) / (s.vB ? 4 : 1),
-        strideC: (M * N) / (s.vC ? 4 : 1),
+        strideC: slice / (s.vC ? 4 : 1),
       },
     );
   };
   if (a.byteLength <= maxBind && out.byteLength <= maxBind) {
     call(a, out, M);
     if (splits === 1) return out;
-    const flat = out.view([batch, splits, M * N]); // [batch, splits, M·N]
-    const summed = sum(flat, 1); // [batch, M·N]
-    const res = summed.view(d.outShape); // [..., M, N]
+    const flat = out.view([batch, splits, slice]); // [batch, splits, M·N (+ M)]
+    const summed = sum(flat, 1); // [batch, M·N (+ M)]
+    const res = summed.view(sumA ? [slice] : d.outShape); // [..., M, N] or [M·N + M]
     for (const t of [flat, summed, out]) t.dispose();
     return res;
   }
   // Over the binding cap (e.g. [12800, 64] x [12103, 64]ᵀ = 620 MB of logits): dispatch row chunks of one
   // 2-D product, binding sub-regions of a and c. Chunks are multiples of the offset alignment (in rows), so
   // every byte offset r0·K·4 and r0·N·4 stays aligned.
-  if (batch !== 1 || splits !== 1 || tA || b.byteLength > maxBind) {
+  if (batch !== 1 || splits !== 1 || tA || sumA || b.byteLength > maxBind) {
     out.dispose();
     throw new Error(
       `matmul: a ${shapeStr(a.shape)} x b ${shapeStr(b.shape)} needs a binding over maxStorageBufferBindingSize (${maxBind} bytes); ` +
@@ -761,8 +787,13 @@ const linearOp = defineOp<Record<string, never>>({
     const [rows, outF] = [x2.shape[0]!, w.shape[0]!];
     const g2 = gy.view([rows, outF]); // [rows, out]
     const gx = ctx.needsGrad[0] ? matmulOp.apply([g2, w], { transA: false, transB: false, variant: undefined }) : null; // [rows, in]
-    const gw = ctx.needsGrad[1] ? matmulOp.apply([g2, x2], { transA: true, transB: false, variant: undefined }) : null; // [out, in]
-    const gb = ctx.needsGrad[2] ? sum(g2, 0) : null; // [out]
+    let gw: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (ctx.needsGrad[1] && ctx.needsGrad[2] && fusedBiasGrad(g2, x2)) [gw, gb] = weightAndBiasGrad(g2, x2); // one kernel
+    else {
+      gw = ctx.needsGrad[1] ? matmulOp.apply([g2, x2], { transA: true, transB: false, variant: undefined }) : null; // [out, in]
+      gb = ctx.needsGrad[2] ? sum(g2, 0) : null; // [out]
+    }
     g2.dispose();
     let gxo: Tensor | null = null;
     if (gx) {
@@ -772,6 +803,29 @@ const linearOp = defineOp<Record<string, never>>({
     return [gxo, gw, gb];
   },
 });
+
+/**
+ * Whether the Linear backward computes its bias gradient inside the weight-gradient product (MATMUL_TUNING.fuseBiasGrad):
+ * dW = dYᵀ·X with dY read as vec4s of 4 output features, so the sum over rows of each feature comes from the same
+ * loads (one kernel and one split-K sum instead of a product, its sum and a column reduction of dY).
+ */
+function fusedBiasGrad(g2: Tensor, x2: Tensor): boolean {
+  const [rows, outF] = [g2.shape[0]!, g2.shape[1]!];
+  const inF = x2.shape[1]!;
+  const max = rt().device.limits.maxStorageBufferBindingSize;
+  return MATMUL_TUNING.fuseBiasGrad && rows > 0 && outF % 4 === 0 && inF % 4 === 0 && g2.byteLength <= max && 4 * outF * (inF + 1) <= max;
+}
+
+/** dW = dYᵀ·X [out, in] and db = the column sums of dY [out], from one register-tiled product (fusedBiasGrad). */
+function weightAndBiasGrad(g2: Tensor, x2: Tensor): [Tensor, Tensor] {
+  const d = dims(g2, x2, true, false); // M = out, N = in, K = rows
+  const both = launch(g2, x2, d, true, false, pickVariant(d.M, d.N), null, true); // [M·N + M]
+  const gw = both.prefixView([d.M, d.N]); // [out, in]
+  const gb = Tensor.empty([d.M]); // [out]
+  rt().queue.copy(both.buffer, 4 * d.M * d.N, gb.buffer, 0, 4 * d.M);
+  both.dispose();
+  return [gw, gb];
+}
 
 /** y = x Wᵀ + b (torch.nn.Linear): x [..., in], weight [out, in], bias [out] -> [..., out]; the bias add is fused
  * into the matmul's store (one kernel instead of a matmul and a broadcast add). */

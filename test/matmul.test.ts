@@ -300,6 +300,57 @@ describeGpu('matmul', () => {
     }
   });
 
+  it('linear backward with the bias gradient fused into the weight-gradient product (MATMUL_TUNING.fuseBiasGrad): equal to the reference, on and off', async () => {
+    const names: string[] = [];
+    const prev = { fuse: MATMUL_TUNING.fuseBiasGrad, hook: rt().queue.onDispatch };
+    rt().queue.onDispatch = (name) => names.push(name);
+    try {
+      // rows: 1, a prime, 63/64/65 (a workgroup +-1), 601 and 1031 (split-K; 1031 % 4 != 0: the K tail); out and in
+      // multiples of 4 (vec4 dY and dW), out not a multiple of the 8-row tile (12), 256 x 64 (the FFN's shapes)
+      const cases: Array<[number[], number, [number, number]?]> = [
+        [[1, 8], 4, [-1, 1]], [[7, 12], 12], [[63, 64], 64], [[64, 64], 64], [[65, 64], 256], [[601, 256], 16],
+        [[3, 7, 20], 12], [[1031, 16], 8], [[257, 16], 8, [-100, 100]],
+      ];
+      for (const fuse of [true, false]) {
+        MATMUL_TUNING.fuseBiasGrad = fuse;
+        for (const [xs, N, range] of cases) {
+          const K = xs[xs.length - 1]!;
+          const M = xs.slice(0, -1).reduce((a, b) => a * b, 1);
+          const mag = range ? range[1] : 1;
+          names.length = 0;
+          await checkOp({
+            name: `linear [${xs}] x [${N}, ${K}]ᵀ + b, fuseBiasGrad ${fuse}`,
+            inputs: [{ shape: xs, range }, { shape: [N, K], range }, { shape: [N], range }],
+            run: ([x, w, b]) => linear(x!, w!, b!),
+            ref: ([x, w, b]) => refLinear(x!, w!, b!),
+            refGrad: ([x, w], gy) => refLinearGrad(x!, w!, gy),
+            tol: tolFor(K, mag, mag),
+            gradTol: tolFor(Math.max(N, M, 1), 2 * mag, 2 * mag),
+          });
+          expect(names.some((n) => n.includes('sumA')), `${xs} x ${N}: ${names.join(' ')}`).toBe(fuse);
+        }
+      }
+      // the bias gradient's reduction is gone: one product (+ its split-K sum) for dW and db together
+      MATMUL_TUNING.fuseBiasGrad = true;
+      names.length = 0;
+      await checkOp({
+        name: 'linear [601, 64] x [64, 64]ᵀ + b, dispatches',
+        inputs: [{ shape: [601, 64] }, { shape: [64, 64] }, { shape: [64] }],
+        run: ([x, w, b]) => linear(x!, w!, b!),
+        ref: ([x, w, b]) => refLinear(x!, w!, b!),
+        refGrad: ([x, w], gy) => refLinearGrad(x!, w!, gy),
+        tol: tolFor(64, 1, 1),
+        gradTol: tolFor(601, 2, 2),
+      });
+      const reduces = names.filter((n) => n.startsWith('reduce_')).length;
+      const products = names.filter((n) => n.startsWith('matmul_') && n.includes('tA')).length;
+      expect({ reduces, products }).toEqual({ reduces: 1, products: 1 });
+    } finally {
+      MATMUL_TUNING.fuseBiasGrad = prev.fuse;
+      rt().queue.onDispatch = prev.hook;
+    }
+  });
+
   it('errors name the shapes', () => {
     const a = Tensor.empty([2, 3]);
     const b = Tensor.empty([4, 5]);
