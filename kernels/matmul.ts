@@ -62,7 +62,7 @@
 // Linear's backward (MATMUL_TUNING.fuseBiasGrad): dW = dYᵀ·X reads dY as vec4s of 4 output features per k, so the
 // same kernel also sums them over the rows (Spec.sumA): the bias gradient comes out of the weight-gradient product
 // (after C in its buffer, through the same split-K sum) instead of a column reduction of dY. One S3-Rec pretraining
-// step then runs 190 dispatches instead of 221 (llvmpipe spends ~60-100 µs on each, whatever its size).
+// step then runs 190 dispatches instead of 221 (llvmpipe spends 60-130 µs on each, whatever its size).
 import { ceilDiv, defineOp, loopBudget, loopCost, maxLoopIterations, noGrad, ref, rt, shapeStr, Tensor, zeros, type Bindable, type Kernel } from '../engine/index.js';
 import { bufferRegion, fill, isMesaAdapter, kernelFamily, vecType } from './common.js';
 import { add } from './elementwise.js';
@@ -584,7 +584,7 @@ function uniformB(b: Tensor, M: number, N: number): { uB: number; uK0?: number; 
 }
 
 /**
- * C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). With sumA (see sumAFits): a flat
+ * C = op(A)·op(B) as a new tensor of shape d.outShape (no autograd). With sumA (Linear.backward, fusedBiasGrad): a flat
  * [M·N + M] tensor, C's M x N values then sa[m] = sum_k A[k, m].
  */
 function launch(a: Tensor, b: Tensor, d: Dims, tA: boolean, tB: boolean, variant: MatmulVariant, bias: Tensor | null = null, sumA = false): Tensor {
@@ -813,7 +813,7 @@ function fusedBiasGrad(g2: Tensor, x2: Tensor): boolean {
   const [rows, outF] = [g2.shape[0]!, g2.shape[1]!];
   const inF = x2.shape[1]!;
   const max = rt().device.limits.maxStorageBufferBindingSize;
-  return MATMUL_TUNING.fuseBiasGrad && rows > 0 && outF % 4 === 0 && inF % 4 === 0 && g2.byteLength <= max && 4 * outF * (inF + 1) <= max;
+  return MATMUL_TUNING.fuseBiasGrad && rows > 0 && outF > 0 && inF > 0 && outF % 4 === 0 && inF % 4 === 0 && g2.byteLength <= max && 4 * outF * (inF + 1) <= max;
 }
 
 /** dW = dYᵀ·X [out, in] and db = the column sums of dY [out], from one register-tiled product (fusedBiasGrad). */
