@@ -183,6 +183,14 @@ async function vulkanProbeSkipReason(): Promise<string | null> {
  * chunks the less loaded core takes more of them (docs/BENCHMARKS.md: an AttRec training step 1.1-1.4x faster in
  * the median on 2 cores, and steadier). Real GPUs ignore it.
  */
+export type AdapterStrings = { vendor?: string; architecture?: string; device?: string; description?: string };
+
+/** Whether an adapter described by these strings is one of Mesa's CPU rasterisers (llvmpipe / lavapipe / softpipe). */
+export function mesaSoftwareAdapter(info: AdapterStrings): boolean {
+  const s = `${info.vendor ?? ''} ${info.architecture ?? ''} ${info.device ?? ''} ${info.description ?? ''}`.toLowerCase();
+  return /llvmpipe|lavapipe|softpipe/.test(s);
+}
+
 async function softwareThreads(): Promise<number> {
   const os = await import('node:os');
   const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
@@ -275,7 +283,7 @@ export async function initGpu(opts: InitOptions = {}): Promise<Gpu> {
   const device = await requestDevice(adapter);
   const info = makeInfo(device, adapter, backend, level);
   const lp = Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.LP_NUM_THREADS);
-  if (isNode && /llvmpipe|lavapipe|softpipe/i.test(`${info.device} ${info.description}`) && Number.isInteger(lp) && lp > 0) info.softwareThreads = lp;
+  if (isNode && mesaSoftwareAdapter(info) && Number.isInteger(lp) && lp > 0) info.softwareThreads = lp;
   current = { device, adapter, info };
   ownsDevice = true;
   return finishInit(current);

@@ -1,6 +1,6 @@
 // Public API of the engine (runtime only; the op library is in kernels/).
 export { flags, getenv, packagePath } from './env.js';
-export { initGpu, getGpu, hasGpu, destroyGpu, INSTALL_HINT, type Gpu, type GpuInfo, type InitOptions, type FeatureLevel } from './gpu.js';
+export { initGpu, getGpu, hasGpu, destroyGpu, mesaSoftwareAdapter, INSTALL_HINT, type Gpu, type GpuInfo, type InitOptions, type FeatureLevel } from './gpu.js';
 export { reflectKernel, type KernelLayout, type StorageBinding, type UniformBinding, type UniformMember, type Scalar } from './reflect.js';
 export {
   defineKernel,
@@ -11,7 +11,6 @@ export {
   chunkRanges,
   loopBudget,
   adapterLoopBudget,
-  mesaSoftwareAdapter,
   MESA_LOOP_BUDGET,
   definedKernels,
   wgslHasLoop,

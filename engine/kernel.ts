@@ -9,6 +9,7 @@ import { debugKernel, flags, log } from './env.js';
 import { reflectKernel, resolveWorkgroupSize, type KernelLayout, type Scalar } from './reflect.js';
 import { rt } from './runtime.js';
 import { markWritten } from './versions.js';
+import { mesaSoftwareAdapter, type AdapterStrings } from './gpu.js';
 
 /** Anything that can be bound to a storage binding: a Tensor, or a raw buffer region. */
 export interface Bindable {
@@ -130,14 +131,6 @@ export function chunkRanges(n: number, per: number): Array<[number, number]> {
 
 /** Mesa's software rasterisers (llvmpipe; lavapipe and softpipe share gallivm's LP_MAX_TGSI_LOOP_ITERATIONS). */
 export const MESA_LOOP_BUDGET = 65535;
-
-type AdapterStrings = { vendor?: string; architecture?: string; device?: string; description?: string };
-
-/** Whether an adapter described by these strings is one of Mesa's CPU rasterisers (llvmpipe / lavapipe / softpipe). */
-export function mesaSoftwareAdapter(info: AdapterStrings): boolean {
-  const s = `${info.vendor ?? ''} ${info.architecture ?? ''} ${info.device ?? ''} ${info.description ?? ''}`.toLowerCase();
-  return /llvmpipe|lavapipe|softpipe/.test(s);
-}
 
 /** The loop budget of an adapter described by these strings: 65,535 on Mesa llvmpipe/lavapipe/softpipe, else Infinity. */
 export function adapterLoopBudget(info: AdapterStrings): number {
